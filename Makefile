@@ -4,7 +4,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-export TYMPAN_DATA_MIRROR ?=
 
 .PHONY: help install run test test-all bench clean
 

@@ -1,0 +1,282 @@
+"""Experiment configuration: YAML in, validated pydantic models out.
+
+Every block forbids unknown keys, so a typo fails with its key path and the keys that are
+allowed. A block given as a string names a preset in `tympan/presets/<kind>/<name>.yaml`;
+a mapping with `preset:` loads that preset and overrides it key by key. Wherever a class is
+chosen, `target:` is `package.module:Class` or `path/to/file.py:Class`, and `args:` its
+keyword arguments, checked against the class's signature.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tympan.errors import ConfigError
+
+PRESETS = Path(__file__).parent / "presets"
+
+# Which preset folder a top-level block's string names come from.
+PRESET_KINDS = {
+    "dataset": "datasets",
+    "features": "features",
+    "model": "models",
+    "optimizer": "optimizers",
+    "scheduler": "schedulers",
+}
+
+
+class Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component(Block):
+    """A class chosen by import path plus its keyword arguments."""
+
+    target: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("target")
+    @classmethod
+    def _importable(cls, target: str) -> str:
+        resolve_target(target)
+        return target
+
+    def check_args(self, *fixed: str) -> None:
+        """Fail early on an argument the class does not take (`fixed` are filled in later)."""
+        signature = inspect.signature(resolve_target(self.target))
+        params = signature.parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return
+        allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for name in self.args:
+            if name not in allowed or name in fixed:
+                choices = ", ".join(a for a in allowed if a not in fixed)
+                raise ValueError(f"{self.target} takes no argument {name!r}; it takes: {choices}")
+
+    def build(self, **fixed: Any) -> Any:
+        return resolve_target(self.target)(**self.args, **fixed)
+
+
+class DatasetConfig(Component):
+    root: str = "data/raw"
+    on_unreadable: Literal["raise", "skip"] = Field(
+        "raise", description="an unreadable audio file stops preprocessing, or is skipped and reported"
+    )
+
+
+class FeaturesConfig(Component):
+    root: str = "data/features"
+    normalize: Literal["none", "utterance"] = "none"
+
+    def store_key(self) -> str:
+        """What the offline features depend on: extractor and its arguments, not normalisation."""
+        return digest({"target": self.target, "args": self.args})[:10]
+
+
+class ModelConfig(Component):
+    pass
+
+
+class OptimizerConfig(Component):
+    pass
+
+
+class SchedulerConfig(Component):
+    interval: Literal["step", "epoch"] = "epoch"
+
+
+class TrainingConfig(Block):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    max_duration: float | None = Field(None, gt=0, description="crop training clips to at most this many seconds")
+    bucketing: bool = Field(True, description="batch clips of similar length together")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    device: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    deterministic: bool = True
+    progress: bool = True
+
+
+class Config(Block):
+    experiment: str = "default"
+    seed: int = 1
+    dataset: DatasetConfig
+    features: FeaturesConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig | None = None
+    augmentation: list[Component] = Field(default_factory=list)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    grid: dict[str, list[Any]] | None = None
+
+    def run_id(self) -> str:
+        """Runs with the same resolved config share an id; names and progress bars don't count."""
+        data = self.model_dump(mode="json", exclude={"experiment", "grid"})
+        for key in ("progress", "num_workers"):
+            data["training"].pop(key)
+        return digest(data)[:12]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def resolve_target(target: str) -> Any:
+    """Import `package.module:Name` or `path/to/file.py:Name`."""
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"target {target!r} must look like 'package.module:Class' or 'file.py:Class'")
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise ValueError(f"target {target!r}: no file {path}")
+        spec = importlib.util.spec_from_file_location(f"tympan_user.{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ValueError(f"target {target!r}: cannot import {module_name} ({exc})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"target {target!r}: {module_name} has no {attr!r}") from None
+
+
+def available_presets(kind: str) -> list[str]:
+    return sorted(p.stem for p in (PRESETS / kind).glob("*.yaml"))
+
+
+def load_preset(kind: str, name: str) -> dict:
+    path = PRESETS / kind / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_presets(kind)) or "none"
+        raise ConfigError(f"unknown {kind[:-1]} preset {name!r}; known: {known}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge `override` into a copy of `base` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def expand_presets(raw: dict) -> dict:
+    """Replace preset names by the preset's content, applying inline overrides."""
+    out = dict(raw)
+    for block, kind in PRESET_KINDS.items():
+        value = out.get(block)
+        if isinstance(value, str):
+            out[block] = load_preset(kind, value)
+        elif isinstance(value, dict) and "preset" in value:
+            override = {k: v for k, v in value.items() if k != "preset"}
+            out[block] = merge(load_preset(kind, value["preset"]), override)
+    return out
+
+
+def _describe(error: dict, model: type[BaseModel]) -> str:
+    path = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, error["loc"][:-1])
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"{path}: unknown key{hint}"
+    if error["type"] == "missing":
+        return f"{path}: required key is missing"
+    return f"{path}: {error['msg']} (got {error.get('input')!r})"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def parse(raw: dict, source: str = "config") -> Config:
+    """Validate a raw mapping (presets already named or inline) into a Config."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = Config.model_validate(expand_presets(raw))
+    except ValidationError as exc:
+        lines = [_describe(e, Config) for e in exc.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+    checks = [
+        ("features", config.features, ()),
+        ("model", config.model, ("n_mels", "n_outputs")),
+        ("optimizer", config.optimizer, ("params",)),
+        *[(f"augmentation.{i}", a, ()) for i, a in enumerate(config.augmentation)],
+    ]
+    if config.scheduler:
+        checks.append(("scheduler", config.scheduler, ("optimizer",)))
+    for where, component, fixed in checks:
+        try:
+            component.check_args(*fixed)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {where}.args: {exc}") from None
+    return config
+
+
+def load(path: str | Path, overrides: dict | None = None) -> Config:
+    """Load a YAML config file, or a named experiment preset (`autrainer-cnn10-fsdd`);
+    `overrides` maps dotted keys to values (`training.epochs: 3`)."""
+    path = Path(path)
+    if not path.is_file() and (PRESETS / "experiments" / f"{path}.yaml").is_file():
+        path = PRESETS / "experiments" / f"{path}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_presets("experiments"))
+        raise ConfigError(f"{path}: no such config file (experiment presets: {known})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    raw = raw or {}
+    for dotted, value in (overrides or {}).items():
+        raw = set_dotted(raw, dotted, value)
+    return parse(raw, str(path))
+
+
+def set_dotted(raw: dict, dotted: str, value: Any) -> dict:
+    """Return a copy of `raw` with `a.b.c` set to value, expanding a preset name on the way."""
+    out = expand_presets(raw) if "." in dotted else copy.deepcopy(raw)
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None else child
+            if not isinstance(child, dict):
+                raise ConfigError(f"cannot set {dotted}: {part} is not a mapping")
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+    return out

@@ -1,0 +1,118 @@
+"""From a feature store to batches: cropping, seeded augmentation, normalisation, and
+length-bucketed batching so that short clips are not padded to the longest one."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+
+from tympan.feature_store import Split
+from tympan.transforms.normalize import normalize
+
+
+def sample_seed(*parts: int) -> int:
+    """A 63-bit seed from (run seed, epoch, clip): each clip's randomness is fixed by its
+    position in the run alone, whatever the worker count or resume point."""
+    seed = 0x9E3779B97F4A7C15
+    for part in parts:
+        seed = (seed ^ (part + 0x9E3779B9 + (seed << 6) + (seed >> 2))) & 0x7FFFFFFFFFFFFFFF
+    return seed
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Clip i of a split as (features (frames, bins), target), ready for the model."""
+
+    def __init__(
+        self,
+        split: Split,
+        targets: np.ndarray,
+        normalization: str = "none",
+        augmentations: list | None = None,
+        max_frames: int | None = None,
+        seed: int = 0,
+    ):
+        self.split = split
+        self.targets = torch.as_tensor(targets)
+        self.normalization = normalization
+        self.augmentations = augmentations or []
+        self.max_frames = max_frames
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        features = torch.from_numpy(np.array(self.split.clip(i)))
+        train = bool(self.augmentations) or self.max_frames is not None
+        if train:
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, i))
+            if self.max_frames is not None and len(features) > self.max_frames:
+                start = int(torch.randint(0, len(features) - self.max_frames + 1, (1,), generator=generator))
+                features = features[start : start + self.max_frames]
+            for augment in self.augmentations:
+                features = augment(features, generator)
+        return normalize(features, self.normalization), self.targets[i]
+
+
+def pad_collate(min_frames: int):
+    """Stack clips, padding each to the batch's longest (at least `min_frames`) with its own
+    minimum, i.e. with the quietest value the clip has, not with a loud zero."""
+
+    def collate(batch):
+        frames = max(min_frames, max(len(x) for x, _ in batch))
+        features = torch.stack([F.pad(x, (0, 0, 0, frames - len(x)), value=float(x.min())) for x, _ in batch])
+        return features, torch.stack([t for _, t in batch])
+
+    return collate
+
+
+class BucketBatchSampler(Sampler):
+    """Shuffled batches of similar-length clips.
+
+    Each epoch: shuffle, cut into pools of `pool` batches, sort each pool by length, cut it
+    into batches, shuffle the batches. Padding then costs a few frames instead of doubling
+    the compute, and batches still mix the whole training set.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50, bucketing: bool = True):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.pool, self.bucketing = batch_size, seed, pool, bucketing
+        self.epoch = 0
+
+    def batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng(sample_seed(self.seed, self.epoch))
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size
+        if not self.bucketing:
+            return [order[i : i + size] for i in range(0, len(order), size)]
+        batches = []
+        for start in range(0, len(order), size * self.pool):
+            pool = order[start : start + size * self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i : i + size] for i in range(0, len(pool), size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self):
+        return iter([b.tolist() for b in self.batches()])
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
+def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Evaluation batches in length order (no shuffling needed, least padding)."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def loader(dataset: ClipDataset, batch_sampler, min_frames: int, num_workers: int = 0) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=pad_collate(min_frames),
+        num_workers=num_workers,
+        persistent_workers=False,
+    )

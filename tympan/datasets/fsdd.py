@@ -1,0 +1,174 @@
+"""Free Spoken Digit Dataset (FSDD): spoken digits 0-9, 8 kHz mono WAV, split by speaker.
+
+Upstream: https://github.com/Jakobovski/free-spoken-digit-dataset (CC BY-SA 4.0).
+Files are `recordings/{digit}_{speaker}_{index}.wav`. Upstream publishes no
+checksum, so unless a `sha256` is configured a fetch is verified by naming:
+every speaker must have every digit with the same run of takes 0..n-1.
+Splits are by speaker, so no voice is in two splits; speakers in no split are
+left out of the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tarfile
+import urllib.parse
+import zlib
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+from tympan.datasets.base import SPLITS, AudioDataset, download_file, link_or_copy
+from tympan.errors import ConfigError, DataError
+from tympan.progress import bar
+
+__all__ = ["FSDD"]
+
+log = logging.getLogger(__name__)
+
+URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
+RECORDINGS = "recordings"
+FILE_NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[a-z]+)_(?P<take>[0-9]+)\.wav$")
+DIGITS = tuple(str(d) for d in range(10))
+
+
+class FSDD(AudioDataset):
+    """FSDD fetched from the release archive, a local copy (`source`) or the data mirror."""
+
+    name = "fsdd"
+    target_column = "label"
+
+    def __init__(
+        self,
+        url: str = URL,
+        sha256: str | None = None,
+        source: str | None = None,
+        train_speakers: Iterable[str] = ("george", "jackson", "lucas", "nicolas"),
+        dev_speakers: Iterable[str] = ("yweweler",),
+        test_speakers: Iterable[str] = ("theo",),
+    ):
+        self.url = url
+        self.sha256 = sha256
+        self.source = source
+        self.speaker_split = _speaker_split(
+            {"train": train_speakers, "dev": dev_speakers, "test": test_speakers}
+        )
+
+    def download(self, dest: Path) -> None:
+        """Fill `dest/recordings/` from `source` (directory or archive), else from `url`."""
+        if self.source:
+            source = Path(self.source).expanduser()
+            if source.is_dir():
+                self.copy_from(source, dest)
+            elif source.is_file():
+                _extract_recordings(source, dest / RECORDINGS)
+            else:
+                raise DataError(f"{source}: no such FSDD source (a directory or .tar.gz archive)")
+            return
+        archive = download_file(self.url, dest / _file_name(self.url), self.sha256)
+        _extract_recordings(archive, dest / RECORDINGS)
+        archive.unlink()
+
+    def copy_from(self, src: Path, dest: Path) -> None:
+        """Link or copy the recordings of a local FSDD copy (upstream or mirror layout)."""
+        recordings = _find_recordings(src)
+        out = _fresh_dir(dest / RECORDINGS)
+        files = [p for p in sorted(recordings.iterdir()) if FILE_NAME.match(p.name)]
+        for file in bar(files, desc="copy fsdd", unit="file"):
+            link_or_copy(file, out / file.name)
+
+    def verify(self, dest: Path) -> None:
+        """Every speaker has every digit with takes 0..n-1, and no file is empty."""
+        recordings = dest / RECORDINGS
+        files = sorted(recordings.glob("*.wav"))
+        if not files:
+            raise DataError(f"{recordings}: no recordings")
+        takes = defaultdict(set)
+        for file in files:
+            match = FILE_NAME.match(file.name)
+            if not match:
+                raise DataError(f"{file}: not an FSDD file name ({{digit}}_{{speaker}}_{{index}}.wav)")
+            if file.stat().st_size == 0:
+                raise DataError(f"{file}: empty file")
+            takes[match["speaker"]].add((match["digit"], int(match["take"])))
+        for speaker, present in takes.items():
+            count = 1 + max(take for _, take in present)
+            missing = {(d, t) for d in DIGITS for t in range(count)} - present
+            if missing:
+                digit, take = min(missing)
+                raise DataError(
+                    f"{recordings}: {len(missing)} file(s) of speaker {speaker!r} missing, "
+                    f"e.g. {digit}_{speaker}_{take}.wav"
+                )
+
+    def prepare(self, dest: Path) -> list[dict[str, str]]:
+        """One row per recording of a speaker that is in a split; label is the digit."""
+        rows, dropped = [], set()
+        for file in sorted((dest / RECORDINGS).glob("*.wav")):
+            match = FILE_NAME.match(file.name)
+            split = self.speaker_split.get(match["speaker"])
+            if split is None:
+                dropped.add(match["speaker"])
+                continue
+            path, label, speaker = f"{RECORDINGS}/{file.name}", match["digit"], match["speaker"]
+            rows.append({"path": path, "split": split, "label": label, "speaker": speaker})
+        if dropped:
+            log.info("fsdd: speakers in no split, left out of the index: %s", ", ".join(sorted(dropped)))
+        for split in SPLITS:
+            if not any(row["split"] == split for row in rows):
+                speakers = [s for s, sp in self.speaker_split.items() if sp == split]
+                log.warning("fsdd: %s split is empty (no recordings of %s)", split, speakers or "anyone")
+        return rows
+
+
+def _speaker_split(splits: dict[str, Iterable[str]]) -> dict[str, str]:
+    """Map speaker -> split; a speaker in two splits would leak a voice, so it is an error."""
+    speaker_split = {}
+    for split, speakers in splits.items():
+        for speaker in [speakers] if isinstance(speakers, str) else speakers:
+            if speaker in speaker_split:
+                first = speaker_split[speaker]
+                raise ConfigError(
+                    f"fsdd: speaker {speaker!r} is in both {first}_speakers and {split}_speakers"
+                )
+            speaker_split[speaker] = split
+    return speaker_split
+
+
+def _find_recordings(src: Path) -> Path:
+    """The folder of FSDD wavs in `src`: `src/recordings`, `src/<top>/recordings` or `src` itself."""
+    for candidate in [src / RECORDINGS, *sorted(src.glob(f"*/{RECORDINGS}")), src]:
+        if candidate.is_dir() and any(FILE_NAME.match(p.name) for p in candidate.iterdir()):
+            return candidate
+    raise DataError(f"{src}: no FSDD recordings (recordings/{{digit}}_{{speaker}}_{{index}}.wav)")
+
+
+def _extract_recordings(archive: Path, out: Path) -> None:
+    """Extract the `recordings/*.wav` members of a tar archive into `out`.
+
+    Only regular files with a valid FSDD name are written, each to
+    `out/<name>`, so links, devices and `../` paths in the archive can never
+    write outside `out`.
+    """
+    out = _fresh_dir(out)
+    try:
+        with tarfile.open(archive, "r|*") as tar:
+            for member in bar(tar, desc=f"extract {archive.name}", unit="file"):
+                path = PurePosixPath(member.name)
+                if member.isfile() and path.parent.name == RECORDINGS and FILE_NAME.match(path.name):
+                    with tar.extractfile(member) as src, open(out / path.name, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raise DataError(f"{archive}: cannot extract the archive ({err})") from err
+
+
+def _fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _file_name(url: str) -> str:
+    return PurePosixPath(urllib.parse.urlparse(url).path).name or "fsdd.tar.gz"

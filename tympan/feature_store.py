@@ -1,0 +1,148 @@
+"""Offline features packed per split into a few large files, memory-mapped at training time.
+
+Layout of `<root>/<dataset>-<key>/`, where key hashes the feature extractor and its args:
+  meta.json                      extractor, frame rate, bin count, labels, skipped files
+  <split>/features.npy           (total frames, bins) float32, every clip of the split end to end
+  <split>/offsets.npy            (clips + 1,) int64: clip i is rows offsets[i]:offsets[i + 1]
+  <split>/index.csv              the dataset index rows of the split, in the same order
+Thousands of tiny files are slow to read and slow for DVC to hash; three per split are not.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tympan import audio
+from tympan.progress import bar as progress_bar
+from tympan.config import Config
+from tympan.datasets.base import AudioDataset, Index
+from tympan.errors import AudioError, DataError
+
+log = logging.getLogger("tympan")
+SPLITS = ("train", "dev", "test")
+
+
+def store_dir(config: Config, dataset_name: str) -> Path:
+    return Path(config.features.root) / f"{dataset_name}-{config.features.store_key()}"
+
+
+def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = True) -> Path:
+    """Extract features for every clip of the index into the store; returns its directory.
+
+    A store that is already complete is reused. Unreadable audio stops the build, naming
+    the file, unless `dataset.on_unreadable: skip`, which leaves it out and lists it in
+    meta.json and `skipped.csv`.
+    """
+    out = store_dir(config, dataset.name)
+    if (out / "meta.json").is_file():
+        log.info("features already extracted in %s", out)
+        return out
+    extractor = config.features.build()
+    extractor.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        skipped = []
+        counts = {}
+        for split in SPLITS:
+            rows = index.split(split)
+            kept, features = [], []
+            for row in progress_bar(rows, progress and bool(rows), desc=f"features {split}", unit="clip"):
+                try:
+                    samples, _ = audio.load(index.path_of(row), extractor.sample_rate)
+                except AudioError as exc:
+                    if config.dataset.on_unreadable == "raise":
+                        raise
+                    skipped.append({"path": row["path"], "split": split, "reason": exc.reason})
+                    continue
+                features.append(extractor(torch.from_numpy(samples))[0].numpy())
+                kept.append(row)
+            _write_split(tmp / split, features, kept, n_bins=extractor.n_mels)
+            counts[split] = len(kept)
+        meta = {
+            "dataset": dataset.name,
+            "target": dataset.target_column,
+            "labels": index.labels(dataset.target_column),
+            "features": config.features.model_dump(mode="json", include={"target", "args"}),
+            "key": config.features.store_key(),
+            "frame_rate": extractor.sample_rate / extractor.hop_length,
+            "n_bins": extractor.n_mels,
+            "clips": counts,
+            "skipped": skipped,
+        }
+        if skipped:
+            _write_csv(tmp / "skipped.csv", skipped)
+            log.warning("skipped %d unreadable files; listed in %s", len(skipped), out / "skipped.csv")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("features written to %s (%s)", out, ", ".join(f"{k}: {v} clips" for k, v in counts.items()))
+    return out
+
+
+def _write_split(directory: Path, features: list[np.ndarray], rows: list[dict], n_bins: int) -> None:
+    directory.mkdir(parents=True)
+    lengths = [len(f) for f in features]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    packed = np.concatenate(features).astype(np.float32) if features else np.zeros((0, n_bins), np.float32)
+    np.save(directory / "features.npy", packed)
+    np.save(directory / "offsets.npy", offsets)
+    _write_csv(directory / "index.csv", rows)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        if rows:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+@dataclass
+class Split:
+    """One split of a store: clip i's features are `clip(i)`, its index row `rows[i]`."""
+
+    features: np.ndarray
+    offsets: np.ndarray
+    rows: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def clip(self, i: int) -> np.ndarray:
+        return self.features[self.offsets[i] : self.offsets[i + 1]]
+
+
+def open_split(directory: Path, split: str) -> Split:
+    path = Path(directory) / split
+    if not (path / "features.npy").is_file():
+        raise DataError(f"{path}: no features; run `tympan preprocess` first")
+    with open(path / "index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return Split(
+        features=np.load(path / "features.npy", mmap_mode="r"),
+        offsets=np.load(path / "offsets.npy"),
+        rows=rows,
+    )
+
+
+def read_meta(directory: Path) -> dict:
+    path = Path(directory) / "meta.json"
+    if not path.is_file():
+        raise DataError(f"{directory}: not a complete feature store (no meta.json); run `tympan preprocess`")
+    return json.loads(path.read_text())

@@ -1,0 +1,69 @@
+"""PANN CNNs (Kong et al., 2020, "PANNs: Large-Scale Pretrained Audio Neural Networks").
+
+Same layer layout as the paper's Cnn10 and Cnn14 so that their published weights map onto
+these modules; the log-Mel front end lives in tympan.transforms, not in the model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tympan.models.base import AudioModel, global_pool
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 conv + batch-norm + ReLU layers, then 2x2 average pooling."""
+
+    def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int] = (2, 2)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return F.avg_pool2d(x, self.pool)
+
+
+class _PannCNN(AudioModel):
+    channels: tuple[int, ...] = ()
+
+    def __init__(self, n_mels: int = 64, n_outputs: int = 527, dropout: float = 0.2, head_dropout: float = 0.5):
+        super().__init__()
+        self.bn0 = nn.BatchNorm2d(n_mels)
+        widths = (1, *self.channels)
+        # PANN halves time and frequency after each of the first five blocks only
+        pools = [(2, 2) if i < 5 else (1, 1) for i in range(len(self.channels))]
+        self.blocks = nn.ModuleList(ConvBlock(i, o, p) for i, o, p in zip(widths, widths[1:], pools))
+        self.dropout, self.head_dropout = dropout, head_dropout
+        self.fc1 = nn.Linear(self.channels[-1], self.channels[-1])
+        self.fc_out = nn.Linear(self.channels[-1], n_outputs)
+        self.min_frames = 2 ** sum(p[0] == 2 for p in pools)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        # batch-norm each Mel bin over the batch, as PANN's bn0 does
+        x = self.bn0(features.unsqueeze(1).transpose(1, 3)).transpose(1, 3)
+        for block in self.blocks:
+            x = F.dropout(block(x), self.dropout, self.training)
+        x = F.dropout(global_pool(x), self.head_dropout, self.training)
+        return F.relu(self.fc1(x))
+
+    def head(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(F.dropout(embedding, self.head_dropout, self.training))
+
+
+class Cnn10(_PannCNN):
+    """Four double-conv blocks, 64 to 512 channels, 5.2 M parameters with 527 outputs."""
+
+    channels = (64, 128, 256, 512)
+
+
+class Cnn14(_PannCNN):
+    """Six double-conv blocks, 64 to 2048 channels, 81 M parameters with 527 outputs."""
+
+    channels = (64, 128, 256, 512, 1024, 2048)

@@ -1,0 +1,45 @@
+"""Run plots as PNG files (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def training_curves(history: list[dict], path: Path, metric: str) -> None:
+    """Train and dev loss, and the dev tracking metric, per epoch."""
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot(epochs, [r["train_loss"] for r in history], label="train")
+    left.plot(epochs, [r["dev_loss"] for r in history], label="dev")
+    left.set(xlabel="epoch", ylabel="loss", title="loss")
+    left.legend()
+    right.plot(epochs, [r[f"dev_{metric}"] for r in history], color="tab:green")
+    right.set(xlabel="epoch", ylabel=metric, title=f"dev {metric}")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> None:
+    size = max(4, 0.45 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels)
+    ax.set(xlabel="predicted", ylabel="true")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > matrix.max() / 2 else "black")
+    _save(fig, path)

@@ -1,0 +1,228 @@
+"""The training loop: seeded, device-agnostic, evaluating on dev every epoch and keeping the
+best state by the task's tracking metric."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tympan import feature_store, plots, progress
+from tympan.config import Config, resolve_target
+from tympan.errors import DataError
+from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader
+from tympan.tasks import Classification
+
+log = logging.getLogger("tympan")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def write_json(path: Path, data) -> None:
+    """Write atomically: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Trains one config on one feature store into one run directory."""
+
+    def __init__(self, config: Config, features_dir: Path, run_dir: Path):
+        self.config, self.run_dir = config, Path(run_dir)
+        cfg = config.training
+        seed_everything(config.seed, cfg.deterministic)
+        self.device = pick_device(cfg.device)
+        meta = feature_store.read_meta(features_dir)
+        self.meta = meta
+        self.task = Classification(meta["labels"], label_smoothing=cfg.label_smoothing)
+        self.splits = {s: feature_store.open_split(features_dir, s) for s in feature_store.SPLITS}
+        if not len(self.splits["train"]) or not len(self.splits["dev"]):
+            raise DataError(f"{features_dir}: the train and dev splits must not be empty")
+
+        self.model = config.model.build(n_mels=meta["n_bins"], n_outputs=self.task.n_outputs).to(self.device)
+        self.optimizer = config.optimizer.build(params=self.model.parameters())
+        self.train_data = self._dataset("train", train=True)
+        self.sampler = BucketBatchSampler(
+            self.splits["train"].lengths() if cfg.max_duration is None else np.minimum(self.splits["train"].lengths(), self.max_frames),
+            cfg.batch_size,
+            seed=config.seed,
+            bucketing=cfg.bucketing,
+        )
+        self.scheduler = self._scheduler(steps_per_epoch=len(self.sampler))
+
+    @property
+    def max_frames(self) -> int | None:
+        seconds = self.config.training.max_duration
+        return None if seconds is None else max(1, int(seconds * self.meta["frame_rate"]))
+
+    def _dataset(self, split: str, train: bool) -> ClipDataset:
+        data = self.splits[split]
+        augmentations = [a.build() for a in self.config.augmentation] if train else []
+        return ClipDataset(
+            data,
+            self.task.encode([row[self.meta["target"]] for row in data.rows]),
+            normalization=self.config.features.normalize,
+            augmentations=augmentations,
+            max_frames=self.max_frames if train else None,
+            seed=self.config.seed,
+        )
+
+    def _scheduler(self, steps_per_epoch: int):
+        if self.config.scheduler is None:
+            return None
+        params = inspect.signature(resolve_target(self.config.scheduler.target)).parameters
+        epochs = self.config.training.epochs
+        known = {"total_steps": epochs * steps_per_epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch}
+        filled = {k: v for k, v in known.items() if k in params and k not in self.config.scheduler.args}
+        if "total_steps" in filled:  # OneCycle-like: total_steps alone defines the schedule
+            filled.pop("epochs", None)
+            filled.pop("steps_per_epoch", None)
+        return self.config.scheduler.build(optimizer=self.optimizer, **filled)
+
+    def fit(self) -> dict:
+        cfg = self.config.training
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+        history: list[dict] = []
+        best = None
+        for epoch in range(1, cfg.epochs + 1):
+            started = time.perf_counter()
+            train_loss = self._train_epoch(epoch)
+            dev = self.evaluate("dev")
+            row = {"epoch": epoch, "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"]}
+            row.update({f"dev_{k}": v for k, v in dev["metrics"].items()})
+            row["dev_loss"] = dev["loss"]
+            history.append(row)
+            write_csv(self.run_dir / "metrics.csv", history)
+            value = dev["metrics"][self.task.tracking_metric]
+            if self.task.is_better(value, best):
+                best = value
+                self._save_state("best", epoch)
+            self._save_state("last", epoch)
+            log.info(
+                "epoch %d/%d  train loss %.4f  dev %s %.4f  (%.1fs)",
+                epoch, cfg.epochs, train_loss, self.task.tracking_metric, value, time.perf_counter() - started,
+            )
+        plots.training_curves(history, self.run_dir / "plots" / "training_curves.png", self.task.tracking_metric)
+        return self._finish(history)
+
+    def _train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        self.train_data.epoch = self.sampler.epoch = epoch
+        batches = loader(self.train_data, self.sampler, self.model.min_frames, self.config.training.num_workers)
+        total, count = 0.0, 0
+        bar = progress.bar(batches, self.config.training.progress, desc=f"epoch {epoch}", unit="batch", leave=False)
+        for features, targets in bar:
+            features, targets = features.to(self.device), targets.to(self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.task.loss(self.model(features), targets)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None and self.config.scheduler.interval == "step":
+                self.scheduler.step()
+            total += loss.item() * len(targets)
+            count += len(targets)
+            bar.set_postfix(loss=f"{total / count:.3f}", refresh=False)
+        if self.scheduler is not None and self.config.scheduler.interval == "epoch":
+            self.scheduler.step()
+        return total / count
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict:
+        """Loss, metrics and predictions of the current model on a split (full clips, no augmentation)."""
+        self.model.eval()
+        data = self._dataset(split, train=False)
+        batches = loader(data, eval_batches(data.split.lengths(), self.config.training.eval_batch_size), self.model.min_frames)
+        outputs, targets = [], []
+        for features, target in batches:
+            outputs.append(self.model(features.to(self.device)).float().cpu())
+            targets.append(target)
+        outputs, targets = torch.cat(outputs), torch.cat(targets)
+        predictions = self.task.predict(outputs).numpy()
+        return {
+            "loss": float(self.task.loss(outputs, targets, train=False)),
+            "metrics": self.task.metrics(predictions, targets.numpy()),
+            "predictions": predictions,
+            "targets": targets.numpy(),
+        }
+
+    def _save_state(self, name: str, epoch: int) -> None:
+        """Weights as safetensors; optimizer, scheduler and RNG state beside them (tensors only)."""
+        directory = self.run_dir / name
+        tmp = self.run_dir / f".{name}.tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, tmp / "model.safetensors")
+        torch.save(
+            {
+                "epoch": epoch,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp / "training_state.pt",
+        )
+        if directory.exists():
+            old = self.run_dir / f".{name}.old"
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
+
+    def _finish(self, history: list[dict]) -> dict:
+        state = load_file(self.run_dir / "best" / "model.safetensors")
+        self.model.load_state_dict(state)
+        best_epoch = int(torch.load(self.run_dir / "best" / "training_state.pt", weights_only=True)["epoch"])
+        summary: dict = {"run": {"id": self.config.run_id(), "best_epoch": best_epoch, "epochs": len(history)}}
+        for split in ("dev", "test"):
+            if not len(self.splits[split]):
+                log.warning("the %s split is empty: no %s results", split, split)
+                summary[split] = {}
+                continue
+            result = self.evaluate(split)
+            summary[split] = result["metrics"]
+            plots.confusion_matrix(
+                self.task.confusion(result["predictions"], result["targets"]),
+                self.task.labels,
+                self.run_dir / "plots" / f"confusion_{split}.png",
+            )
+        write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def train(config: Config, features_dir: Path, run_dir: Path) -> dict:
+    return Trainer(config, features_dir, run_dir).fit()
