@@ -19,3 +19,35 @@ def fsdd_mirror() -> Path:
     if not (mirror / "fsdd" / "recordings").is_dir():
         pytest.skip(f"no FSDD copy at {mirror}/fsdd/recordings; set TYMPAN_DATA_MIRROR to shared/data")
     return mirror
+
+
+TINY = {
+    "experiment": "tiny",
+    "seed": 1,
+    "scheduler": None,
+    "dataset": {
+        "preset": "FSDD",
+        "args": {"train_speakers": ["george", "jackson"], "dev_speakers": ["yweweler"], "test_speakers": ["lucas"]},
+    },
+    "features": {"preset": "PannLogMel16k", "normalize": "utterance"},
+    "model": {"preset": "SmallCNN", "args": {"channels": [8, 16, 16]}},
+    "optimizer": {"preset": "AdamW", "args": {"lr": 0.003}},
+    "augmentation": [{"target": "tympan.augmentations:SpeedPerturb"}, {"target": "tympan.augmentations:SpecAugment"}],
+    "training": {"epochs": 2, "batch_size": 32, "progress": False},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(fsdd_mirror, tmp_path_factory):
+    """A directory holding a tiny experiment's raw data and features (three FSDD speakers + dev)."""
+    from tympan import config as configuration
+    from tympan import stages
+
+    root = tmp_path_factory.mktemp("workspace")
+    raw = {**TINY, "dataset": {**TINY["dataset"], "root": str(root / "data/raw")}}
+    raw["features"] = {**TINY["features"], "root": str(root / "data/features")}
+    config = configuration.parse(raw)
+    os.environ["TYMPAN_DATA_MIRROR"] = str(fsdd_mirror)
+    stages.fetch(config)
+    stages.preprocess(config)
+    return root, raw

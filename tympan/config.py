@@ -59,7 +59,9 @@ class Component(Block):
             return
         allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         for name in self.args:
-            if name not in allowed or name in fixed:
+            if name in fixed:
+                raise ValueError(f"{name!r} is filled in by tympan (from the data or the run); remove it")
+            if name not in allowed:
                 choices = ", ".join(a for a in allowed if a not in fixed)
                 raise ValueError(f"{self.target} takes no argument {name!r}; it takes: {choices}")
 

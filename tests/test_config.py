@@ -1,0 +1,114 @@
+"""Config validation: presets, overrides, user classes by import path, and errors that name the key."""
+
+import textwrap
+
+import pytest
+
+from tympan import config as configuration
+from tympan.errors import ConfigError
+
+BASE = {
+    "dataset": "FSDD",
+    "features": "PannLogMel16k",
+    "model": "SmallCNN",
+    "optimizer": "Adam",
+}
+
+
+def test_presets_expand_and_inline_overrides_merge():
+    cfg = configuration.parse({**BASE, "optimizer": {"preset": "AdamW", "args": {"lr": 0.01}}})
+    assert cfg.model.target == "tympan.models.cnn:SmallCNN"
+    assert cfg.optimizer.target == "torch.optim:AdamW"
+    assert cfg.optimizer.args == {"lr": 0.01, "weight_decay": 0.01}  # preset key kept, lr overridden
+    assert cfg.features.args["hop_length"] == 160
+
+
+def test_params_yaml_of_the_repo_is_valid():
+    cfg = configuration.load("params.yaml")
+    assert cfg.experiment == "default"
+    assert len(cfg.augmentation) == 2
+
+
+def test_typo_names_the_key_path_and_the_allowed_keys():
+    with pytest.raises(ConfigError) as err:
+        configuration.parse({**BASE, "training": {"epocs": 3}})
+    message = str(err.value)
+    assert "training.epocs: unknown key" in message
+    assert "epochs" in message and "batch_size" in message
+
+
+def test_wrong_type_names_the_key_and_the_value():
+    with pytest.raises(ConfigError, match=r"training\.batch_size: .*integer.*'many'"):
+        configuration.parse({**BASE, "training": {"batch_size": "many"}})
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown model preset 'Cnn11'; known: .*Cnn10"):
+        configuration.parse({**BASE, "model": "Cnn11"})
+
+
+def test_unknown_class_argument_is_caught_before_training():
+    with pytest.raises(ConfigError, match=r"model\.args: .*SmallCNN takes no argument 'dropot'.*dropout"):
+        configuration.parse({**BASE, "model": {"preset": "SmallCNN", "args": {"dropot": 0.1}}})
+
+
+def test_arguments_filled_in_from_data_cannot_be_set():
+    with pytest.raises(ConfigError, match="'n_outputs' is filled in by tympan"):
+        configuration.parse({**BASE, "model": {"preset": "SmallCNN", "args": {"n_outputs": 3}}})
+
+
+def test_unimportable_target_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"model\.target.*cannot import tympan\.nope"):
+        configuration.parse({**BASE, "model": {"target": "tympan.nope:Model"}})
+
+
+def test_user_model_from_a_file_path(tmp_path):
+    source = tmp_path / "my_model.py"
+    source.write_text(textwrap.dedent("""
+        import torch
+        from tympan.models import AudioModel
+
+        class Tiny(AudioModel):
+            def __init__(self, n_mels, n_outputs, width=4):
+                super().__init__()
+                self.proj = torch.nn.Linear(n_mels, width)
+                self.out = torch.nn.Linear(width, n_outputs)
+
+            def embed(self, x):
+                return self.proj(x).mean(dim=1)
+
+            def head(self, e):
+                return self.out(e)
+    """))
+    cfg = configuration.parse({**BASE, "model": {"target": f"{source}:Tiny", "args": {"width": 6}}})
+    model = cfg.model.build(n_mels=64, n_outputs=10)
+    assert model.proj.out_features == 6
+
+
+def test_overrides_by_dotted_key(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("dataset: FSDD\nfeatures: PannLogMel16k\nmodel: Cnn10\noptimizer: Adam\n")
+    cfg = configuration.load(path, {"training.epochs": 3, "optimizer.args.lr": 0.5, "seed": 7})
+    assert (cfg.training.epochs, cfg.optimizer.args["lr"], cfg.seed) == (3, 0.5, 7)
+    assert cfg.model.target.endswith(":Cnn10")
+
+
+def test_experiment_preset_by_name():
+    cfg = configuration.load("autrainer-cnn10-fsdd")
+    assert cfg.training.max_duration == 1.0 and cfg.model.target.endswith(":Cnn10")
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        configuration.load(bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        configuration.load(tmp_path / "missing.yaml")
+
+
+def test_run_id_follows_the_resolved_config_only():
+    a = configuration.parse(BASE)
+    b = configuration.parse({**BASE, "experiment": "renamed", "training": {"progress": False}})
+    c = configuration.parse({**BASE, "seed": 2})
+    assert a.run_id() == b.run_id() != c.run_id()

@@ -1,0 +1,52 @@
+"""The DVC pipeline with the real `dvc`: full run, no-op rerun, and a training change reruns train only."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def dvc(*args, cwd, env):
+    result = subprocess.run([str(BIN / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_repro_then_nothing_then_only_train(fsdd_mirror, tmp_path):
+    shutil.copy(REPO / "dvc.yaml", tmp_path)
+    shutil.copytree(REPO / "tympan", tmp_path / "tympan", ignore=shutil.ignore_patterns("__pycache__"))
+    args = {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}
+    params = {**TINY, "dataset": {**TINY["dataset"], "args": args}, "augmentation": []}
+    params["training"] = {**TINY["training"], "epochs": 1}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TYMPAN_DATA_MIRROR": str(fsdd_mirror)}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc("init", "-q", cwd=tmp_path, env=env)
+
+    first = dvc("repro", cwd=tmp_path, env=env)
+    for stage in ("fetch", "preprocess", "train"):
+        assert f"Running stage '{stage}'" in first
+    assert "dev: accuracy" in first
+    assert (tmp_path / "runs/default/summary.json").is_file()
+    assert (tmp_path / "dvc.lock").is_file()
+
+    second = dvc("repro", cwd=tmp_path, env=env)
+    assert "Running stage" not in second
+
+    params["training"]["epochs"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    third = dvc("repro", cwd=tmp_path, env=env)
+    assert "Running stage 'train'" in third
+    assert "Running stage 'fetch'" not in third and "Running stage 'preprocess'" not in third
+    assert (tmp_path / "runs/default/metrics.csv").read_text().count("\n") == 3  # header + 2 epochs
+
+    metrics = dvc("metrics", "show", "--json", cwd=tmp_path, env=env)
+    assert "accuracy" in metrics

@@ -1,0 +1,104 @@
+"""Training on real FSDD features: run directory contents, determinism, batching."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tympan import config as configuration
+from tympan import feature_store, stages
+from tympan.augmentations import SpecAugment, SpeedPerturb
+from tympan.data import BucketBatchSampler
+
+
+def _config(raw, **training):
+    return configuration.parse({**raw, "training": {**raw["training"], **training}})
+
+
+def test_feature_store_is_packed_per_split(tiny_workspace):
+    root, raw = tiny_workspace
+    config = configuration.parse(raw)
+    store = feature_store.store_dir(config, "fsdd")
+    meta = feature_store.read_meta(store)
+    assert meta["clips"] == {"train": 1000, "dev": 500, "test": 500}
+    assert meta["labels"] == [str(d) for d in range(10)] and meta["frame_rate"] == 100.0
+    assert sorted(p.name for p in (store / "train").iterdir()) == ["features.npy", "index.csv", "offsets.npy"]
+    dev = feature_store.open_split(store, "dev")
+    assert isinstance(dev.features, np.memmap) and dev.features.shape[1] == 64
+    assert {row["speaker"] for row in dev.rows} == {"yweweler"}
+    # a clip's frames follow from its duration: 8 kHz file, hop of 10 ms, centred frames
+    import soundfile as sf
+
+    duration = sf.info(root / "data/raw/fsdd" / dev.rows[0]["path"]).duration
+    assert dev.lengths()[0] == int(duration * 16000) // 160 + 1
+
+
+def test_run_directory_and_identical_metrics_for_the_same_seed(tiny_workspace, tmp_path):
+    root, raw = tiny_workspace
+    config = _config(raw)
+    first, summary = stages.train(config, tmp_path / "a")
+    second, _ = stages.train(config, tmp_path / "b")
+    for name in ("config.yaml", "metrics.csv", "summary.json", "best/model.safetensors", "last/training_state.pt",
+                 "plots/training_curves.png", "plots/confusion_dev.png", "plots/confusion_test.png"):
+        assert (first / name).is_file(), name
+    assert (first / "metrics.csv").read_bytes() == (second / "metrics.csv").read_bytes()
+    assert json.loads((first / "summary.json").read_text()) == summary
+    assert set(summary) == {"run", "dev", "test"} and 0 <= summary["dev"]["accuracy"] <= 1
+    with open(first / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    # the reported dev accuracy is that of the best epoch
+    assert summary["dev"]["accuracy"] == pytest.approx(max(float(r["dev_accuracy"]) for r in rows))
+    other, _ = stages.train(_config({**raw, "seed": 2}), tmp_path / "c")
+    assert (other / "metrics.csv").read_bytes() != (first / "metrics.csv").read_bytes()
+
+
+def test_empty_test_split_still_completes(tiny_workspace, tmp_path):
+    _, raw = tiny_workspace
+    args = {**raw["dataset"]["args"], "test_speakers": ["theo"]}
+    dataset = {**raw["dataset"], "args": args, "root": str(tmp_path / "raw")}
+    raw = {**raw, "dataset": dataset, "training": {**raw["training"], "epochs": 1}}
+    raw["features"] = {**raw["features"], "root": str(tmp_path / "features")}
+    config = configuration.parse(raw)
+    stages.fetch(config)  # theo is not in the local copy
+    stages.preprocess(config)
+    _, summary = stages.train(config, tmp_path / "run")
+    assert summary["test"] == {} and summary["dev"]["accuracy"] >= 0
+
+
+def test_bucketing_covers_every_clip_once_with_little_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(15, 130, size=1000)
+    for bucketing in (True, False):
+        sampler = BucketBatchSampler(lengths, 32, seed=1, bucketing=bucketing)
+        batches = list(sampler)
+        assert sorted(i for b in batches for i in b) == list(range(1000))
+        padded = sum(len(b) * lengths[b].max() for b in batches) / lengths.sum()
+        if bucketing:
+            assert padded < 1.05
+        else:
+            assert padded > 1.5
+    sampler.epoch = 2
+    assert list(sampler) != batches  # a new order every epoch
+    assert list(BucketBatchSampler(lengths, 32, seed=1)) == list(BucketBatchSampler(lengths, 32, seed=1))
+
+
+def test_speed_perturbation_squeezes_time_and_raises_pitch():
+    features = torch.zeros(100, 64)
+    features[:, 20] = 1.0  # a steady tone in Mel bin 20
+    faster = SpeedPerturb(min_rate=1.25, max_rate=1.25)(features, torch.Generator().manual_seed(0))
+    assert faster.shape == (80, 64)
+    assert int(faster.mean(dim=0).argmax()) > 20
+    same = SpeedPerturb(min_rate=1.0, max_rate=1.0)(features, torch.Generator().manual_seed(0))
+    assert torch.allclose(same, features)
+
+
+def test_spec_augment_masks_with_the_clip_mean_and_is_seeded():
+    features = torch.randn(50, 64)
+    augment = SpecAugment(time_masks=1, time_width=10, freq_masks=1, freq_width=10)
+    a = augment(features, torch.Generator().manual_seed(3))
+    b = augment(features, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, features)
+    assert torch.isclose(a[a != features], features.mean()).all()
