@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run test test-all bench clean
+.PHONY: help install run test test-all lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +26,10 @@ run: install ## run the default experiment (params.yaml) with dvc repro
 
 test: install ## the test suite (fast tests; slow ones with `make test-all`)
 	$(PY) -m pytest
+
+lint: install ## ruff lint and format check
+	ruff check tympan tests bench
+	ruff format --check tympan tests bench
 
 test-all: install ## every test, slow ones included
 	$(PY) -m pytest -m ''

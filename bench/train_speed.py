@@ -74,8 +74,10 @@ def main() -> None:
         limit = compute_limit(trainer, shapes)
 
     frames = sum(s[0] * s[1] for s in shapes) / sum(s[0] for s in shapes)
-    print(f"config: {args.config}  model: {config.model.target}  device: {trainer.device}  "
-          f"threads: {torch.get_num_threads()}")
+    print(
+        f"config: {args.config}  model: {config.model.target}  device: {trainer.device}  "
+        f"threads: {torch.get_num_threads()}"
+    )
     print(f"batches: {len(shapes)}  mean padded frames per clip: {frames:.1f}")
     print(f"real data path : {real:8.1f} training samples/s")
     print(f"compute limit  : {limit:8.1f} training samples/s (random tensors in memory, same shapes)")

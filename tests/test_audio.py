@@ -121,9 +121,7 @@ def test_non_finite_samples(tmp_path):
     _assert_audio_error(path, "non-finite")
 
 
-@pytest.mark.parametrize(
-    "data, match", [(b"", "empty"), (b"RIFF\x00\x00not audio at all", "cannot decode")]
-)
+@pytest.mark.parametrize("data, match", [(b"", "empty"), (b"RIFF\x00\x00not audio at all", "cannot decode")])
 def test_decode_bytes_errors_name_the_input(data, match):
     with pytest.raises(AudioError, match=match) as info:
         audio.decode_bytes(data, name="upload.wav")

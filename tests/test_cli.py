@@ -12,6 +12,7 @@ import yaml
 from tests.conftest import TINY
 
 TYMPAN = [sys.executable, "-m", "tympan.cli"]
+TWO_SPEAKERS = {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}
 
 
 def run(args, cwd, **env):
@@ -59,7 +60,7 @@ def test_train_before_preprocess_says_what_to_run(tmp_path):
 @pytest.fixture
 def small_dataset(fsdd_mirror, tmp_path):
     """A workspace whose FSDD copy holds one corrupt WAV and one empty file."""
-    raw = {**TINY, "dataset": {**TINY["dataset"], "args": {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}}}
+    raw = {**TINY, "dataset": {**TINY["dataset"], "args": TWO_SPEAKERS}}
     config = write_config(tmp_path / "exp.yaml", raw)
     assert run(["fetch", str(config)], tmp_path, TYMPAN_DATA_MIRROR=str(fsdd_mirror)).returncode == 0
     recordings = tmp_path / "data/raw/fsdd/recordings"
@@ -89,7 +90,7 @@ def test_unreadable_audio_can_be_skipped_and_reported(small_dataset):
 
 
 def test_fetch_preprocess_train_show(fsdd_mirror, tmp_path):
-    raw = {**TINY, "dataset": {**TINY["dataset"], "args": {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}}}
+    raw = {**TINY, "dataset": {**TINY["dataset"], "args": TWO_SPEAKERS}}
     config = write_config(tmp_path / "exp.yaml", {**raw, "training": {**TINY["training"], "epochs": 1}})
     env = {"TYMPAN_DATA_MIRROR": str(fsdd_mirror)}
     for stage in ("fetch", "preprocess"):

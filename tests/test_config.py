@@ -64,7 +64,8 @@ def test_unimportable_target_is_a_config_error():
 
 def test_user_model_from_a_file_path(tmp_path):
     source = tmp_path / "my_model.py"
-    source.write_text(textwrap.dedent("""
+    source.write_text(
+        textwrap.dedent("""
         import torch
         from tympan.models import AudioModel
 
@@ -79,7 +80,8 @@ def test_user_model_from_a_file_path(tmp_path):
 
             def head(self, e):
                 return self.out(e)
-    """))
+    """)
+    )
     cfg = configuration.parse({**BASE, "model": {"target": f"{source}:Tiny", "args": {"width": 6}}})
     model = cfg.model.build(n_mels=64, n_outputs=10)
     assert model.proj.out_features == 6

@@ -112,9 +112,7 @@ def test_fetch_from_local_directory(tmp_path, subset):
 
 
 def test_speakers_in_no_split_are_left_out(tmp_path, subset):
-    dataset = FSDD(
-        source=str(subset.archive), train_speakers=["george"], dev_speakers=[], test_speakers=[]
-    )
+    dataset = FSDD(source=str(subset.archive), train_speakers=["george"], dev_speakers=[], test_speakers=[])
     index = read_index(dataset.fetch(tmp_path))
     assert len(index) == 30 and index.labels("speaker") == ["george"]
 
@@ -157,9 +155,7 @@ def test_incomplete_source_fails_verification(tmp_path, subset):
     assert not list(root.iterdir())
 
 
-@pytest.mark.parametrize(
-    "make_source", [lambda p: p / "missing.tar.gz", lambda p: _write(p / "junk.tar.gz", b"junk")]
-)
+@pytest.mark.parametrize("make_source", [lambda p: p / "missing.tar.gz", lambda p: _write(p / "junk.tar.gz", b"junk")])
 def test_bad_source_is_a_data_error(tmp_path, make_source):
     source = make_source(tmp_path)
     with pytest.raises(DataError, match=re.escape(str(source))):

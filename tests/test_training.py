@@ -40,8 +40,16 @@ def test_run_directory_and_identical_metrics_for_the_same_seed(tiny_workspace, t
     config = _config(raw)
     first, summary = stages.train(config, tmp_path / "a")
     second, _ = stages.train(config, tmp_path / "b")
-    for name in ("config.yaml", "metrics.csv", "summary.json", "best/model.safetensors", "last/training_state.pt",
-                 "plots/training_curves.png", "plots/confusion_dev.png", "plots/confusion_test.png"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "best/model.safetensors",
+        "last/training_state.pt",
+        "plots/training_curves.png",
+        "plots/confusion_dev.png",
+        "plots/confusion_test.png",
+    ):
         assert (first / name).is_file(), name
     assert (first / "metrics.csv").read_bytes() == (second / "metrics.csv").read_bytes()
     assert json.loads((first / "summary.json").read_text()) == summary

@@ -37,9 +37,7 @@ def load(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, 
     return _decode(path, path, sample_rate)
 
 
-def decode_bytes(
-    data: bytes, name: str = "<bytes>", sample_rate: int | None = None
-) -> tuple[np.ndarray, int]:
+def decode_bytes(data: bytes, name: str = "<bytes>", sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Like `load`, for an encoded file held in memory (an HTTP upload, say).
 
     `name` only labels errors, so that a client learns which input was bad.

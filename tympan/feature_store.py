@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from tympan import audio
-from tympan.progress import bar as progress_bar
 from tympan.config import Config
 from tympan.datasets.base import AudioDataset, Index
 from tympan.errors import AudioError, DataError
+from tympan.fileio import write_csv
+from tympan.progress import bar as progress_bar
 
 log = logging.getLogger("tympan")
 SPLITS = ("train", "dev", "test")
@@ -80,7 +81,7 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
             "skipped": skipped,
         }
         if skipped:
-            _write_csv(tmp / "skipped.csv", skipped)
+            write_csv(tmp / "skipped.csv", skipped)
             log.warning("skipped %d unreadable files; listed in %s", len(skipped), out / "skipped.csv")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         if out.exists():
@@ -99,15 +100,7 @@ def _write_split(directory: Path, features: list[np.ndarray], rows: list[dict], 
     packed = np.concatenate(features).astype(np.float32) if features else np.zeros((0, n_bins), np.float32)
     np.save(directory / "features.npy", packed)
     np.save(directory / "offsets.npy", offsets)
-    _write_csv(directory / "index.csv", rows)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    write_csv(directory / "index.csv", rows)
 
 
 @dataclass

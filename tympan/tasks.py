@@ -39,7 +39,9 @@ class Classification:
         return {
             "accuracy": float(accuracy_score(targets, predictions)),
             "balanced_accuracy": float(balanced_accuracy_score(targets, predictions)),
-            "macro_f1": float(f1_score(targets, predictions, average="macro", labels=range(self.n_outputs), zero_division=0)),
+            "macro_f1": float(
+                f1_score(targets, predictions, average="macro", labels=range(self.n_outputs), zero_division=0)
+            ),
         }
 
     def confusion(self, predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:

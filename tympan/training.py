@@ -3,9 +3,7 @@ best state by the task's tracking metric."""
 
 from __future__ import annotations
 
-import csv
 import inspect
-import json
 import logging
 import os
 import random
@@ -16,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tympan import feature_store, plots, progress
 from tympan.config import Config, resolve_target
-from tympan.errors import DataError
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader
+from tympan.errors import DataError
+from tympan.fileio import write_csv, write_json, write_text
 from tympan.tasks import Classification
 
 log = logging.getLogger("tympan")
@@ -42,22 +42,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def write_json(path: Path, data) -> None:
-    """Write atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 class Trainer:
     """Trains one config on one feature store into one run directory."""
 
@@ -76,8 +60,9 @@ class Trainer:
         self.model = config.model.build(n_mels=meta["n_bins"], n_outputs=self.task.n_outputs).to(self.device)
         self.optimizer = config.optimizer.build(params=self.model.parameters())
         self.train_data = self._dataset("train", train=True)
+        lengths = self.splits["train"].lengths()
         self.sampler = BucketBatchSampler(
-            self.splits["train"].lengths() if cfg.max_duration is None else np.minimum(self.splits["train"].lengths(), self.max_frames),
+            lengths if self.max_frames is None else np.minimum(lengths, self.max_frames),
             cfg.batch_size,
             seed=config.seed,
             bucketing=cfg.bucketing,
@@ -114,12 +99,17 @@ class Trainer:
         return self.config.scheduler.build(optimizer=self.optimizer, **filled)
 
     def fit(self) -> dict:
+        with logging_redirect_tqdm():
+            return self._fit()
+
+    def _fit(self) -> dict:
         cfg = self.config.training
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+        write_text(self.run_dir / "config.yaml", self.config.to_yaml())
         history: list[dict] = []
         best = None
-        for epoch in range(1, cfg.epochs + 1):
+        epochs = progress.bar(range(1, cfg.epochs + 1), cfg.progress, desc="training", unit="epoch")
+        for epoch in epochs:
             started = time.perf_counter()
             train_loss = self._train_epoch(epoch)
             dev = self.evaluate("dev")
@@ -133,9 +123,15 @@ class Trainer:
                 best = value
                 self._save_state("best", epoch)
             self._save_state("last", epoch)
+            epochs.set_postfix({"loss": f"{train_loss:.3f}", f"dev {self.task.tracking_metric}": f"{value:.4f}"})
             log.info(
                 "epoch %d/%d  train loss %.4f  dev %s %.4f  (%.1fs)",
-                epoch, cfg.epochs, train_loss, self.task.tracking_metric, value, time.perf_counter() - started,
+                epoch,
+                cfg.epochs,
+                train_loss,
+                self.task.tracking_metric,
+                value,
+                time.perf_counter() - started,
             )
         plots.training_curves(history, self.run_dir / "plots" / "training_curves.png", self.task.tracking_metric)
         return self._finish(history)
@@ -166,7 +162,8 @@ class Trainer:
         """Loss, metrics and predictions of the current model on a split (full clips, no augmentation)."""
         self.model.eval()
         data = self._dataset(split, train=False)
-        batches = loader(data, eval_batches(data.split.lengths(), self.config.training.eval_batch_size), self.model.min_frames)
+        order = eval_batches(data.split.lengths(), self.config.training.eval_batch_size)
+        batches = loader(data, order, self.model.min_frames)
         outputs, targets = [], []
         for features, target in batches:
             outputs.append(self.model(features.to(self.device)).float().cpu())
@@ -185,7 +182,8 @@ class Trainer:
         directory = self.run_dir / name
         tmp = self.run_dir / f".{name}.tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, tmp / "model.safetensors")
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(weights, tmp / "model.safetensors")
         torch.save(
             {
                 "epoch": epoch,

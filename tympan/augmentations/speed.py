@@ -43,9 +43,7 @@ class SpeedPerturb:
             return features
         rate = self.min_rate + float(draw[1]) * (self.max_rate - self.min_rate)
         frames = max(1, round(features.shape[0] / rate))
-        stretched = F.interpolate(
-            features.T.unsqueeze(0), size=frames, mode="linear", align_corners=False
-        )[0].T
+        stretched = F.interpolate(features.T.unsqueeze(0), size=frames, mode="linear", align_corners=False)[0].T
         bins = self._source_bins(rate).clamp(0, features.shape[1] - 1)
         low = bins.floor().long()
         high = (low + 1).clamp(max=features.shape[1] - 1)

@@ -23,12 +23,12 @@ import io
 import logging
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
 from tympan.errors import DataError
+from tympan.fileio import write_text
 from tympan.progress import bar
 
 __all__ = [
@@ -106,7 +106,7 @@ def read_index(dataset_dir: str | Path) -> Index:
 def write_index(dataset_dir: str | Path, rows: list[dict[str, str]]) -> Path:
     """Write `<dataset_dir>/index.csv` atomically; `path` and `split` lead the columns."""
     file = Path(dataset_dir) / INDEX_FILE
-    _write_atomic(file, _index_text(file, rows))
+    write_text(file, _index_text(file, rows))
     return file
 
 
@@ -140,18 +140,6 @@ def _check_row(file: Path, line: int, row: dict) -> dict:
     return row
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temp file beside `path` that replaces `path` only once complete."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 # ---------------------------------------------------------------- datasets
 
 
@@ -177,7 +165,7 @@ class AudioDataset(abc.ABC):
     def prepare(self, dest: Path) -> list[dict[str, str]]:
         """Return the index rows for the files in `dest`."""
 
-    def verify(self, dest: Path) -> None:
+    def verify(self, dest: Path) -> None:  # noqa: B027 (optional hook, not abstract)
         """Raise DataError if the files in `dest` are incomplete or not what was expected."""
 
     def copy_from(self, src: Path, dest: Path) -> None:
@@ -252,7 +240,7 @@ class AudioDataset(abc.ABC):
         if file.read_text(encoding="utf-8") == text:
             log.info("%s is already fetched in %s; nothing to do", self.name, dataset_dir)
         else:
-            _write_atomic(file, text)
+            write_text(file, text)
             log.info("%s: files already fetched; index rewritten in %s", self.name, file)
 
 
@@ -331,17 +319,16 @@ def _fetch_to(url: str, part: Path) -> None:
             offset = 0  # the server ignored the Range header and sent everything
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length else None
-        with open(part, "ab" if offset else "wb") as f, bar(
-            total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[: -len(".part")]
-        ) as progress:
+        with (
+            open(part, "ab" if offset else "wb") as f,
+            bar(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[: -len(".part")]) as progress,
+        ):
             while chunk := response.read(CHUNK):
                 f.write(chunk)
                 progress.update(len(chunk))
     size = part.stat().st_size
     if total is not None and size < total:
-        raise DataError(
-            f"{url}: connection closed after {size} of {total} bytes; fetch again to resume from {part}"
-        )
+        raise DataError(f"{url}: connection closed after {size} of {total} bytes; fetch again to resume from {part}")
 
 
 def _check_sha256(url: str, file: Path, expected: str | None) -> None:

@@ -17,8 +17,8 @@ import tarfile
 import urllib.parse
 import zlib
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 from tympan.datasets.base import SPLITS, AudioDataset, download_file, link_or_copy
 from tympan.errors import ConfigError, DataError
@@ -52,9 +52,7 @@ class FSDD(AudioDataset):
         self.url = url
         self.sha256 = sha256
         self.source = source
-        self.speaker_split = _speaker_split(
-            {"train": train_speakers, "dev": dev_speakers, "test": test_speakers}
-        )
+        self.speaker_split = _speaker_split({"train": train_speakers, "dev": dev_speakers, "test": test_speakers})
 
     def download(self, dest: Path) -> None:
         """Fill `dest/recordings/` from `source` (directory or archive), else from `url`."""
@@ -130,9 +128,7 @@ def _speaker_split(splits: dict[str, Iterable[str]]) -> dict[str, str]:
         for speaker in [speakers] if isinstance(speakers, str) else speakers:
             if speaker in speaker_split:
                 first = speaker_split[speaker]
-                raise ConfigError(
-                    f"fsdd: speaker {speaker!r} is in both {first}_speakers and {split}_speakers"
-                )
+                raise ConfigError(f"fsdd: speaker {speaker!r} is in both {first}_speakers and {split}_speakers")
             speaker_split[speaker] = split
     return speaker_split
 

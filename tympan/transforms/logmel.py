@@ -29,9 +29,7 @@ class PannLogMel(nn.Module):
         self.hop_length = hop_length
         self.n_mels = n_mels
         self.spectrogram = Spectrogram(n_fft=n_fft, hop_length=hop_length, win_length=n_fft)
-        self.logmel = LogmelFilterBank(
-            sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, top_db=None
-        )
+        self.logmel = LogmelFilterBank(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, top_db=None)
 
     @torch.no_grad()
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
