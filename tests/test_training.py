@@ -103,6 +103,21 @@ def test_speed_perturbation_squeezes_time_and_raises_pitch():
     assert torch.allclose(same, features)
 
 
+def test_augmentations_share_the_mel_scale_of_the_features():
+    cfg = configuration.parse(
+        {
+            "dataset": "FSDD",
+            "features": {"preset": "PannLogMel16k", "args": {"n_mels": 40, "fmax": 7000}},
+            "model": "SmallCNN",
+            "optimizer": "Adam",
+            "augmentation": [{"target": "tympan.augmentations:SpeedPerturb", "args": {"fmin": 20}}],
+        }
+    )
+    speed = cfg.augmentation[0].build_sharing(cfg.features.all_args())
+    assert len(speed._centers) == 40 and speed._centers.max() < 7000
+    assert speed._centers.min() < SpeedPerturb(fmin=50)._centers.min()  # its own fmin wins
+
+
 def test_spec_augment_masks_with_the_clip_mean_and_is_seeded():
     features = torch.randn(50, 64)
     augment = SpecAugment(time_masks=1, time_width=10, freq_masks=1, freq_width=10)

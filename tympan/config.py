@@ -68,6 +68,23 @@ class Component(Block):
     def build(self, **fixed: Any) -> Any:
         return resolve_target(self.target)(**self.args, **fixed)
 
+    def all_args(self) -> dict[str, Any]:
+        """The arguments the class is built with, its defaults included."""
+        signature = inspect.signature(resolve_target(self.target))
+        bound = signature.bind_partial(**self.args)
+        bound.apply_defaults()
+        return {
+            k: v for k, v in bound.arguments.items() if signature.parameters[k].kind != inspect.Parameter.VAR_KEYWORD
+        }
+
+    def build_sharing(self, shared: dict[str, Any]) -> Any:
+        """Build, taking any argument this class shares by name with `shared` from there unless set.
+
+        This keeps e.g. an augmentation's Mel scale equal to the features' without repeating it.
+        """
+        params = inspect.signature(resolve_target(self.target)).parameters
+        return self.build(**{k: v for k, v in shared.items() if k in params and k not in self.args})
+
 
 class DatasetConfig(Component):
     root: str = "data/raw"

@@ -76,7 +76,8 @@ class Trainer:
 
     def _dataset(self, split: str, train: bool) -> ClipDataset:
         data = self.splits[split]
-        augmentations = [a.build() for a in self.config.augmentation] if train else []
+        feature_args = self.config.features.all_args()
+        augmentations = [a.build_sharing(feature_args) for a in self.config.augmentation] if train else []
         return ClipDataset(
             data,
             self.task.encode([row[self.meta["target"]] for row in data.rows]),
