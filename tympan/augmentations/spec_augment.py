@@ -6,7 +6,7 @@ import torch
 
 
 class SpecAugment:
-    """Zero `time_masks` bands of up to `time_width` frames and `freq_masks` of up to `freq_width` bins.
+    """Mask `time_masks` bands of up to `time_width` frames and `freq_masks` of up to `freq_width` bins.
 
     Masks are set to the clip's mean so that they carry no level information.
     """
@@ -24,14 +24,16 @@ class SpecAugment:
         self.p = p
 
     def __call__(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if float(torch.rand(1, generator=generator)) >= self.p:
+        # one draw for everything: a width and a start per mask
+        draws = torch.rand(1 + 2 * (self.time_masks + self.freq_masks), generator=generator).tolist()
+        if draws[0] >= self.p:
             return features
         out = features.clone()
-        fill = features.mean()
-        for axis, count, width in ((0, self.time_masks, self.time_width), (1, self.freq_masks, self.freq_width)):
+        fill = float(features.mean())
+        masks = [(0, self.time_width)] * self.time_masks + [(1, self.freq_width)] * self.freq_masks
+        for k, (axis, max_width) in enumerate(masks):
             size = out.shape[axis]
-            for _ in range(count):
-                w = int(torch.randint(0, min(width, size) + 1, (1,), generator=generator))
-                start = int(torch.randint(0, size - w + 1, (1,), generator=generator))
-                out.narrow(axis, start, w).fill_(fill)
+            width = int(draws[1 + 2 * k] * (min(max_width, size) + 1))
+            start = int(draws[2 + 2 * k] * (size - width + 1))
+            out.narrow(axis, start, width).fill_(fill)
         return out

@@ -5,7 +5,20 @@ from __future__ import annotations
 import librosa
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+
+def interpolation_matrix(positions: np.ndarray, size: int) -> np.ndarray:
+    """A (len(positions), size) matrix whose product with a (size, ...) array reads it
+    by linear interpolation at the fractional `positions` (clamped to the ends)."""
+    positions = np.clip(positions, 0, size - 1)
+    low = np.floor(positions).astype(np.int64)
+    high = np.minimum(low + 1, size - 1)
+    weight = (positions - low).astype(np.float32)
+    matrix = np.zeros((len(positions), size), np.float32)
+    rows = np.arange(len(positions))
+    np.add.at(matrix, (rows, low), 1 - weight)
+    np.add.at(matrix, (rows, high), weight)
+    return matrix
 
 
 class SpeedPerturb:
@@ -13,7 +26,9 @@ class SpeedPerturb:
 
     A waveform sped up by `rate` has its frames squeezed by `rate` and every frequency
     multiplied by `rate`. On a Mel axis the second is a non-linear warp, applied here by
-    reading each output bin at the fractional input bin of frequency f / rate.
+    reading each output bin at the fractional input bin of frequency f / rate. Both are
+    linear interpolations, so the whole perturbation is two small matrix products.
+    The Mel scale (`n_mels`, `fmin`, `fmax`) is taken from the features config.
     """
 
     def __init__(
@@ -28,24 +43,23 @@ class SpeedPerturb:
         if not 0 < min_rate <= max_rate:
             raise ValueError(f"need 0 < min_rate <= max_rate, got {min_rate}, {max_rate}")
         self.min_rate, self.max_rate, self.p = min_rate, max_rate, p
-        centers = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
-        self._centers = centers
-        self._mel_centers = librosa.hz_to_mel(centers)
+        self._centers = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
+        self._mel_centers = librosa.hz_to_mel(self._centers)
 
-    def _source_bins(self, rate: float) -> torch.Tensor:
+    def _frequency_matrix(self, rate: float) -> np.ndarray:
         source_mel = librosa.hz_to_mel(self._centers / rate)
         bins = np.interp(source_mel, self._mel_centers, np.arange(len(self._centers)))
-        return torch.from_numpy(bins.astype(np.float32))
+        return interpolation_matrix(bins, len(self._centers))
 
     def __call__(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        draw = torch.rand(2, generator=generator)
+        draw = torch.rand(2, generator=generator).tolist()
         if draw[0] >= self.p:
             return features
-        rate = self.min_rate + float(draw[1]) * (self.max_rate - self.min_rate)
-        frames = max(1, round(features.shape[0] / rate))
-        stretched = F.interpolate(features.T.unsqueeze(0), size=frames, mode="linear", align_corners=False)[0].T
-        bins = self._source_bins(rate).clamp(0, features.shape[1] - 1)
-        low = bins.floor().long()
-        high = (low + 1).clamp(max=features.shape[1] - 1)
-        weight = bins - low
-        return stretched[:, low] * (1 - weight) + stretched[:, high] * weight
+        rate = self.min_rate + draw[1] * (self.max_rate - self.min_rate)
+        length = features.shape[0]
+        frames = max(1, round(length / rate))
+        # frame centres of the output, in input frames (half-pixel convention)
+        positions = (np.arange(frames) + 0.5) * (length / frames) - 0.5
+        in_time = torch.from_numpy(interpolation_matrix(positions, length))
+        in_frequency = torch.from_numpy(self._frequency_matrix(rate).T.copy())
+        return in_time @ features @ in_frequency

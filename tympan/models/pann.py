@@ -39,7 +39,7 @@ class _PannCNN(AudioModel):
         widths = (1, *self.channels)
         # PANN halves time and frequency after each of the first five blocks only
         pools = [(2, 2) if i < 5 else (1, 1) for i in range(len(self.channels))]
-        self.blocks = nn.ModuleList(ConvBlock(i, o, p) for i, o, p in zip(widths, widths[1:], pools, strict=True))
+        self.blocks = nn.ModuleList(ConvBlock(i, o, p) for i, o, p in zip(widths[:-1], widths[1:], pools, strict=True))
         self.dropout, self.head_dropout = dropout, head_dropout
         self.fc1 = nn.Linear(self.channels[-1], self.channels[-1])
         self.fc_out = nn.Linear(self.channels[-1], n_outputs)

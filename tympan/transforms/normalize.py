@@ -14,8 +14,6 @@ def normalize(features: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "none":
         return features
     if mode == "utterance":
-        dims = (-2, -1)
-        mean = features.mean(dim=dims, keepdim=True)
-        std = features.std(dim=dims, keepdim=True)
+        std, mean = torch.std_mean(features, dim=(-2, -1), keepdim=True)
         return (features - mean) / (std + 1e-5)
     raise ValueError(f"unknown normalisation {mode!r}; expected 'none' or 'utterance'")
