@@ -7,7 +7,7 @@ Prints, for one config (default: params.yaml), in one run on one machine:
     exactly the same shapes (the compute limit);
   - their ratio (target: at least 0.9).
 
-    python bench/train_speed.py [--config params.yaml] [--epochs 1]
+    python bench/train_speed.py [--config params.yaml] [--epochs 1] [key.path=value ...]
 
 Needs the features of that config (`tympan fetch` and `tympan preprocess`, or `make run`).
 """
@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import torch
+import yaml
 
 from tympan import config as configuration
 from tympan import feature_store, stages
@@ -41,12 +42,12 @@ def compute_limit(trainer: Trainer, shapes: list[tuple[int, int, int]]) -> float
     return sum(s[0] for s in shapes) / (time.perf_counter() - started)
 
 
-def real_path(trainer: Trainer, epochs: int) -> tuple[float, list[tuple[int, int, int]]]:
-    """Samples/s of `epochs` training epochs as `tympan train` runs them; also the batch shapes."""
+def real_path(trainer: Trainer, epochs: range) -> tuple[float, list[tuple[int, int, int]]]:
+    """Samples/s of training epochs as `tympan train` runs them; also the batch shapes."""
     shapes = []
     hook = trainer.model.register_forward_pre_hook(lambda _, inputs: shapes.append(tuple(inputs[0].shape)))
     started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    for epoch in epochs:
         trainer._train_epoch(epoch)
     elapsed = time.perf_counter() - started
     hook.remove()
@@ -57,25 +58,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="params.yaml")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("overrides", nargs="*", help="config overrides, key.path=value")
     args = parser.parse_args()
 
-    config = configuration.load(args.config, {"training.progress": False})
+    overrides = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.overrides)}
+    config = configuration.load(args.config, {**overrides, "training.progress": False})
     features = feature_store.store_dir(config, stages.dataset_of(config).name)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, features, run_dir)
-        initial = copy.deepcopy((trainer.model.state_dict(), trainer.optimizer.state_dict()))
-        # warm-up: one pass of each kind so that allocator and thread-pool start-up count for neither
-        compute_limit(trainer, [(config.training.batch_size, 64, trainer.meta["n_bins"])] * 3)
-        trainer.model.load_state_dict(initial[0])
-        trainer.optimizer.load_state_dict(initial[1])
-        real, shapes = real_path(trainer, args.epochs)
-        trainer.model.load_state_dict(initial[0])
-        trainer.optimizer.load_state_dict(initial[1])
+        # warm-up: one untimed epoch, so that every batch shape has been seen once (oneDNN
+        # builds kernels per shape) before either measurement
+        real_path(trainer, range(1, 2))
+        state = copy.deepcopy((trainer.model.state_dict(), trainer.optimizer.state_dict()))
+        real, shapes = real_path(trainer, range(2, 2 + args.epochs))
+        trainer.model.load_state_dict(state[0])
+        trainer.optimizer.load_state_dict(state[1])
         limit = compute_limit(trainer, shapes)
 
     frames = sum(s[0] * s[1] for s in shapes) / sum(s[0] for s in shapes)
     print(
-        f"config: {args.config}  model: {config.model.target}  device: {trainer.device}  "
+        f"config: {args.config} {' '.join(args.overrides)}  model: {config.model.target}  device: {trainer.device}  "
         f"threads: {torch.get_num_threads()}"
     )
     print(f"batches: {len(shapes)}  mean padded frames per clip: {frames:.1f}")
