@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PIP) install --quiet torchaudio==2.11.0
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[mlops,test]'
 	touch $@
 
 run: install ## run the default experiment (params.yaml) with dvc repro

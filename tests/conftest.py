@@ -38,6 +38,17 @@ TINY = {
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tiny_workspace, tmp_path_factory):
+    """A finished tiny run (3 epochs) with its bundle: `(run_dir, summary)`."""
+    from tympan import config as configuration
+    from tympan import stages
+
+    _, raw = tiny_workspace
+    config = configuration.parse({**raw, "training": {**raw["training"], "epochs": 3}})
+    return stages.train(config, tmp_path_factory.mktemp("runs") / "tiny")
+
+
+@pytest.fixture(scope="session")
 def tiny_workspace(fsdd_mirror, tmp_path_factory):
     """A directory holding a tiny experiment's raw data and features (three FSDD speakers + dev)."""
     from tympan import config as configuration

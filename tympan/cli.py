@@ -62,6 +62,74 @@ class Commands:
             raise TympanError(f"{run_dir}: no summary.json (the run has not finished)")
         _print_summary(Path(run_dir), json.loads(path.read_text()))
 
+    def inference(
+        self,
+        model: str,
+        *paths: str,
+        output: str | None = None,
+        window: float | None = None,
+        hop: float | None = None,
+        embeddings: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        """Predict audio files or folders with a bundle (a run's `bundle/`, or models:/NAME@ALIAS).
+
+        --output FILE.csv|.json writes the table (embeddings to FILE.embeddings.npy); --window and
+        --hop (seconds) add sliding-window rows plus a `mean` row per file.
+        """
+        from tympan import bundle, inference
+
+        if not paths:
+            raise TympanError("give at least one audio file or folder")
+        predictor = bundle.load(model, device)
+        results = inference.run(predictor, list(paths), window, hop, embeddings)
+        if output:
+            for path in inference.write(results, output):
+                print(f"wrote {path}")
+        else:
+            print(inference.to_text(results))
+        if results.failed:
+            listing = "; ".join(f"{file} ({reason})" for file, reason in results.failed)
+            raise TympanError(f"{len(results.failed)} file(s) could not be read and were skipped: {listing}")
+
+    def register(self, run_dir: str, name: str, tracking_uri: str | None = None) -> None:
+        """Log a finished run to MLflow and register its bundle as a new version of NAME.
+
+        The tracking store is --tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db.
+        """
+        from tympan import registry
+
+        result = registry.register(run_dir, name, tracking_uri)
+        metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
+        print(f"registered {name} version {result['version']}  ({metrics})")
+        print(f"model: models:/{name}/{result['version']}  mlflow run: {result['run_id']}")
+
+    def promote(
+        self,
+        name: str,
+        metric: str = "dev.accuracy",
+        alias: str = "champion",
+        version: str | None = None,
+        lower_is_better: bool = False,
+        print_uri: bool = False,
+        tracking_uri: str | None = None,
+    ) -> None:
+        """Move ALIAS (default champion) to the version of NAME best on METRIC, or to --version.
+
+        --print-uri also prints the storage URI of that version's files (what a KServe
+        InferenceService's storageUri needs).
+        """
+        from tympan import registry
+
+        result = registry.promote(name, metric, alias, version, lower_is_better, tracking_uri)
+        value = f" ({metric} {result['value']})" if result["value"] is not None else ""
+        if result["changed"]:
+            print(f"{name}@{alias} -> version {result['version']}{value} (was {result['previous'] or 'unset'})")
+        else:
+            print(f"{name}@{alias} stays at version {result['version']}{value}: already the best")
+        if print_uri:
+            print(result["download_uri"])
+
     def config(self, config: str = "params.yaml", *overrides: str) -> None:
         """Print the resolved config (presets expanded, defaults filled) and its run id."""
         resolved = _config(config, overrides)

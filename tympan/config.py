@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tympan.errors import ConfigError
 
 PRESETS = Path(__file__).parent / "presets"
+STORE_FORMAT = 2  # bump when the feature store layout changes, so old stores are rebuilt
 
 # Which preset folder a top-level block's string names come from.
 PRESET_KINDS = {
@@ -99,7 +100,7 @@ class FeaturesConfig(Component):
 
     def store_key(self) -> str:
         """What the offline features depend on: extractor and its arguments, not normalisation."""
-        return digest({"target": self.target, "args": self.args})[:10]
+        return digest({"target": self.target, "args": self.args, "store_format": STORE_FORMAT})[:10]
 
 
 class ModelConfig(Component):

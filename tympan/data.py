@@ -103,9 +103,15 @@ class BucketBatchSampler(Sampler):
 
 
 def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
-    """Evaluation batches in length order (no shuffling needed, least padding)."""
-    order = np.argsort(lengths, kind="stable")
-    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    """Evaluation batches of clips of one length each, so nothing is padded and a clip's result
+    is the same as when it is predicted alone (as the bundle and the server do)."""
+    batches: list[list[int]] = []
+    for i in np.argsort(lengths, kind="stable").tolist():
+        if batches and len(batches[-1]) < batch_size and lengths[batches[-1][0]] == lengths[i]:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def loader(dataset: ClipDataset, batch_sampler, min_frames: int, num_workers: int = 0) -> DataLoader:

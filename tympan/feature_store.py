@@ -75,6 +75,7 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
             "labels": index.labels(dataset.target_column),
             "features": config.features.model_dump(mode="json", include={"target", "args"}),
             "key": config.features.store_key(),
+            "sample_rate": extractor.sample_rate,
             "frame_rate": extractor.sample_rate / extractor.hop_length,
             "n_bins": extractor.n_mels,
             "clips": counts,

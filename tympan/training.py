@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tympan import feature_store, plots, progress
+from tympan import bundle, feature_store, plots, progress
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader
 from tympan.errors import DataError
@@ -219,6 +219,15 @@ class Trainer:
                 self.task.labels,
                 self.run_dir / "plots" / f"confusion_{split}.png",
             )
+        bundle.save(
+            self.run_dir / "bundle",
+            self.model,
+            self.config,
+            self.meta,
+            self.task.name,
+            self.task.labels,
+            {k: v for k, v in summary.items() if k != "run"},
+        )
         write_json(self.run_dir / "summary.json", summary)
         return summary
 

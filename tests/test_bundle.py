@@ -1,0 +1,88 @@
+"""The model bundle and inference: raw audio in, the training-time results out."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tympan import audio, bundle, inference
+from tympan.errors import DataError
+from tympan.feature_store import open_split, store_dir
+
+
+def test_bundle_reproduces_the_dev_accuracy_of_training(tiny_workspace, tiny_run):
+    root, _ = tiny_workspace
+    run_dir, summary = tiny_run
+    predictor = bundle.load(run_dir / "bundle")
+    assert predictor.labels == [str(d) for d in range(10)] and predictor.sample_rate == 16000
+    dev = [row for row in open(root / "data/raw/fsdd/index.csv").read().splitlines()[1:] if ",dev," in row]
+    correct = 0
+    for line in dev:
+        path, _, label, _ = line.split(",")
+        samples, rate = audio.load(root / "data/raw/fsdd" / path)  # 8 kHz: the bundle resamples
+        correct += predictor.predict(samples, rate).label == label
+    assert correct / len(dev) == pytest.approx(summary["dev"]["accuracy"], abs=1e-9)
+
+
+def test_features_match_the_feature_store(tiny_workspace, tiny_run):
+    import torch
+
+    from tympan import config as configuration
+
+    root, raw = tiny_workspace
+    predictor = bundle.load(tiny_run[0] / "bundle")
+    split = open_split(store_dir(configuration.parse(raw), "fsdd"), "dev")
+    samples, rate = audio.load(root / "data/raw/fsdd" / split.rows[0]["path"])
+    stored = torch.from_numpy(np.array(split.clip(0)))
+    from tympan.transforms.normalize import normalize
+
+    assert torch.allclose(predictor.features(samples, rate), normalize(stored, "utterance"), atol=1e-4)
+
+
+def test_predictions_do_not_depend_on_batching(tiny_workspace, tiny_run):
+    root, _ = tiny_workspace
+    predictor = bundle.load(tiny_run[0] / "bundle")
+    files = sorted((root / "data/raw/fsdd/recordings").glob("*_yweweler_*.wav"))[:6]
+    clips = [predictor.features(*audio.load(f)) for f in files]
+    clips.append(clips[0].clone())  # two of the same length run as one batch
+    together = predictor.predict_features(clips, embeddings=True)
+    for clip, result in zip(clips, together, strict=True):
+        alone = predictor.predict_features([clip], embeddings=True)[0]
+        np.testing.assert_allclose(alone.probabilities, result.probabilities, atol=1e-5)
+        assert alone.embedding.shape == result.embedding.shape == (16,)
+    assert abs(together[0].probabilities.sum() - 1) < 1e-5
+
+
+def test_sliding_windows_cover_a_long_recording(tiny_workspace, tiny_run):
+    root, _ = tiny_workspace
+    predictor = bundle.load(tiny_run[0] / "bundle")
+    files = sorted((root / "data/raw/fsdd/recordings").glob("*_yweweler_*.wav"))[:8]
+    long = np.concatenate([audio.load(f, 16000)[0] for f in files])
+    spans, windows, mean = predictor.predict_windows(long, 16000, window=0.5, hop=0.25)
+    assert spans[0][0] == 0 and spans[-1][1] == pytest.approx(len(long) / 16000, abs=0.011)
+    assert all(b[0] - a[0] == pytest.approx(0.25) for a, b in zip(spans[:-2], spans[1:-1], strict=True))
+    np.testing.assert_allclose(mean.probabilities, np.mean([w.probabilities for w in windows], axis=0), rtol=1e-6)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(DataError, match="not a tympan bundle"):
+        bundle.load(tmp_path)
+
+
+def test_inference_over_a_folder_with_a_bad_file(tiny_workspace, tiny_run, tmp_path):
+    root, _ = tiny_workspace
+    predictor = bundle.load(tiny_run[0] / "bundle")
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for f in sorted((root / "data/raw/fsdd/recordings").glob("*_yweweler_1*.wav"))[:3]:
+        samples, rate = sf.read(f)
+        sf.write(folder / f"{f.stem}.flac", samples, rate)
+    (folder / "broken.wav").write_bytes(b"not audio at all")
+    results = inference.run(predictor, [folder], embeddings=True, progress=False)
+    assert len(results.rows) == 3 and results.failed == [(str(folder / "broken.wav"), results.failed[0][1])]
+    written = inference.write(results, tmp_path / "out.csv")
+    header = (tmp_path / "out.csv").read_text().splitlines()[0].split(",")
+    assert header == ["file", "label", *[f"prob_{d}" for d in range(10)]]
+    assert np.load(written[1]).shape == (3, 16)
+    windows = inference.run(predictor, [folder], window=0.3, hop=0.1, progress=False)
+    assert {row["window"] for row in windows.rows} >= {"0", "1", "mean"}
+    assert sum(row["window"] == "mean" for row in windows.rows) == 3

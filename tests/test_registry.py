@@ -1,0 +1,141 @@
+"""MLflow registry with a local sqlite store and a real `mlflow server` on 127.0.0.1."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tympan import audio, bundle, registry
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sqlite_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts under ./mlruns
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def better_copy(run_dir, tmp_path, accuracy):
+    """The same run with another dev accuracy in its summary: a second candidate for promotion."""
+    copy = tmp_path / f"run-{accuracy}"
+    shutil.copytree(run_dir, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["dev"]["accuracy"] = accuracy
+    (copy / "summary.json").write_text(json.dumps(summary))
+    return copy
+
+
+def dev_clips(tiny_workspace, n=4):
+    root, _ = tiny_workspace
+    files = sorted((root / "data/raw/fsdd/recordings").glob("*_yweweler_2*.wav"))[:n]
+    return [audio.load(f)[0] for f in files]
+
+
+def test_register_promote_and_load_anywhere(sqlite_store, tiny_run, tiny_workspace, tmp_path):
+    import mlflow
+
+    run_dir, summary = tiny_run
+    first = registry.register(run_dir, "digits")
+    assert first["version"] == "1" and first["metrics"]["dev.accuracy"] == summary["dev"]["accuracy"]
+    promoted = registry.promote("digits")
+    assert promoted["changed"] and promoted["version"] == "1" and promoted["previous"] is None
+    again = registry.promote("digits")
+    assert not again["changed"] and again["version"] == "1"
+
+    registry.register(better_copy(run_dir, tmp_path, 0.99), "digits")
+    registry.register(better_copy(run_dir, tmp_path, 0.01), "digits")
+    moved = registry.promote("digits")
+    assert moved["changed"] and (moved["previous"], moved["version"]) == ("1", "2")
+    assert not moved["download_uri"].startswith("models:/") and "artifacts" in moved["download_uri"]
+    forced = registry.promote("digits", version=3)
+    assert forced["version"] == "3" and forced["changed"]
+    with pytest.raises(registry.RegistryError, match="no version 9"):
+        registry.promote("digits", version=9)
+    with pytest.raises(registry.RegistryError, match="no registered model 'nope'"):
+        registry.promote("nope")
+    registry.promote("digits", version=2)
+
+    # the champion loads as a bundle and as an MLflow pyfunc, on clips of different lengths
+    clips = dev_clips(tiny_workspace)
+    local = bundle.load(run_dir / "bundle")
+    expected = [local.predict(c, 8000).label for c in clips]
+    assert [bundle.load("models:/digits@champion").predict(c, 8000).label for c in clips] == expected
+    model = mlflow.pyfunc.load_model("models:/digits@champion")
+    padded = np.full((len(clips), max(map(len, clips))), np.nan, np.float32)
+    for row, clip in zip(padded, clips, strict=True):
+        row[: len(clip)] = clip
+    table = model.predict(padded, params={"sample_rate": 8000})
+    assert list(table["label"]) == expected
+    assert table.filter(like="prob_").sum(axis=1).round(5).eq(1).all()
+
+
+def test_cli_register_and_promote(sqlite_store, tiny_run, tmp_path):
+    def tympan(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "tympan.cli", *args], capture_output=True, text=True, cwd=tmp_path, timeout=300
+        )
+
+    registered = tympan("register", str(tiny_run[0]), "--name", "kws")
+    assert registered.returncode == 0, registered.stderr
+    assert "registered kws version 1" in registered.stdout
+    promoted = tympan("promote", "--name", "kws", "--print-uri")
+    assert promoted.returncode == 0 and "kws@champion -> version 1" in promoted.stdout
+    assert promoted.stdout.strip().splitlines()[-1].endswith("artifacts")
+    stays = tympan("promote", "--name", "kws")
+    assert "stays at version 1" in stays.stdout
+    missing = tympan("promote", "--name", "kws", "--metric", "dev.recall")
+    assert missing.returncode == 1 and "no version of kws has metric 'dev.recall'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_remote_tracking_server(mlflow_server, tiny_run, tiny_workspace, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    result = registry.register(tiny_run[0], "remote-digits")
+    assert result["version"] == "1"
+    promoted = registry.promote("remote-digits")
+    assert promoted["download_uri"].startswith("mlflow-artifacts:")
+    clip = dev_clips(tiny_workspace, 1)[0]
+    served = bundle.load("models:/remote-digits@champion").predict(clip, 8000)
+    assert served.label == bundle.load(tiny_run[0] / "bundle").predict(clip, 8000).label
+    local = set(os.listdir(tmp_path)) - {"server.db", "artifacts"}  # the server's own files
+    assert local == set(), "nothing tracked locally"
