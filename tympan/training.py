@@ -3,7 +3,9 @@ best state by the task's tracking metric."""
 
 from __future__ import annotations
 
+import csv
 import inspect
+import json
 import logging
 import os
 import random
@@ -13,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tympan import bundle, feature_store, plots, progress
+from tympan import config as configuration
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader
 from tympan.errors import DataError
@@ -105,11 +109,21 @@ class Trainer:
 
     def _fit(self) -> dict:
         cfg = self.config.training
+        summary = self.run_dir / "summary.json"
+        if summary.is_file() and self._same_config():
+            log.info("%s has finished already; nothing to train", self.run_dir)
+            return json.loads(summary.read_text())
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        first, history, best = self._resume()
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
-        history: list[dict] = []
-        best = None
-        epochs = progress.bar(range(1, cfg.epochs + 1), cfg.progress, desc="training", unit="epoch")
+        epochs = progress.bar(
+            range(first, cfg.epochs + 1),
+            cfg.progress,
+            desc="training",
+            unit="epoch",
+            initial=first - 1,
+            total=cfg.epochs,
+        )
         for epoch in epochs:
             started = time.perf_counter()
             train_loss = self._train_epoch(epoch)
@@ -178,6 +192,50 @@ class Trainer:
             "targets": targets.numpy(),
         }
 
+    def _same_config(self) -> bool:
+        saved = self.run_dir / "config.yaml"
+        if not saved.is_file():
+            return False
+        other = configuration.parse(yaml.safe_load(saved.read_text()), str(saved))
+        if other.run_id() != self.config.run_id():
+            raise DataError(f"{self.run_dir} holds a run of another config; choose another run directory")
+        return True
+
+    def _state_dir(self, name: str) -> Path | None:
+        """A saved state; `.name.old` is the complete previous one if a kill hit the swap in `_save_state`."""
+        for directory in (self.run_dir / name, self.run_dir / f".{name}.old"):
+            if (directory / "training_state.pt").is_file() and (directory / "model.safetensors").is_file():
+                return directory
+        return None
+
+    def _resume(self) -> tuple[int, list[dict], float | None]:
+        """Continue an interrupted run from its last saved state: (first epoch, history, best value).
+
+        Data order and augmentation depend only on (seed, epoch, clip), and the torch RNG state is
+        restored, so the resumed run computes exactly what the uninterrupted one would have.
+        """
+        last = self._state_dir("last")
+        if last is None or not self._same_config():
+            return 1, [], None
+        state = torch.load(last / "training_state.pt", weights_only=True)
+        self.model.load_state_dict(load_file(last / "model.safetensors"))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        epoch = int(state["epoch"])
+        with open(self.run_dir / "metrics.csv", newline="") as f:
+            history = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        history = history[:epoch]
+        values = [row[f"dev_{self.task.tracking_metric}"] for row in history]
+        best = None
+        for value in values:
+            best = value if self.task.is_better(value, best) else best
+        log.info("resuming %s after epoch %d", self.run_dir, epoch)
+        return epoch + 1, history, best
+
     def _save_state(self, name: str, epoch: int) -> None:
         """Weights as safetensors; optimizer, scheduler and RNG state beside them (tensors only)."""
         directory = self.run_dir / name
@@ -191,6 +249,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
             tmp / "training_state.pt",
         )
