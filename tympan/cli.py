@@ -17,16 +17,28 @@ import yaml
 from tympan import config as configuration
 from tympan import stages
 from tympan.errors import TympanError
+from tympan.grid import expand as expand_grid
 
 
-def _config(config: str, overrides: tuple[str, ...]) -> configuration.Config:
+def _overrides(overrides: tuple[str, ...]) -> dict:
     parsed = {}
     for item in overrides:
         key, sep, value = str(item).partition("=")
         if not sep or not key:
             raise configuration.ConfigError(f"override {item!r} must look like key.path=value")
         parsed[key] = yaml.safe_load(value)
-    return configuration.load(config, parsed)
+    return parsed
+
+
+def _config(config: str, overrides: tuple[str, ...]) -> configuration.Config:
+    return configuration.load(config, _overrides(overrides))
+
+
+def _configs(config: str, overrides: tuple[str, ...], use_grid: bool) -> list[configuration.Config]:
+    """The config, or with `use_grid` every combination of its `grid:` block."""
+    if not use_grid:
+        return [_config(config, overrides)]
+    return expand_grid(*configuration.load_raw(config, _overrides(overrides)))
 
 
 def _print_summary(run_dir: Path, summary: dict) -> None:
@@ -46,14 +58,29 @@ class Commands:
         """Download the dataset (or copy it from $TYMPAN_DATA_MIRROR) and write its index."""
         print(f"dataset: {stages.fetch(_config(config, overrides))}")
 
-    def preprocess(self, config: str = "params.yaml", *overrides: str) -> None:
-        """Extract offline features into packed, memory-mapped files per split."""
-        print(f"features: {stages.preprocess(_config(config, overrides))}")
+    def preprocess(self, config: str = "params.yaml", *overrides: str, grid: bool = False) -> None:
+        """Extract offline features into packed, memory-mapped files per split (--grid: for every
+        feature config of the grid)."""
+        for path in dict.fromkeys(stages.preprocess(c) for c in _configs(config, overrides, grid)):
+            print(f"features: {path}")
 
-    def train(self, config: str = "params.yaml", *overrides: str, run_dir: str | None = None) -> None:
-        """Train one model; writes runs/<experiment>/<run id>/ (or --run-dir)."""
-        run, summary = stages.train(_config(config, overrides), run_dir)
-        _print_summary(run, summary)
+    def train(
+        self, config: str = "params.yaml", *overrides: str, run_dir: str | None = None, grid: bool = False
+    ) -> None:
+        """Train one model into runs/<experiment>/<run id>/ (or --run-dir); an interrupted run resumes.
+
+        --grid trains every combination of the config's `grid:` block, each in the run directory of
+        its own resolved config, skipping those that finished already.
+        """
+        configs = _configs(config, overrides, grid)
+        if grid and run_dir:
+            raise TympanError("--run-dir names one run; a grid's runs go to runs/<experiment>/<run id>")
+        for number, resolved in enumerate(configs, 1):
+            if grid:
+                print(f"[{number}/{len(configs)}] {stages.default_run_dir(resolved)}")
+                stages.preprocess(resolved)
+            run, summary = stages.train(resolved, run_dir)
+            _print_summary(run, summary)
 
     def show(self, run_dir: str) -> None:
         """Print a finished run's dev and test results."""

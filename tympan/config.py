@@ -269,6 +269,12 @@ def parse(raw: dict, source: str = "config") -> Config:
 def load(path: str | Path, overrides: dict | None = None) -> Config:
     """Load a YAML config file, or a named experiment preset (`autrainer-cnn10-fsdd`);
     `overrides` maps dotted keys to values (`training.epochs: 3`)."""
+    raw, source = load_raw(path, overrides)
+    return parse(raw, source)
+
+
+def load_raw(path: str | Path, overrides: dict | None = None) -> tuple[dict, str]:
+    """The raw mapping of a config file with overrides applied, and its source name."""
     path = Path(path)
     if not path.is_file() and (PRESETS / "experiments" / f"{path}.yaml").is_file():
         path = PRESETS / "experiments" / f"{path}.yaml"
@@ -280,14 +286,16 @@ def load(path: str | Path, overrides: dict | None = None) -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
         raw = set_dotted(raw, dotted, value)
-    return parse(raw, str(path))
+    return raw, str(path)
 
 
 def set_dotted(raw: dict, dotted: str, value: Any) -> dict:
     """Return a copy of `raw` with `a.b.c` set to value, expanding a preset name on the way."""
-    out = expand_presets(raw) if "." in dotted else copy.deepcopy(raw)
+    out = copy.deepcopy(expand_presets(raw) if "." in dotted else raw)
     node = out
     parts = dotted.split(".")
     for part in parts[:-1]:

@@ -1,0 +1,51 @@
+"""Grid search: the `grid:` block of a config expands into one config per combination.
+
+    grid:
+      optimizer.args.lr: [0.001, 0.0003]
+      seed: [1, 2, 3]
+      exclude:                       # partial assignments to leave out
+        - {optimizer.args.lr: 0.0003, seed: 3}
+
+Keys are dotted config paths (preset names along the way are expanded first). The same
+expansion drives `tympan train --grid`, and is importable for other front-ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from tympan import config as configuration
+from tympan.errors import ConfigError
+
+
+def combinations(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every assignment {key: value} of the grid, in order, minus the excluded ones."""
+    grid = dict(grid)
+    exclude = grid.pop("exclude", []) or []
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{key}: expected a non-empty list of values, got {values!r}")
+    for i, rule in enumerate(exclude):
+        unknown = set(rule) - set(grid) if isinstance(rule, dict) else None
+        if unknown is None or unknown:
+            raise ConfigError(f"grid.exclude.{i}: expected a mapping of grid keys to values, got {rule!r}")
+    keys = list(grid)
+    assignments = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+    return [a for a in assignments if not any(all(a[k] == v for k, v in rule.items()) for rule in exclude)]
+
+
+def expand(raw: dict, source: str = "config") -> list[configuration.Config]:
+    """The validated configs of every grid combination (the config itself when it has no grid)."""
+    base = {k: v for k, v in raw.items() if k != "grid"}
+    grid = raw.get("grid")
+    if not grid:
+        return [configuration.parse(base, source)]
+    configs = []
+    for assignment in combinations(grid):
+        variant = base
+        for key, value in assignment.items():
+            variant = configuration.set_dotted(variant, key, value)
+        label = ", ".join(f"{k}={v}" for k, v in assignment.items())
+        configs.append(configuration.parse(variant, f"{source} [{label}]"))
+    return configs
