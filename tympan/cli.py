@@ -119,6 +119,20 @@ class Commands:
             listing = "; ".join(f"{file} ({reason})" for file, reason in results.failed)
             raise TympanError(f"{len(results.failed)} file(s) could not be read and were skipped: {listing}")
 
+    def serve(
+        self,
+        model: str,
+        port: int = 8080,
+        name: str | None = None,
+        max_duration: float = 30.0,
+        max_batch: int = 16,
+    ) -> None:
+        """Serve a bundle (or models:/NAME@ALIAS) with KServe: V1 /v1/models/NAME:predict and
+        V2 /v2/models/NAME/infer on --port; clips longer than --max-duration seconds are refused."""
+        from tympan import serving
+
+        serving.serve(model, name=name, port=port, max_duration=max_duration, max_batch=max_batch)
+
     def register(self, run_dir: str, name: str, tracking_uri: str | None = None) -> None:
         """Log a finished run to MLflow and register its bundle as a new version of NAME.
 
