@@ -3,22 +3,13 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 
 from tympan import audio, bundle, registry
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -100,31 +91,6 @@ def test_cli_register_and_promote(sqlite_store, tiny_run, tmp_path):
     missing = tympan("promote", "--name", "kws", "--metric", "dev.recall")
     assert missing.returncode == 1 and "no version of kws has metric 'dev.recall'" in missing.stderr
     assert "Traceback" not in missing.stderr
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1",
-    ]  # fmt: skip
-    server = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start")
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_remote_tracking_server(mlflow_server, tiny_run, tiny_workspace, tmp_path, monkeypatch):

@@ -128,6 +128,15 @@ class TrainingConfig(Block):
     progress: bool = True
 
 
+class TrackingConfig(Block):
+    """Where runs are tracked besides their run directory (which is always written)."""
+
+    mlflow: bool = False
+    mlflow_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db")
+    mlflow_experiment: str | None = Field(None, description="default: the config's experiment name")
+    system_metrics: bool = False
+
+
 class Config(Block):
     experiment: str = "default"
     seed: int = 1
@@ -138,11 +147,12 @@ class Config(Block):
     scheduler: SchedulerConfig | None = None
     augmentation: list[Component] = Field(default_factory=list)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     grid: dict[str, list[Any]] | None = None
 
     def run_id(self) -> str:
         """Runs with the same resolved config share an id; names and progress bars don't count."""
-        data = self.model_dump(mode="json", exclude={"experiment", "grid"})
+        data = self.model_dump(mode="json", exclude={"experiment", "grid", "tracking"})
         for key in ("progress", "num_workers"):
             data["training"].pop(key)
         return digest(data)[:12]

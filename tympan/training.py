@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tympan import bundle, feature_store, plots, progress
+from tympan import bundle, feature_store, plots, progress, tracking
 from tympan import config as configuration
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader
@@ -72,6 +72,7 @@ class Trainer:
             bucketing=cfg.bucketing,
         )
         self.scheduler = self._scheduler(steps_per_epoch=len(self.sampler))
+        self.tracker = tracking.tracker(config)
 
     @property
     def max_frames(self) -> int | None:
@@ -116,6 +117,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         first, history, best = self._resume()
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
+        self.tracker.start(self.config, self.run_dir)
         epochs = progress.bar(
             range(first, cfg.epochs + 1),
             cfg.progress,
@@ -133,6 +135,7 @@ class Trainer:
             row["dev_loss"] = dev["loss"]
             history.append(row)
             write_csv(self.run_dir / "metrics.csv", history)
+            self.tracker.log_epoch(epoch, row)
             value = dev["metrics"][self.task.tracking_metric]
             if self.task.is_better(value, best):
                 best = value
@@ -149,7 +152,9 @@ class Trainer:
                 time.perf_counter() - started,
             )
         plots.training_curves(history, self.run_dir / "plots" / "training_curves.png", self.task.tracking_metric)
-        return self._finish(history)
+        summary = self._finish(history)
+        self.tracker.finish(summary, self.run_dir)
+        return summary
 
     def _train_epoch(self, epoch: int) -> float:
         self.model.train()

@@ -1,0 +1,40 @@
+"""Training tracked in a real `mlflow server`, and training through a tracking outage."""
+
+import logging
+
+from tests.conftest import free_port
+from tympan import config as configuration
+from tympan import stages
+
+
+def tracked(raw, uri, epochs=2):
+    tracking = {"mlflow": True, "mlflow_uri": uri, "mlflow_experiment": "tracked"}
+    return configuration.parse({**raw, "tracking": tracking, "training": {**raw["training"], "epochs": epochs}})
+
+
+def test_params_metrics_and_files_reach_the_server(mlflow_server, tiny_workspace, tmp_path):
+    import mlflow
+
+    _, raw = tiny_workspace
+    config = tracked(raw, mlflow_server)
+    run_dir, summary = stages.train(config, tmp_path / "run")
+    client = mlflow.MlflowClient(mlflow_server)
+    run = client.get_run((run_dir / "mlflow_run_id").read_text())
+    assert run.info.status == "FINISHED" and run.data.tags["tympan.run_id"] == config.run_id()
+    assert run.data.params["optimizer.args.lr"] == "0.003" and run.data.params["seed"] == "1"
+    history = client.get_metric_history(run.info.run_id, "dev_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    assert run.data.metrics["dev.accuracy"] == summary["dev"]["accuracy"]
+    files = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "metrics.csv", "summary.json", "plots", "bundle"} <= files
+    assert config.run_id() == configuration.parse(raw).run_id()  # tracking does not change the run id
+
+
+def test_outage_costs_a_warning_not_the_run(tiny_workspace, tmp_path, caplog):
+    _, raw = tiny_workspace
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with caplog.at_level(logging.WARNING, logger="tympan"):
+        run_dir, summary = stages.train(tracked(raw, dead, epochs=1), tmp_path / "run")
+    assert (run_dir / "summary.json").is_file() and (run_dir / "bundle/bundle.json").is_file()
+    warnings = [r.message for r in caplog.records if "MLflow tracking" in r.message]
+    assert len(warnings) == 1 and "training continues" in warnings[0]
