@@ -82,6 +82,46 @@ class Commands:
             run, summary = stages.train(resolved, run_dir)
             _print_summary(run, summary)
 
+    def postprocess(self, runs: str, by: str | list[str] | None = None, metric: str = "dev.accuracy") -> None:
+        """Compare the runs below RUNS: tables (CSV, Markdown), mean ± std per group (--by keys,
+        default every varying key but seed), the best run per group, overlaid curves."""
+        from tympan import postprocess
+
+        keys = [by] if isinstance(by, str) else by
+        if keys is not None:
+            keys = [k for key in keys for k in str(key).split(",") if k]
+        out = postprocess.report(runs, keys, metric)
+        print((out / "report.md").read_text().split("## All runs")[0].rstrip())
+        print(f"\nreport: {out / 'report.md'}")
+
+    def runs(self, root: str = "runs") -> None:
+        """List the runs below ROOT with their status (finished, running, stopped)."""
+        from tympan import postprocess
+
+        for run_dir in postprocess.find_runs(root):
+            row = postprocess.load_run(run_dir)
+            score = "  ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items() if k.startswith("dev."))
+            print(f"{row['status']:9} {run_dir}  epochs {len(row['history'])}  {score}")
+
+    def clean(self, root: str = "runs", stopped: bool = False, states: bool = False) -> None:
+        """--stopped deletes runs that were killed or failed; --states deletes the saved training
+        states (best/, last/) of finished runs, keeping results, plots and bundles."""
+        import shutil
+
+        from tympan import postprocess
+
+        if not (stopped or states):
+            raise TympanError("say what to delete: --stopped and/or --states")
+        for run_dir in postprocess.find_runs(root):
+            state = postprocess.status(run_dir)
+            if stopped and state == "stopped":
+                shutil.rmtree(run_dir)
+                print(f"deleted {run_dir}")
+            elif states and state == "finished":
+                for name in ("best", "last"):
+                    shutil.rmtree(run_dir / name, ignore_errors=True)
+                print(f"deleted the states of {run_dir}")
+
     def show(self, run_dir: str) -> None:
         """Print a finished run's dev and test results."""
         path = Path(run_dir) / "summary.json"

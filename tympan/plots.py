@@ -44,3 +44,15 @@ def confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> None:
         color = "white" if count > matrix.max() / 2 else "black"
         ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color=color)
     _save(fig, path)
+
+
+def overlaid_curves(series: dict[str, tuple[list, list]], ylabel: str, path: Path) -> None:
+    """One line per run (label -> (epochs, values)), for comparing a grid at a glance."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, (epochs, values) in series.items():
+        ax.plot(epochs, values, label=label, alpha=0.8)
+    ax.set(xlabel="epoch", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if 0 < len(series) <= 12:
+        ax.legend(fontsize=7)
+    _save(fig, path)

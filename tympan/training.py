@@ -118,6 +118,7 @@ class Trainer:
         first, history, best = self._resume()
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
         self.tracker.start(self.config, self.run_dir)
+        write_text(self.run_dir / "running.pid", str(os.getpid()))
         epochs = progress.bar(
             range(first, cfg.epochs + 1),
             cfg.progress,
@@ -153,6 +154,7 @@ class Trainer:
             )
         plots.training_curves(history, self.run_dir / "plots" / "training_curves.png", self.task.tracking_metric)
         summary = self._finish(history)
+        (self.run_dir / "running.pid").unlink(missing_ok=True)
         self.tracker.finish(summary, self.run_dir)
         return summary
 
