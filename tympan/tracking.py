@@ -19,7 +19,7 @@ log = logging.getLogger("tympan")
 class Tracker:
     """Does nothing; the interface the trainer calls."""
 
-    def start(self, config: Config, run_dir: Path) -> None: ...
+    def start(self, config: Config, run_dir: Path, resuming: bool) -> None: ...
 
     def log_epoch(self, epoch: int, row: dict) -> None: ...
 
@@ -54,7 +54,7 @@ class MlflowTracker(Tracker):
                 self.uri, what, str(exc).splitlines()[0][:200],
             )  # fmt: skip
 
-    def start(self, config: Config, run_dir: Path) -> None:
+    def start(self, config: Config, run_dir: Path, resuming: bool) -> None:
         import mlflow
 
         from tympan.registry import flatten
@@ -64,7 +64,7 @@ class MlflowTracker(Tracker):
         def begin():
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_experiment(self.experiment or config.experiment)
-            previous = marker.read_text().strip() if marker.is_file() else None
+            previous = marker.read_text().strip() if resuming and marker.is_file() else None
             self.run = mlflow.start_run(
                 run_id=previous, run_name=None if previous else config.run_id(), log_system_metrics=self.system_metrics
             )

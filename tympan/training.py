@@ -117,7 +117,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         first, history, best = self._resume()
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
-        self.tracker.start(self.config, self.run_dir)
+        self.tracker.start(self.config, self.run_dir, resuming=first > 1)
         write_text(self.run_dir / "running.pid", str(os.getpid()))
         epochs = progress.bar(
             range(first, cfg.epochs + 1),
