@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run test test-all lint bench clean
+.PHONY: help install run test test-all lint bench bench-peer clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,8 +34,13 @@ lint: install ## ruff lint and format check
 test-all: install ## every test, slow ones included
 	$(PY) -m pytest -m ''
 
-bench: install ## print the benchmarks' figures
+bench: install ## data path vs compute limit, and serving latency (after `make run`)
 	$(PY) bench/train_speed.py
+	$(PY) bench/serve_latency.py runs/default/bundle
+	$(PY) bench/end_to_end.py --run runs/default
+
+bench-peer: install ## tympan vs autrainer on autrainer's FSDD config (about 15 minutes)
+	$(PY) bench/peer_speed.py
 
 clean: ## remove runs and derived data (keeps .venv)
 	rm -rf runs data/features

@@ -50,3 +50,12 @@ def test_repro_then_nothing_then_only_train(fsdd_mirror, tmp_path):
 
     metrics = dvc("metrics", "show", "--json", cwd=tmp_path, env=env)
     assert "accuracy" in metrics
+
+    # a one-off experiment on top of a commit: only train reruns, with the changed key
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run([*git, "commit", "-qm", "base"], cwd=tmp_path, check=True, capture_output=True)
+    experiment = dvc("exp", "run", "-S", "training.epochs=3", "-n", "three", cwd=tmp_path, env=env)
+    assert "Running stage 'train'" in experiment and "Running stage 'preprocess'" not in experiment
+    assert (tmp_path / "runs/default/metrics.csv").read_text().count("\n") == 4
+    assert "three" in dvc("exp", "show", "--json", cwd=tmp_path, env=env)

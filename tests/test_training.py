@@ -125,3 +125,32 @@ def test_spec_augment_masks_with_the_clip_mean_and_is_seeded():
     b = augment(features, torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and not torch.equal(a, features)
     assert torch.isclose(a[a != features], features.mean()).all()
+
+
+def test_eval_every_early_stopping_and_clipping(tiny_workspace, tmp_path):
+    _, raw = tiny_workspace
+    # a linear model (no batch-norm statistics) at learning rate 0 never changes, so its dev
+    # accuracy never improves after the first evaluation: patience 2 stops after the third
+    source = tmp_path / "frozen.py"
+    source.write_text(
+        "import torch\n"
+        "from tympan.models import AudioModel\n"
+        "class Linear(AudioModel):\n"
+        "    def __init__(self, n_mels, n_outputs):\n"
+        "        super().__init__()\n"
+        "        self.out = torch.nn.Linear(n_mels, n_outputs)\n"
+        "    def embed(self, x):\n"
+        "        return x.mean(dim=1)\n"
+        "    def head(self, e):\n"
+        "        return self.out(e)\n"
+    )
+    model = {"target": f"{source}:Linear"}
+    optimizer = {**raw["optimizer"], "args": {"lr": 0.0}}
+    training = {**raw["training"], "epochs": 9, "eval_every": 2, "patience": 2, "grad_clip": 1.0}
+    config = configuration.parse({**raw, "model": model, "optimizer": optimizer, "training": training})
+    run_dir, summary = stages.train(config, tmp_path / "run")
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert [r["dev_accuracy"] != "" for r in rows] == [False, True, False, True, False, True]
+    assert summary["run"]["best_epoch"] == 2 and summary["run"]["epochs"] == 6

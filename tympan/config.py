@@ -122,6 +122,10 @@ class TrainingConfig(Block):
     max_duration: float | None = Field(None, gt=0, description="crop training clips to at most this many seconds")
     bucketing: bool = Field(True, description="batch clips of similar length together")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    eval_every: int = Field(1, ge=1, description="evaluate on dev every N epochs (and after the last)")
+    patience: int | None = Field(None, ge=1, description="stop after N evaluations without improvement")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    amp: bool = Field(False, description="mixed precision (float16 autocast) on CUDA; ignored on CPU")
     device: str = "auto"
     num_workers: int = Field(0, ge=0)
     deterministic: bool = True

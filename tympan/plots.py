@@ -21,13 +21,13 @@ def _save(fig, path: Path) -> None:
 
 def training_curves(history: list[dict], path: Path, metric: str) -> None:
     """Train and dev loss, and the dev tracking metric, per epoch."""
-    epochs = [row["epoch"] for row in history]
+    evaluated = [r for r in history if "dev_loss" in r]  # with eval_every > 1 not every epoch has dev results
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    left.plot(epochs, [r["train_loss"] for r in history], label="train")
-    left.plot(epochs, [r["dev_loss"] for r in history], label="dev")
+    left.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], label="train")
+    left.plot([r["epoch"] for r in evaluated], [r["dev_loss"] for r in evaluated], label="dev", marker=".")
     left.set(xlabel="epoch", ylabel="loss", title="loss")
     left.legend()
-    right.plot(epochs, [r[f"dev_{metric}"] for r in history], color="tab:green")
+    right.plot([r["epoch"] for r in evaluated], [r[f"dev_{metric}"] for r in evaluated], color="tab:green", marker=".")
     right.set(xlabel="epoch", ylabel=metric, title=f"dev {metric}")
     for ax in (left, right):
         ax.grid(alpha=0.3)

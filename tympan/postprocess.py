@@ -43,7 +43,7 @@ def load_run(run_dir: Path) -> dict:
     row = {"run": str(run_dir), "status": status(run_dir), "config": config, "metrics": {}, "history": []}
     if (run_dir / "metrics.csv").is_file():
         with open(run_dir / "metrics.csv", newline="") as f:
-            row["history"] = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            row["history"] = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
     if row["status"] == "finished":
         summary = json.loads((run_dir / "summary.json").read_text())
         row["metrics"] = metric_values(summary)
@@ -105,10 +105,11 @@ def _markdown_table(rows: list[dict]) -> str:
 def _curves(runs: list[dict], keys: list[str], metric: str, path: Path) -> None:
     from tympan.plots import overlaid_curves
 
+    column = f"dev_{metric}"
     series = {
         ", ".join(f"{k}={r['config'].get(k)}" for k in keys) or r["run"]: (
-            [h["epoch"] for h in r["history"]],
-            [h.get(f"dev_{metric}") for h in r["history"]],
+            [h["epoch"] for h in r["history"] if column in h],
+            [h[column] for h in r["history"] if column in h],
         )
         for r in runs
         if r["history"]

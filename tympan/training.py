@@ -73,6 +73,10 @@ class Trainer:
         )
         self.scheduler = self._scheduler(steps_per_epoch=len(self.sampler))
         self.tracker = tracking.tracker(config)
+        self.amp = cfg.amp and self.device.type == "cuda"
+        if cfg.amp and not self.amp:
+            log.warning("training.amp is for CUDA; training in float32 on %s", self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
     @property
     def max_frames(self) -> int | None:
@@ -127,36 +131,43 @@ class Trainer:
             initial=first - 1,
             total=cfg.epochs,
         )
+        tracked = f"dev_{self.task.tracking_metric}"
         for epoch in epochs:
             started = time.perf_counter()
             train_loss = self._train_epoch(epoch)
-            dev = self.evaluate("dev")
             row = {"epoch": epoch, "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"]}
-            row.update({f"dev_{k}": v for k, v in dev["metrics"].items()})
-            row["dev_loss"] = dev["loss"]
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                dev = self.evaluate("dev")
+                row.update({f"dev_{k}": v for k, v in dev["metrics"].items()})
+                row["dev_loss"] = dev["loss"]
             history.append(row)
-            write_csv(self.run_dir / "metrics.csv", history)
+            write_csv(self.run_dir / "metrics.csv", history, list(dict.fromkeys(k for r in history for k in r)))
             self.tracker.log_epoch(epoch, row)
-            value = dev["metrics"][self.task.tracking_metric]
-            if self.task.is_better(value, best):
-                best = value
+            if tracked in row and self.task.is_better(row[tracked], best):
+                best = row[tracked]
                 self._save_state("best", epoch)
             self._save_state("last", epoch)
-            epochs.set_postfix({"loss": f"{train_loss:.3f}", f"dev {self.task.tracking_metric}": f"{value:.4f}"})
-            log.info(
-                "epoch %d/%d  train loss %.4f  dev %s %.4f  (%.1fs)",
-                epoch,
-                cfg.epochs,
-                train_loss,
-                self.task.tracking_metric,
-                value,
-                time.perf_counter() - started,
-            )
+            dev_text = f"dev {self.task.tracking_metric} {row[tracked]:.4f}" if tracked in row else "no dev evaluation"
+            epochs.set_postfix_str(f"loss {train_loss:.3f}, {dev_text}")
+            log.info("epoch %d/%d  train loss %.4f  %s  (%.1fs)", epoch, cfg.epochs, train_loss, dev_text,
+                     time.perf_counter() - started)  # fmt: skip
+            if cfg.patience is not None and self._stale(history, tracked) >= cfg.patience:
+                log.info("early stop: no better dev %s in %d evaluations", self.task.tracking_metric, cfg.patience)
+                break
         plots.training_curves(history, self.run_dir / "plots" / "training_curves.png", self.task.tracking_metric)
         summary = self._finish(history)
         (self.run_dir / "running.pid").unlink(missing_ok=True)
         self.tracker.finish(summary, self.run_dir)
         return summary
+
+    def _stale(self, history: list[dict], tracked: str) -> int:
+        """Evaluations since the best one (derived from the history, so resuming needs no counter)."""
+        values = [row[tracked] for row in history if tracked in row]
+        best = 0
+        for i, value in enumerate(values):
+            if self.task.is_better(value, values[best]):
+                best = i
+        return len(values) - 1 - best
 
     def _train_epoch(self, epoch: int) -> float:
         self.model.train()
@@ -167,9 +178,14 @@ class Trainer:
         for features, targets in bar:
             features, targets = features.to(self.device), targets.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.task.loss(self.model(features), targets)
-            loss.backward()
-            self.optimizer.step()
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                loss = self.task.loss(self.model(features), targets)
+            self.scaler.scale(loss).backward()
+            if self.config.training.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.training.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if self.scheduler is not None and self.config.scheduler.interval == "step":
                 self.scheduler.step()
             total += loss.item() * len(targets)
@@ -229,14 +245,18 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         epoch = int(state["epoch"])
         with open(self.run_dir / "metrics.csv", newline="") as f:
-            history = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            rows = list(csv.DictReader(f))
+        history = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""} for row in rows]
         history = history[:epoch]
-        values = [row[f"dev_{self.task.tracking_metric}"] for row in history]
+        tracked = f"dev_{self.task.tracking_metric}"
+        values = [row[tracked] for row in history if tracked in row]
         best = None
         for value in values:
             best = value if self.task.is_better(value, best) else best
@@ -255,6 +275,7 @@ class Trainer:
                 "epoch": epoch,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "scaler": self.scaler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
