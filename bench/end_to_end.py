@@ -54,7 +54,7 @@ def main() -> None:
     dataset = config.dataset.build()
     index = read_index(Path(config.dataset.root) / dataset.name)
     dev = index.split("dev")
-    files = [index.path_of(row) for row in dev]
+    files = [index.path_of(row).resolve() for row in dev]
     truth = [row[dataset.target_column] for row in dev]
 
     with tempfile.TemporaryDirectory() as store:

@@ -156,8 +156,9 @@ class Commands:
         else:
             print(inference.to_text(results))
         if results.failed:
-            listing = "; ".join(f"{file} ({reason})" for file, reason in results.failed)
-            raise TympanError(f"{len(results.failed)} file(s) could not be read and were skipped: {listing}")
+            listing = "; ".join(f"{file} ({reason})" for file, reason in results.failed[:3])
+            more = f"; and {len(results.failed) - 3} more" if len(results.failed) > 3 else ""
+            raise TympanError(f"{len(results.failed)} file(s) could not be read and were skipped: {listing}{more}")
 
     def serve(
         self,
