@@ -1,5 +1,7 @@
 """The model bundle and inference: raw audio in, the training-time results out."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -77,8 +79,13 @@ def test_inference_over_a_folder_with_a_bad_file(tiny_workspace, tiny_run, tmp_p
         samples, rate = sf.read(f)
         sf.write(folder / f"{f.stem}.flac", samples, rate)
     (folder / "broken.wav").write_bytes(b"not audio at all")
+    sf.write(folder / "click.wav", np.zeros(40, np.float32), 8000)  # 5 ms: shorter than one STFT window
     results = inference.run(predictor, [folder], embeddings=True, progress=False)
-    assert len(results.rows) == 3 and results.failed == [(str(folder / "broken.wav"), results.failed[0][1])]
+    assert len(results.rows) == 3
+    assert [(Path(f).name, "too short" in reason) for f, reason in results.failed] == [
+        ("broken.wav", False),
+        ("click.wav", True),
+    ]
     written = inference.write(results, tmp_path / "out.csv")
     header = (tmp_path / "out.csv").read_text().splitlines()[0].split(",")
     assert header == ["file", "label", *[f"prob_{d}" for d in range(10)]]

@@ -115,8 +115,13 @@ class Predictor:
         """(frames, bins) features of mono float samples, exactly as the feature store holds them
         plus the bundle's normalisation."""
         samples = audio.resample(np.asarray(samples, dtype=np.float32), sample_rate, self.sample_rate)
-        with torch.no_grad():
-            features = self.extractor(torch.from_numpy(np.ascontiguousarray(samples)))[0]
+        try:
+            with torch.no_grad():
+                features = self.extractor(torch.from_numpy(np.ascontiguousarray(samples)))[0]
+        except RuntimeError as err:  # e.g. fewer samples than the STFT's padding needs
+            raise ValueError(
+                f"audio too short for the features ({len(samples)} samples at {self.sample_rate} Hz)"
+            ) from err
         return normalize(features, self.manifest["normalize"])
 
     @torch.no_grad()

@@ -63,17 +63,18 @@ def run(
     for file in bar(files, progress, desc="inference", unit="file"):
         try:
             samples, rate = audio.load(file)
-        except AudioError as exc:
-            log.warning("skipped %s", exc)
-            results.failed.append((str(file), exc.reason))
+            duration = (0.0, len(samples) / rate)
+            if window is None:
+                outputs = [(None, duration, predictor.predict(samples, rate, embeddings))]
+            else:
+                spans, windows, mean = predictor.predict_windows(samples, rate, window, hop or window, embeddings)
+                outputs = [(str(i), span, p) for i, (span, p) in enumerate(zip(spans, windows, strict=True))]
+                outputs.append(("mean", duration, mean))
+        except (AudioError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, AudioError) else str(exc)
+            log.warning("skipped %s: %s", file, reason)
+            results.failed.append((str(file), reason))
             continue
-        duration = (0.0, len(samples) / rate)
-        if window is None:
-            outputs = [(None, duration, predictor.predict(samples, rate, embeddings))]
-        else:
-            spans, windows, mean = predictor.predict_windows(samples, rate, window, hop or window, embeddings)
-            outputs = [(str(i), span, p) for i, (span, p) in enumerate(zip(spans, windows, strict=True))]
-            outputs.append(("mean", duration, mean))
         for name, span, prediction in outputs:
             row = _row(predictor, file, prediction, name, span)
             results.rows.append(row)
