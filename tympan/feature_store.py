@@ -25,7 +25,7 @@ from tympan import audio
 from tympan.config import Config
 from tympan.datasets.base import AudioDataset, Index
 from tympan.errors import AudioError, DataError
-from tympan.fileio import write_csv
+from tympan.fileio import write_csv, write_json
 from tympan.progress import bar as progress_bar
 
 log = logging.getLogger("tympan")
@@ -84,7 +84,7 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
         if skipped:
             write_csv(tmp / "skipped.csv", skipped)
             log.warning("skipped %d unreadable files; listed in %s", len(skipped), out / "skipped.csv")
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        write_json(tmp / "meta.json", meta)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

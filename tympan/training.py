@@ -54,8 +54,7 @@ class Trainer:
         cfg = config.training
         seed_everything(config.seed, cfg.deterministic)
         self.device = pick_device(cfg.device)
-        meta = feature_store.read_meta(features_dir)
-        self.meta = meta
+        self.meta = meta = feature_store.read_meta(features_dir)
         self.task = Classification(meta["labels"], label_smoothing=cfg.label_smoothing)
         self.splits = {s: feature_store.open_split(features_dir, s) for s in feature_store.SPLITS}
         if not len(self.splits["train"]) or not len(self.splits["dev"]):
