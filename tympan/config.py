@@ -116,13 +116,18 @@ class SchedulerConfig(Component):
 
 
 class TrainingConfig(Block):
+    """How long and how to train. Training counts in epochs, or in optimizer steps when `steps`
+    is set; `eval_every` and `save_every` count in that same unit."""
+
     epochs: int = Field(10, ge=1)
+    steps: int | None = Field(None, ge=1, description="train this many optimizer steps (epochs is then ignored)")
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     max_duration: float | None = Field(None, gt=0, description="crop training clips to at most this many seconds")
     bucketing: bool = Field(True, description="batch clips of similar length together")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    eval_every: int = Field(1, ge=1, description="evaluate on dev every N epochs (and after the last)")
+    eval_every: int = Field(1, ge=1, description="evaluate on dev every N epochs or steps (and at the end)")
+    save_every: int = Field(1, ge=1, description="save the resumable last/ state every N epochs or steps")
     patience: int | None = Field(None, ge=1, description="stop after N evaluations without improvement")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
     amp: bool = Field(False, description="mixed precision (float16 autocast) on CUDA; ignored on CPU")
@@ -152,7 +157,19 @@ class Config(Block):
     augmentation: list[Component] = Field(default_factory=list)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    grid: dict[str, list[Any]] | None = None
+    grid: dict[str, Any] | None = Field(None, description="values per key; see tympan.grid")
+
+    @field_validator("grid")
+    @classmethod
+    def _valid_grid(cls, grid: dict | None) -> dict | None:
+        from tympan.grid import combinations
+
+        if grid:
+            try:
+                combinations(grid)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return grid
 
     def run_id(self) -> str:
         """Runs with the same resolved config share an id; names and progress bars don't count."""

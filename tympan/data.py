@@ -115,10 +115,14 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
 
 
 def loader(dataset: ClipDataset, batch_sampler, min_frames: int, num_workers: int = 0) -> DataLoader:
+    # A generator of its own keeps the loader from drawing its worker base seed from the global
+    # RNG, which the model's dropout uses: a run resumed mid-epoch then draws what the
+    # uninterrupted run drew. (Clip randomness is seeded per clip, so workers need no seed.)
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         collate_fn=pad_collate(min_frames),
         num_workers=num_workers,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),
     )

@@ -6,8 +6,15 @@
       exclude:                       # partial assignments to leave out
         - {optimizer.args.lr: 0.0003, seed: 3}
 
-Keys are dotted config paths (preset names along the way are expanded first). The same
-expansion drives `tympan train --grid`, and is importable for other front-ends.
+Keys are dotted config paths (preset names along the way are expanded first), or nested
+mappings with lists at the leaves, which is the form DVC's `matrix` can interpolate:
+
+    grid:
+      optimizer: {args: {lr: [0.001, 0.0003]}}     # same as optimizer.args.lr
+      seed: [1, 2, 3]
+
+The same expansion drives `tympan train --grid`, and is importable for other front-ends
+(dvc.yaml `matrix` stages, the Kubeflow ParallelFor).
 """
 
 from __future__ import annotations
@@ -19,10 +26,25 @@ from tympan import config as configuration
 from tympan.errors import ConfigError
 
 
+def flatten(grid: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings down to their lists: {"optimizer": {"args": {"lr": [..]}}} -> {"optimizer.args.lr": [..]}."""
+    out: dict[str, Any] = {}
+    for key, value in grid.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def combinations(grid: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every assignment {key: value} of the grid, in order, minus the excluded ones."""
+    """Every assignment {dotted key: value} of the grid, in order, minus the excluded ones."""
     grid = dict(grid)
     exclude = grid.pop("exclude", []) or []
+    grid = flatten(grid)
+    if not isinstance(exclude, list):
+        raise ConfigError(f"grid.exclude: expected a list of partial assignments, got {exclude!r}")
+    exclude = [flatten(rule) if isinstance(rule, dict) else rule for rule in exclude]
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key}: expected a non-empty list of values, got {values!r}")

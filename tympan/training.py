@@ -70,12 +70,13 @@ class Trainer:
             seed=config.seed,
             bucketing=cfg.bucketing,
         )
-        self.scheduler = self._scheduler(steps_per_epoch=len(self.sampler))
+        self.scheduler = self._scheduler()
         self.tracker = tracking.tracker(config)
         self.amp = cfg.amp and self.device.type == "cuda"
         if cfg.amp and not self.amp:
             log.warning("training.amp is for CUDA; training in float32 on %s", self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self._row_time = time.perf_counter()
 
     @property
     def max_frames(self) -> int | None:
@@ -95,12 +96,22 @@ class Trainer:
             seed=self.config.seed,
         )
 
-    def _scheduler(self, steps_per_epoch: int):
+    @property
+    def by_step(self) -> bool:
+        return self.config.training.steps is not None
+
+    @property
+    def total_steps(self) -> int:
+        cfg = self.config.training
+        return cfg.steps if self.by_step else cfg.epochs * len(self.sampler)
+
+    def _scheduler(self):
         if self.config.scheduler is None:
             return None
         params = inspect.signature(resolve_target(self.config.scheduler.target)).parameters
-        epochs = self.config.training.epochs
-        known = {"total_steps": epochs * steps_per_epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch}
+        steps_per_epoch = len(self.sampler)
+        epochs = -(-self.total_steps // steps_per_epoch)
+        known = {"total_steps": self.total_steps, "epochs": epochs, "steps_per_epoch": steps_per_epoch}
         filled = {k: v for k, v in known.items() if k in params and k not in self.config.scheduler.args}
         if "total_steps" in filled:  # OneCycle-like: total_steps alone defines the schedule
             filled.pop("epochs", None)
@@ -112,52 +123,114 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> dict:
-        cfg = self.config.training
         summary = self.run_dir / "summary.json"
         if summary.is_file() and self._same_config():
             log.info("%s has finished already; nothing to train", self.run_dir)
             return json.loads(summary.read_text())
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        first, history, best = self._resume()
+        step, history, loss = self._resume()
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
-        self.tracker.start(self.config, self.run_dir, resuming=first > 1)
+        self.tracker.start(self.config, self.run_dir, resuming=step > 0)
         write_text(self.run_dir / "running.pid", str(os.getpid()))
-        epochs = progress.bar(
-            range(first, cfg.epochs + 1),
-            cfg.progress,
-            desc="training",
-            unit="epoch",
-            initial=first - 1,
-            total=cfg.epochs,
+        bar = progress.bar(
+            None, self.config.training.progress, desc="training", unit="step", initial=step, total=self.total_steps
         )
-        tracked = f"dev_{self.task.tracking_metric}"
-        for epoch in epochs:
-            started = time.perf_counter()
-            train_loss = self._train_epoch(epoch)
-            row = {"epoch": epoch, "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"]}
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                dev = self.evaluate("dev")
-                row.update({f"dev_{k}": v for k, v in dev["metrics"].items()})
-                row["dev_loss"] = dev["loss"]
-            history.append(row)
-            write_csv(self.run_dir / "metrics.csv", history, list(dict.fromkeys(k for r in history for k in r)))
-            self.tracker.log_epoch(epoch, row)
-            if tracked in row and self.task.is_better(row[tracked], best):
-                best = row[tracked]
-                self._save_state("best", epoch)
-            self._save_state("last", epoch)
-            dev_text = f"dev {self.task.tracking_metric} {row[tracked]:.4f}" if tracked in row else "no dev evaluation"
-            epochs.set_postfix_str(f"loss {train_loss:.3f}, {dev_text}")
-            log.info("epoch %d/%d  train loss %.4f  %s  (%.1fs)", epoch, cfg.epochs, train_loss, dev_text,
-                     time.perf_counter() - started)  # fmt: skip
-            if cfg.patience is not None and self._stale(history, tracked) >= cfg.patience:
-                log.info("early stop: no better dev %s in %d evaluations", self.task.tracking_metric, cfg.patience)
+        while step < self.total_steps:
+            epoch, offset = divmod(step, len(self.sampler))
+            step, stop = self._train_epoch(epoch + 1, offset, history, loss, bar)
+            if stop:
                 break
-        plots.training_curves(history, self.run_dir / "plots" / "training_curves.png", self.task.tracking_metric)
+        bar.close()
+        plots.training_curves(history, self.run_dir / "plots" / "training_curves.png", self.task.tracking_metric,
+                              x="step" if self.by_step else "epoch")  # fmt: skip
         summary = self._finish(history)
         (self.run_dir / "running.pid").unlink(missing_ok=True)
         self.tracker.finish(summary, self.run_dir)
         return summary
+
+    def _train_epoch(self, epoch: int, offset: int, history: list[dict], loss: list[float], bar) -> tuple[int, bool]:
+        """Train epoch `epoch` from its batch `offset` on; log, evaluate and save where due.
+
+        `loss` holds [sum, count] of the training loss since the last logged row. Returns the
+        global step reached and whether early stopping ended training.
+        """
+        cfg = self.config.training
+        self.model.train()
+        self.train_data.epoch = self.sampler.epoch = epoch
+        order = list(self.sampler)[offset:]
+        batches = loader(self.train_data, order, self.model.min_frames, cfg.num_workers)
+        step = (epoch - 1) * len(self.sampler) + offset
+        for features, targets in batches:
+            value = self._train_step(features, targets)
+            step += 1
+            loss[0] += value * len(targets)
+            loss[1] += len(targets)
+            bar.update(1)
+            epoch_end = step % len(self.sampler) == 0
+            if epoch_end and self.scheduler is not None and self.config.scheduler.interval == "epoch":
+                self.scheduler.step()
+            last = step == self.total_steps
+            unit = step if self.by_step else epoch
+            due_row = last or (step % cfg.eval_every == 0 if self.by_step else epoch_end)
+            stop = False
+            if due_row:
+                stop = self._log_row(epoch, step, history, loss, evaluate=last or unit % cfg.eval_every == 0, bar=bar)
+                self.model.train()  # evaluation switched to eval mode, maybe mid-epoch
+            if last or stop or ((self.by_step or epoch_end) and unit % cfg.save_every == 0):
+                self._save_state("last", epoch, step, loss)
+            if last or stop:
+                return step, stop
+        return step, False
+
+    def _train_step(self, features: torch.Tensor, targets: torch.Tensor) -> float:
+        features, targets = features.to(self.device), targets.to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            loss = self.task.loss(self.model(features), targets)
+        self.scaler.scale(loss).backward()
+        if self.config.training.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.training.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None and self.config.scheduler.interval == "step":
+            self.scheduler.step()
+        return loss.item()
+
+    def _log_row(self, epoch: int, step: int, history: list[dict], loss: list[float], evaluate: bool, bar) -> bool:
+        """Append a metrics.csv row (training loss since the last row, dev results when due),
+        keep the best state, and say whether early stopping is due."""
+        cfg = self.config.training
+        lr = self.optimizer.param_groups[0]["lr"]
+        row = {"epoch": epoch, "step": step, "train_loss": loss[0] / loss[1], "lr": lr}
+        loss[0] = loss[1] = 0
+        tracked = f"dev_{self.task.tracking_metric}"
+        if evaluate:
+            dev = self.evaluate("dev")
+            row.update({f"dev_{k}": v for k, v in dev["metrics"].items()})
+            row["dev_loss"] = dev["loss"]
+        best = self._best(history, tracked)
+        history.append(row)
+        write_csv(self.run_dir / "metrics.csv", history, list(dict.fromkeys(k for r in history for k in r)))
+        self.tracker.log_epoch(step if self.by_step else epoch, row)
+        if tracked in row and self.task.is_better(row[tracked], best):
+            self._save_state("best", epoch, step, [0.0, 0])
+        dev_text = f"dev {self.task.tracking_metric} {row[tracked]:.4f}" if tracked in row else "no dev evaluation"
+        bar.set_postfix_str(f"epoch {epoch}, loss {row['train_loss']:.3f}, {dev_text}")
+        where = f"step {step}/{self.total_steps}" if self.by_step else f"epoch {epoch}/{cfg.epochs}"
+        elapsed, self._row_time = time.perf_counter() - self._row_time, time.perf_counter()
+        log.info("%s  train loss %.4f  %s  (%.1fs)", where, row["train_loss"], dev_text, elapsed)
+        if cfg.patience is not None and self._stale(history, tracked) >= cfg.patience:
+            log.info("early stop: no better dev %s in %d evaluations", self.task.tracking_metric, cfg.patience)
+            return True
+        return False
+
+    def _best(self, history: list[dict], tracked: str) -> float | None:
+        best = None
+        for row in history:
+            if tracked in row and self.task.is_better(row[tracked], best):
+                best = row[tracked]
+        return best
 
     def _stale(self, history: list[dict], tracked: str) -> int:
         """Evaluations since the best one (derived from the history, so resuming needs no counter)."""
@@ -167,32 +240,6 @@ class Trainer:
             if self.task.is_better(value, values[best]):
                 best = i
         return len(values) - 1 - best
-
-    def _train_epoch(self, epoch: int) -> float:
-        self.model.train()
-        self.train_data.epoch = self.sampler.epoch = epoch
-        batches = loader(self.train_data, self.sampler, self.model.min_frames, self.config.training.num_workers)
-        total, count = 0.0, 0
-        bar = progress.bar(batches, self.config.training.progress, desc=f"epoch {epoch}", unit="batch", leave=False)
-        for features, targets in bar:
-            features, targets = features.to(self.device), targets.to(self.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                loss = self.task.loss(self.model(features), targets)
-            self.scaler.scale(loss).backward()
-            if self.config.training.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.training.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.scheduler is not None and self.config.scheduler.interval == "step":
-                self.scheduler.step()
-            total += loss.item() * len(targets)
-            count += len(targets)
-            bar.set_postfix(loss=f"{total / count:.3f}", refresh=False)
-        if self.scheduler is not None and self.config.scheduler.interval == "epoch":
-            self.scheduler.step()
-        return total / count
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
@@ -230,15 +277,17 @@ class Trainer:
                 return directory
         return None
 
-    def _resume(self) -> tuple[int, list[dict], float | None]:
-        """Continue an interrupted run from its last saved state: (first epoch, history, best value).
+    def _resume(self) -> tuple[int, list[dict], list[float]]:
+        """Continue an interrupted run from its last saved state: (steps done, history, loss since
+        the last row).
 
-        Data order and augmentation depend only on (seed, epoch, clip), and the torch RNG state is
-        restored, so the resumed run computes exactly what the uninterrupted one would have.
+        Data order and augmentation depend only on (seed, epoch, clip), the loader draws nothing
+        from the global RNG, and the RNG, optimizer, scheduler and scaler states are restored, so
+        the resumed run computes exactly what the uninterrupted one would have, even mid-epoch.
         """
         last = self._state_dir("last")
         if last is None or not self._same_config():
-            return 1, [], None
+            return 0, [], [0.0, 0]
         state = torch.load(last / "training_state.pt", weights_only=True)
         self.model.load_state_dict(load_file(last / "model.safetensors"))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -249,20 +298,15 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        epoch = int(state["epoch"])
+        step = int(state["step"])
         with open(self.run_dir / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))
-        history = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""} for row in rows]
-        history = history[:epoch]
-        tracked = f"dev_{self.task.tracking_metric}"
-        values = [row[tracked] for row in history if tracked in row]
-        best = None
-        for value in values:
-            best = value if self.task.is_better(value, best) else best
-        log.info("resuming %s after epoch %d", self.run_dir, epoch)
-        return epoch + 1, history, best
+        history = [{k: int(v) if k in ("epoch", "step") else float(v) for k, v in r.items() if v != ""} for r in rows]
+        history = [row for row in history if row["step"] <= step]
+        log.info("resuming %s after step %d (epoch %d)", self.run_dir, step, state["epoch"])
+        return step, history, [float(state["loss_sum"]), int(state["loss_count"])]
 
-    def _save_state(self, name: str, epoch: int) -> None:
+    def _save_state(self, name: str, epoch: int, step: int, loss: list[float]) -> None:
         """Weights as safetensors; optimizer, scheduler and RNG state beside them (tensors only)."""
         directory = self.run_dir / name
         tmp = self.run_dir / f".{name}.tmp"
@@ -272,6 +316,9 @@ class Trainer:
         torch.save(
             {
                 "epoch": epoch,
+                "step": step,
+                "loss_sum": loss[0],
+                "loss_count": loss[1],
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "scaler": self.scaler.state_dict(),
@@ -291,8 +338,16 @@ class Trainer:
     def _finish(self, history: list[dict]) -> dict:
         state = load_file(self.run_dir / "best" / "model.safetensors")
         self.model.load_state_dict(state)
-        best_epoch = int(torch.load(self.run_dir / "best" / "training_state.pt", weights_only=True)["epoch"])
-        summary: dict = {"run": {"id": self.config.run_id(), "best_epoch": best_epoch, "epochs": len(history)}}
+        best = torch.load(self.run_dir / "best" / "training_state.pt", weights_only=True)
+        summary: dict = {
+            "run": {
+                "id": self.config.run_id(),
+                "best_epoch": int(best["epoch"]),
+                "best_step": int(best["step"]),
+                "epochs": history[-1]["epoch"],
+                "steps": history[-1]["step"],
+            }
+        }
         for split in ("dev", "test"):
             if not len(self.splits[split]):
                 log.warning("the %s split is empty: no %s results", split, split)
@@ -300,11 +355,14 @@ class Trainer:
                 continue
             result = self.evaluate(split)
             summary[split] = result["metrics"]
-            plots.confusion_matrix(
-                self.task.confusion(result["predictions"], result["targets"]),
-                self.task.labels,
-                self.run_dir / "plots" / f"confusion_{split}.png",
-            )
+            confusion = self.task.confusion(result["predictions"], result["targets"])
+            plots.confusion_matrix(confusion, self.task.labels, self.run_dir / "plots" / f"confusion_{split}.png")
+            write_csv(  # the counts, for reports that sum confusion matrices over seeds
+                self.run_dir / "plots" / f"confusion_{split}.csv",
+                [{"true": label, **dict(zip(self.task.labels, map(int, counts), strict=True))}
+                 for label, counts in zip(self.task.labels, confusion, strict=True)],
+                ["true", *self.task.labels],
+            )  # fmt: skip
         bundle.save(
             self.run_dir / "bundle",
             self.model,
