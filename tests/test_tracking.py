@@ -2,6 +2,8 @@
 
 import logging
 
+import pytest
+
 from tests.conftest import free_port
 from tympan import config as configuration
 from tympan import stages
@@ -38,3 +40,23 @@ def test_outage_costs_a_warning_not_the_run(tiny_workspace, tmp_path, caplog):
     assert (run_dir / "summary.json").is_file() and (run_dir / "bundle/bundle.json").is_file()
     warnings = [r.message for r in caplog.records if "MLflow tracking" in r.message]
     assert len(warnings) == 1 and "training continues" in warnings[0]
+
+
+def test_tensorboard_holds_every_row_of_metrics_csv(tiny_workspace, tmp_path):
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, raw = tiny_workspace
+    training = {**raw["training"], "steps": 40, "eval_every": 15}
+    config = configuration.parse({**raw, "training": training, "tracking": {"tensorboard": True}})
+    run_dir, summary = stages.train(config, tmp_path / "run")
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [15, 30, 40]
+    logged = events.Scalars("dev/accuracy")
+    assert [e.step for e in logged] == [15, 30, 40]
+    assert [round(e.value, 5) for e in logged] == [round(float(r["dev_accuracy"]), 5) for r in rows]
+    assert events.Scalars("final/dev.accuracy")[0].value == pytest.approx(summary["dev"]["accuracy"])
+    assert "config/text_summary" in events.Tags()["tensors"]

@@ -144,6 +144,7 @@ class TrackingConfig(Block):
     mlflow_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db")
     mlflow_experiment: str | None = Field(None, description="default: the config's experiment name")
     system_metrics: bool = False
+    tensorboard: bool = Field(False, description="TensorBoard event files in <run dir>/tensorboard")
 
 
 class Config(Block):

@@ -1,8 +1,9 @@
-"""Experiment tracking beside the run directory: MLflow when switched on in the config.
+"""Experiment tracking beside the run directory: MLflow and TensorBoard, each switched on in
+the config.
 
 The run directory is always written and is the record of a run; tracking is a copy for
-comparison in the MLflow UI. So a tracking server that is down, or goes down while training,
-costs a warning and never the run: calls stop after the first failure.
+comparison in the MLflow UI or TensorBoard. So a tracking server that is down, or goes down
+while training, costs a warning and never the run: calls stop after the first failure.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from pathlib import Path
 
 from tympan.config import Config
+from tympan.errors import ConfigError
 
 log = logging.getLogger("tympan")
 
@@ -19,9 +21,11 @@ log = logging.getLogger("tympan")
 class Tracker:
     """Does nothing; the interface the trainer calls."""
 
-    def start(self, config: Config, run_dir: Path, resuming: bool) -> None: ...
+    def start(self, config: Config, run_dir: Path, resumed_at: int | None) -> None:
+        """`resumed_at`: None for a new run, else the epoch (or step) of the last row kept."""
 
-    def log_epoch(self, epoch: int, row: dict) -> None: ...
+    def log_row(self, step: int, row: dict) -> None:
+        """One metrics.csv row; `step` is the epoch, or the optimizer step when training counts steps."""
 
     def finish(self, summary: dict, run_dir: Path) -> None: ...
 
@@ -54,7 +58,7 @@ class MlflowTracker(Tracker):
                 self.uri, what, str(exc).splitlines()[0][:200],
             )  # fmt: skip
 
-    def start(self, config: Config, run_dir: Path, resuming: bool) -> None:
+    def start(self, config: Config, run_dir: Path, resumed_at: int | None) -> None:
         import mlflow
 
         from tympan.registry import flatten
@@ -64,7 +68,7 @@ class MlflowTracker(Tracker):
         def begin():
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_experiment(self.experiment or config.experiment)
-            previous = marker.read_text().strip() if resuming and marker.is_file() else None
+            previous = marker.read_text().strip() if resumed_at is not None and marker.is_file() else None
             self.run = mlflow.start_run(
                 run_id=previous, run_name=None if previous else config.run_id(), log_system_metrics=self.system_metrics
             )
@@ -76,11 +80,11 @@ class MlflowTracker(Tracker):
 
         self._call("starting the run", begin)
 
-    def log_epoch(self, epoch: int, row: dict) -> None:
+    def log_row(self, step: int, row: dict) -> None:
         import mlflow
 
-        metrics = {k: float(v) for k, v in row.items() if k != "epoch"}
-        self._call(f"logging epoch {epoch}", lambda: mlflow.log_metrics(metrics, step=epoch))
+        metrics = {k: float(v) for k, v in row.items() if k not in ("epoch", "step")}
+        self._call(f"logging step {step}", lambda: mlflow.log_metrics(metrics, step=step))
 
     def finish(self, summary: dict, run_dir: Path) -> None:
         import mlflow
@@ -121,8 +125,63 @@ def _versions() -> dict[str, str]:
     return tags
 
 
+class TensorBoardTracker(Tracker):
+    """Scalars per row, the config as text and the final results, in <run dir>/tensorboard."""
+
+    def __init__(self):
+        self.writer = None
+
+    def start(self, config: Config, run_dir: Path, resumed_at: int | None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise ConfigError(
+                "tracking.tensorboard needs the tensorboard package (pip install 'tympan[mlops]')"
+            ) from exc
+        # a resumed run drops what the killed one logged after its saved state
+        purge = None if resumed_at is None else resumed_at + 1
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+        if resumed_at is None:
+            self.writer.add_text("config", "```yaml\n" + config.to_yaml() + "\n```")
+
+    def log_row(self, step: int, row: dict) -> None:
+        for key, value in row.items():
+            if key not in ("epoch", "step"):
+                self.writer.add_scalar(key.replace("_", "/", 1), float(value), step)
+        self.writer.flush()
+
+    def finish(self, summary: dict, run_dir: Path) -> None:
+        from tympan.registry import metric_values
+
+        for name, value in metric_values(summary).items():
+            self.writer.add_scalar(f"final/{name}", value, 0)
+        self.writer.close()
+
+
+class Trackers(Tracker):
+    """Every tracker the config switches on, called in turn."""
+
+    def __init__(self, trackers: list[Tracker]):
+        self.trackers = trackers
+
+    def start(self, config: Config, run_dir: Path, resumed_at: int | None) -> None:
+        for t in self.trackers:
+            t.start(config, run_dir, resumed_at)
+
+    def log_row(self, step: int, row: dict) -> None:
+        for t in self.trackers:
+            t.log_row(step, row)
+
+    def finish(self, summary: dict, run_dir: Path) -> None:
+        for t in self.trackers:
+            t.finish(summary, run_dir)
+
+
 def tracker(config: Config) -> Tracker:
     settings = config.tracking
-    if not settings.mlflow:
-        return Tracker()
-    return MlflowTracker(settings.mlflow_uri, settings.mlflow_experiment, settings.system_metrics)
+    trackers: list[Tracker] = []
+    if settings.mlflow:
+        trackers.append(MlflowTracker(settings.mlflow_uri, settings.mlflow_experiment, settings.system_metrics))
+    if settings.tensorboard:
+        trackers.append(TensorBoardTracker())
+    return Trackers(trackers)

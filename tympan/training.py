@@ -130,7 +130,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         step, history, loss = self._resume()
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
-        self.tracker.start(self.config, self.run_dir, resuming=step > 0)
+        unit = "step" if self.by_step else "epoch"
+        self.tracker.start(self.config, self.run_dir, (history[-1][unit] if history else 0) if step else None)
         write_text(self.run_dir / "running.pid", str(os.getpid()))
         bar = progress.bar(
             None, self.config.training.progress, desc="training", unit="step", initial=step, total=self.total_steps
@@ -212,7 +213,7 @@ class Trainer:
         best = self._best(history, tracked)
         history.append(row)
         write_csv(self.run_dir / "metrics.csv", history, list(dict.fromkeys(k for r in history for k in r)))
-        self.tracker.log_epoch(step if self.by_step else epoch, row)
+        self.tracker.log_row(step if self.by_step else epoch, row)
         if tracked in row and self.task.is_better(row[tracked], best):
             self._save_state("best", epoch, step, [0.0, 0])
         dev_text = f"dev {self.task.tracking_metric} {row[tracked]:.4f}" if tracked in row else "no dev evaluation"
