@@ -41,6 +41,20 @@ def test_report_aggregates_over_seeds_and_skips_unfinished_runs(tiny_workspace, 
     assert "5 runs, 4 finished" in report and "stopped" in report
     assert (out / "curves.png").stat().st_size > 0 and len((out / "best.csv").read_text().splitlines()) == 3
 
+    # confusion matrices summed over the seeds of each learning rate, from what the runs wrote
+    labels, first = postprocess.read_confusion(runs[0][0])
+    _, second = postprocess.read_confusion(runs[1][0])
+    assert first.sum() == second.sum() == 500 and (first != second).any()  # 500 dev clips each
+    loaded = [postprocess.load_run(r) for r, _ in runs]
+    confusions = postprocess.summed_confusions(loaded, ["optimizer.args.lr"], tmp_path)
+    groups = [(c["group"], c["runs"]) for c in confusions]
+    assert groups == [("optimizer.args.lr=0.003", 2), ("optimizer.args.lr=0.001", 2)]
+    assert (confusions[0]["counts"] == first + second).all() and labels == [str(d) for d in range(10)]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3  # curves + one matrix per learning rate
+    assert "<td>stopped</td>" in page and "Mean ± std over seed" in page
+    assert sorted(p.name for p in out.glob("confusion_*.png")) == ["confusion_1.png", "confusion_2.png"]
+
 
 def test_runs_and_clean_commands(tiny_workspace, tmp_path):
     root = tmp_path / "runs"

@@ -1,15 +1,19 @@
 """Compare many runs: a table of every run, aggregation over seeds (or any keys), the best run
-per group, overlaid training curves. Reads only what runs wrote, so it works on a grid that is
+per group, overlaid training curves and confusion matrices summed per group, as CSV, Markdown
+and a self-contained HTML page. Reads only what runs wrote, so it works on a grid that is
 still running: unfinished runs are listed with their status and left out of the aggregates."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import json
 import os
 import statistics
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from tympan.errors import DataError
@@ -102,30 +106,100 @@ def _markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unit(runs: list[dict]) -> str:
+    """Curves run over steps when any run trains by steps, else over epochs."""
+    return "step" if any(r["config"].get("training.steps") not in (None, "None") for r in runs) else "epoch"
+
+
 def _curves(runs: list[dict], keys: list[str], metric: str, path: Path) -> None:
     from tympan.plots import overlaid_curves
 
-    column = f"dev_{metric}"
+    column, unit = f"dev_{metric}", _unit(runs)
     series = {
-        ", ".join(f"{k}={r['config'].get(k)}" for k in keys) or r["run"]: (
-            [h["epoch"] for h in r["history"] if column in h],
-            [h[column] for h in r["history"] if column in h],
+        _label(r, keys) or r["run"]: (
+            [h[unit] for h in r["history"] if column in h and unit in h],
+            [h[column] for h in r["history"] if column in h and unit in h],
         )
         for r in runs
         if r["history"]
     }
-    overlaid_curves(series, f"dev {metric}", path)
+    overlaid_curves(series, f"dev {metric}", path, xlabel=unit)
 
 
-def report(root: str | Path, by: list[str] | None = None, metric: str = "dev.accuracy") -> Path:
-    """Write `<root>/report/`: runs.csv, groups.csv, best.csv, report.md and curves.png."""
+def _label(run: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k}={run['config'].get(k)}" for k in keys)
+
+
+def read_confusion(run_dir: Path, split: str = "dev") -> tuple[list[str], np.ndarray] | None:
+    """(labels, counts) of a finished run's confusion matrix, or None where the run has none."""
+    path = Path(run_dir) / "plots" / f"confusion_{split}.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = [r["true"] for r in rows]
+    return labels, np.array([[int(r[label]) for label in labels] for r in rows])
+
+
+def summed_confusions(runs: list[dict], by: list[str], out: Path) -> list[dict]:
+    """One confusion matrix per group, the counts summed over its finished runs (seeds, say)."""
+    from tympan.plots import confusion_matrix
+
+    groups: dict[tuple, list] = {}
+    for run in runs:
+        found = read_confusion(Path(run["run"])) if run["status"] == "finished" else None
+        if found is not None:
+            groups.setdefault(tuple(run["config"].get(k) for k in by), []).append(found)
+    made = []
+    for number, (values, matrices) in enumerate(groups.items(), 1):
+        labels = matrices[0][0]
+        if any(m[0] != labels for m in matrices):
+            continue  # runs on different label sets cannot be summed
+        title = ", ".join(f"{k}={v}" for k, v in zip(by, values, strict=True)) or "all runs"
+        path = out / f"confusion_{number}.png"
+        counts = sum(m[1] for m in matrices)
+        confusion_matrix(counts, labels, path, title=f"{title} ({len(matrices)} runs, dev)")
+        made.append({"group": title, "runs": len(matrices), "counts": counts, "path": path})
+    return made
+
+
+def _html_table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p><em>none</em></p>"
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+
+    def cell(value):
+        return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value if value is not None else ""))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}th{background:#f3f3f3}"
+    "img{max-width:100%;margin:0.5em}.grid{display:flex;flex-wrap:wrap}"
+)
+
+
+def report(
+    root: str | Path, by: list[str] | None = None, metric: str = "dev.accuracy", output: str | Path | None = None
+) -> Path:
+    """Write runs.csv, groups.csv, best.csv, report.md, report.html, curves.png and one summed
+    confusion matrix per group to `output` (default `<root>/report/`)."""
     root = Path(root)
     runs = [load_run(r) for r in find_runs(root)]
     if not runs:
         raise DataError(f"{root}: no runs (no */config.yaml below it)")
     keys = varying_keys(runs)
     by = [k for k in keys if k != "seed"] if by is None else list(by)
-    out = root / "report"
+    out = Path(output) if output else root / "report"
     table = [
         {
             "run": r["run"],
@@ -142,22 +216,32 @@ def report(root: str | Path, by: list[str] | None = None, metric: str = "dev.acc
     write_csv(out / "groups.csv", groups, list(dict.fromkeys(k for r in groups for k in r)) or ["runs"])
     write_csv(out / "best.csv", best, list(dict.fromkeys(k for r in best for k in r)) or ["run"])
     _curves(runs, keys, metric.split(".", 1)[1], out / "curves.png")
+    for stale in out.glob("confusion_*.png"):
+        stale.unlink()
+    confusions = summed_confusions(runs, by, out)
     finished = sum(r["status"] == "finished" for r in runs)
-    confusions = [r for r in runs if (Path(r["run"]) / "plots/confusion_dev.png").is_file()]
-    text = [
-        f"# Runs in {root}\n",
-        f"{len(runs)} runs, {finished} finished; compared on {', '.join(keys) or 'nothing (one config)'}.\n",
-        f"## Mean ± std over {', '.join(k for k in keys if k not in by) or 'runs'}, "
-        f"grouped by {', '.join(by) or 'nothing'}\n",
-        _markdown_table(groups),
-        f"## Best run per group ({metric})\n",
-        _markdown_table(best),
-        "## All runs\n",
-        _markdown_table(table),
-        "## Training curves\n",
-        "![dev curves](curves.png)\n",
-        "## Confusion matrices (dev)\n",
-        *[f"- {r['run']}: ![]({Path(r['run']).resolve() / 'plots/confusion_dev.png'})\n" for r in confusions],
+    title = f"Runs in {root}"
+    intro = f"{len(runs)} runs, {finished} finished; compared on {', '.join(keys) or 'nothing (one config)'}."
+    over = ", ".join(k for k in keys if k not in by) or "runs"
+    groups_title = f"Mean ± std over {over}, grouped by {', '.join(by) or 'nothing'}"
+    sections = [
+        (groups_title, groups),
+        (f"Best run per group ({metric})", best),
+        ("All runs", table),
     ]
-    write_text(out / "report.md", "\n".join(text))
+    markdown = [f"# {title}\n", f"{intro}\n"]
+    for heading, rows in sections:
+        markdown += [f"## {heading}\n", _markdown_table(rows)]
+    markdown += ["## Training curves\n", "![dev curves](curves.png)\n"]
+    markdown += ["## Confusion matrices (dev, summed per group)\n"]
+    markdown += [f"![{c['group']}]({c['path'].name})\n" for c in confusions] or ["_none yet_\n"]
+    write_text(out / "report.md", "\n".join(markdown))
+    page = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"]
+    page += [f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"]
+    for heading, rows in sections:
+        page += [f"<h2>{html.escape(heading)}</h2>", _html_table(rows)]
+    page += ["<h2>Training curves</h2>", _img(out / "curves.png", "dev curves")]
+    page += ["<h2>Confusion matrices (dev, summed per group)</h2><div class='grid'>"]
+    page += [_img(c["path"], c["group"]) for c in confusions] + ["</div>"]
+    write_text(out / "report.html", "\n".join(page))
     return out
