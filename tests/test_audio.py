@@ -126,3 +126,13 @@ def test_decode_bytes_errors_name_the_input(data, match):
     with pytest.raises(AudioError, match=match) as info:
         audio.decode_bytes(data, name="upload.wav")
     assert str(info.value).startswith("upload.wav: ")
+
+
+def test_odd_rate_is_refused_before_building_a_huge_kernel(tmp_path):
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.zeros(4410, dtype=np.float32), 44101)
+    with pytest.raises(AudioError, match=r"odd\.wav: cannot resample 44101 Hz to 16000 Hz"):
+        audio.load(path, sample_rate=16000)
+    with pytest.raises(ValueError, match="cannot resample"):
+        audio.resample(np.zeros(10, dtype=np.float32), 44101, 16000)
+    assert audio.load(path, sample_rate=44101)[1] == 44101  # no resampling needed, so it loads

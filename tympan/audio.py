@@ -11,6 +11,7 @@ or a bad upload to the server gives one clear message.
 from __future__ import annotations
 
 import io
+import math
 import re
 from pathlib import Path
 
@@ -47,10 +48,23 @@ def decode_bytes(data: bytes, name: str = "<bytes>", sample_rate: int | None = N
     return _decode(io.BytesIO(data), name, sample_rate)
 
 
-def resample(samples: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """Resample float samples (time on the last axis) from `orig_sr` to `new_sr` Hz."""
+# Polyphase resampling builds a kernel of about (orig/gcd) x (new/gcd) taps: fine for common
+# rates (44100 -> 16000 is 441 x 160), gigabytes for odd ones (44101 -> 16000).
+MAX_RESAMPLE_TAPS = 1 << 20
+
+
+def check_rates(orig_sr: int, new_sr: int) -> None:
+    """Refuse rates that are not positive, or that no cheap resampling connects."""
     if orig_sr <= 0 or new_sr <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_sr} and {new_sr}")
+    gcd = math.gcd(int(orig_sr), int(new_sr))
+    if (orig_sr // gcd) * (new_sr // gcd) > MAX_RESAMPLE_TAPS:
+        raise ValueError(f"cannot resample {orig_sr} Hz to {new_sr} Hz cheaply; use {new_sr} Hz or a common rate")
+
+
+def resample(samples: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Resample float samples (time on the last axis) from `orig_sr` to `new_sr` Hz."""
+    check_rates(orig_sr, new_sr)
     if orig_sr == new_sr:
         return samples
     waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
@@ -78,7 +92,10 @@ def _decode(source, name, sample_rate: int | None) -> tuple[np.ndarray, int]:
     if not np.isfinite(samples).all():
         raise AudioError(name, "non-finite samples (NaN or infinity)")
     if sample_rate is not None and sample_rate != rate:
-        samples, rate = resample(samples, rate, sample_rate), sample_rate
+        try:
+            samples, rate = resample(samples, rate, sample_rate), sample_rate
+        except ValueError as err:
+            raise AudioError(name, str(err)) from None
     return samples, rate
 
 

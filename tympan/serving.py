@@ -66,7 +66,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
 from tympan import bundle
-from tympan.audio import decode_bytes
+from tympan.audio import check_rates, decode_bytes
 from tympan.errors import AudioError
 
 OUTPUTS = ("label", "probabilities", "embedding")
@@ -74,7 +74,6 @@ FLOATS = {"FP32": np.float32, "FP64": np.float64}
 BINARY_HEADER = "inference-header-content-length"
 # torchaudio's resampling kernel has (new / gcd) * (old / gcd) taps and more: an odd rate such as
 # 44101 Hz would ask for gigabytes. Rates below this product are served (44100, 22050, 11025: fine).
-MAX_RESAMPLE_TAPS = 1 << 20
 
 
 # ---------------------------------------------------------------- checks on one clip
@@ -93,10 +92,11 @@ def check_rate(value, where: str, limits: Limits) -> int:
     integral = isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
     if not integral or value <= 0:
         raise InvalidInput(f"{where}: sample_rate must be a positive integer in Hz, got {value!r}")
-    rate, target = int(value), limits.sample_rate
-    gcd = math.gcd(rate, target)
-    if (rate // gcd) * (target // gcd) > MAX_RESAMPLE_TAPS:
-        raise InvalidInput(f"{where}: cannot resample {rate} Hz to {target} Hz; send {target} Hz or a common rate")
+    rate = int(value)
+    try:
+        check_rates(rate, limits.sample_rate)
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
     return rate
 
 
@@ -629,7 +629,7 @@ def serve(
     max_batch: int = 16,
     batch_wait_ms: float = 0.0,
 ) -> None:
-    """Load the bundle at `location` (a directory or `models:/NAME@ALIAS`) and serve it on `port`
+    """Load the bundle at `location` (a directory, `s3://...` or `models:/NAME@ALIAS`) and serve it on `port`
     (all interfaces) until SIGTERM or SIGINT."""
     from kserve import model_server
 
