@@ -5,19 +5,23 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run test test-all lint bench bench-peer clean
+.PHONY: help install run test test-all lint bench bench-peer clean images push-images remote push pull pipeline pipeline-local
+
+# image names and tag (REGISTRY, TAG, BASE_IMAGE, TRAIN_IMAGE, SERVE_IMAGE); override on the command line
+include images/images.env
+IMAGES := base:$(BASE_IMAGE) train-cuda:$(TRAIN_IMAGE) serve:$(SERVE_IMAGE)
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install: $(VENV)/.installed ## create .venv with PyTorch and tympan (editable) plus test tools
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile requirements/torch.txt requirements/torchaudio.txt
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PIP) install --quiet torchaudio==2.11.0
-	$(PIP) install --quiet -e '.[mlops,test]'
+	$(PIP) install --quiet -r requirements/torch.txt
+	$(PIP) install --quiet -r requirements/torchaudio.txt
+	$(PIP) install --quiet -e '.[mlops,serve,test]'
 	touch $@
 
 run: install ## run the default experiment (params.yaml) with dvc repro
@@ -28,8 +32,9 @@ test: install ## the test suite (fast tests; slow ones with `make test-all`)
 	$(PY) -m pytest
 
 lint: install ## ruff lint and format check
-	ruff check tympan tests bench
-	ruff format --check tympan tests bench
+	ruff check tympan tests bench components pipelines
+	ruff format --check tympan tests bench components pipelines
+	hadolint images/*/Dockerfile
 
 test-all: install ## every test, slow ones included
 	$(PY) -m pytest -m ''
@@ -41,6 +46,45 @@ bench: install ## data path vs compute limit, and serving latency (after `make r
 
 bench-peer: install ## tympan vs autrainer on autrainer's FSDD config (about 15 minutes)
 	$(PY) bench/peer_speed.py
+
+images: ## build the CPU base, CUDA training and serving images (needs a Docker engine)
+	@command -v docker >/dev/null || { echo "make images: no 'docker' command here; build on a machine with a Docker engine" >&2; exit 1; }
+	@set -e; for pair in $(IMAGES); do dir=$${pair%%:*}; name=$${pair#*:}; \
+	  echo "building $(REGISTRY)/$$name:$(TAG) from images/$$dir/Dockerfile"; \
+	  docker build -f images/$$dir/Dockerfile -t $(REGISTRY)/$$name:$(TAG) .; done
+
+push-images: images ## push the three images to $(REGISTRY) (after `docker login`)
+	@set -e; for pair in $(IMAGES); do docker push $(REGISTRY)/$${pair#*:}:$(TAG); done
+
+# DVC's remote `storage` (.dvc/config) on S3, MinIO or Ceph: DVC config cannot read the environment,
+# so `remote` writes it into .dvc/config.local (git-ignored). Credentials stay in AWS_* variables.
+S3_ENDPOINT = $${AWS_ENDPOINT_URL_S3:-$${AWS_ENDPOINT_URL:-$$MLFLOW_S3_ENDPOINT_URL}}
+S3_HINT = is the S3 endpoint ($(S3_ENDPOINT)) up, and are AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY right?
+# a quick look at the bucket first (one clear line if the server is down or the keys are wrong),
+# then few retries, so a failure takes seconds rather than DVC's minutes
+S3_CHECK = python -m tympan.storage check "$$(dvc config remote.storage.url)" "$$(dvc config remote.storage.endpointurl 2>/dev/null)"
+S3_RETRIES = AWS_RETRY_MODE=$${AWS_RETRY_MODE:-standard} AWS_MAX_ATTEMPTS=$${AWS_MAX_ATTEMPTS:-3}
+
+remote: ## point the DVC remote at s3://$TYMPAN_S3_BUCKET/$TYMPAN_S3_PREFIX on $AWS_ENDPOINT_URL (those set)
+	@set -e; if [ -n "$$TYMPAN_S3_BUCKET" ]; then \
+	  dvc remote modify --local storage url "s3://$$TYMPAN_S3_BUCKET/$${TYMPAN_S3_PREFIX:-dvc}"; fi; \
+	endpoint="$(S3_ENDPOINT)"; if [ -n "$$endpoint" ]; then dvc remote modify --local storage endpointurl "$$endpoint"; fi; \
+	region="$${AWS_REGION:-$$AWS_DEFAULT_REGION}"; if [ -n "$$region" ]; then dvc remote modify --local storage region "$$region"; fi; \
+	dvc remote list
+
+push: remote ## dvc push: raw audio, features, runs' states and bundles to the S3 remote
+	@$(S3_CHECK)
+	@$(S3_RETRIES) dvc push || { echo "make push: failed; $(S3_HINT)" >&2; exit 1; }
+
+pull: remote ## dvc pull: fetch and check out what dvc.lock names from the S3 remote
+	@$(S3_CHECK)
+	@$(S3_RETRIES) dvc pull || { echo "make pull: failed; $(S3_HINT)" >&2; exit 1; }
+
+pipeline: install ## compile the Kubeflow training pipeline to pipelines/compiled/training.yaml
+	tympan pipeline compile --output pipelines/compiled/training.yaml --cluster $${CLUSTER:-pipelines/cluster.yaml}
+
+pipeline-local: install ## run the Kubeflow pipeline here with kfp.local on FSDD (pipelines/tiny.yaml, a two-run grid)
+	TYMPAN_DATA_MIRROR=$${TYMPAN_DATA_MIRROR:-../shared/data} tympan pipeline run-local pipelines/tiny.yaml --root runs/pipeline
 
 clean: ## remove runs and derived data (keeps .venv)
 	rm -rf runs data/features

@@ -1,5 +1,6 @@
 """Shared fixtures: the real FSDD copy that stands in for downloads."""
 
+import json
 import os
 import socket
 import subprocess
@@ -99,3 +100,63 @@ def mlflow_server(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+S3_BUCKET = "tympan-test"
+
+
+@pytest.fixture(scope="session")
+def _moto_s3(tmp_path_factory):
+    """A real S3-compatible server (moto in server mode, own process) on 127.0.0.1 with bucket
+    `S3_BUCKET` and an IAM user whose keys are checked: yields (endpoint, key id, secret)."""
+    import boto3
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("moto server did not start")
+        admin = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "bootstrap"}
+        admin["aws_secret_access_key"] = "bootstrap"
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="tympan")
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="tympan", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="tympan")["AccessKey"]
+        boto3.client("s3", **admin).create_bucket(Bucket=S3_BUCKET)
+        # from now on every request must be signed with the user's real keys
+        reset = urllib.request.Request(f"{url}/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(reset, timeout=10)
+        yield url, key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def s3_server(_moto_s3, monkeypatch, tmp_path):
+    """The moto S3 endpoint URL, with AWS_* (and MLFLOW_S3_ENDPOINT_URL, TYMPAN_S3_BUCKET) set
+    for this test so that boto3, dvc and mlflow all use it; the bucket is `S3_BUCKET`."""
+    url, key_id, secret = _moto_s3
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent-aws-config"))  # ignore ~/.aws
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent-aws-credentials"))
+    monkeypatch.setenv("TYMPAN_S3_BUCKET", S3_BUCKET)
+    return url

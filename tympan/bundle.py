@@ -182,11 +182,27 @@ class Predictor:
         return spans, predictions, Prediction(mean, self.labels[int(mean.argmax())], mean_embedding)
 
 
-def load(location: str | Path, device: str = "cpu") -> Predictor:
-    """A bundle from a directory, or from a model registry URI (`models:/NAME@ALIAS`)."""
+def resolve(location: str | Path) -> Path:
+    """The local bundle directory behind `location`: a bundle directory, `s3://` URI of one
+    (downloaded to the cache), `models:/NAME@ALIAS`, or an MLflow model directory holding a bundle
+    among its artifacts (what KServe's storage initializer puts in /mnt/models)."""
     location = str(location)
     if location.startswith("models:/"):
         from tympan import registry
 
-        location = registry.download_bundle(location)
-    return Predictor(location, device)
+        return Path(registry.download_bundle(location))
+    from tympan import storage
+
+    directory = storage.localize(location)
+    if (directory / MANIFEST).is_file() or not (directory / "MLmodel").is_file():
+        return directory  # a bundle, or not one: Predictor says which
+    manifests = sorted((directory / "artifacts").rglob(MANIFEST))
+    if len(manifests) != 1:
+        raise DataError(f"{location}: an MLflow model with {len(manifests)} tympan bundles in artifacts/ (need one)")
+    return manifests[0].parent
+
+
+def load(location: str | Path, device: str = "cpu") -> Predictor:
+    """A bundle from a directory, an `s3://` URI, an MLflow model directory, or a model registry
+    URI (`models:/NAME@ALIAS`)."""
+    return Predictor(resolve(location), device)

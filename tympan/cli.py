@@ -51,8 +51,82 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
     print(f"run: {run_dir}")
 
 
+def _kubeflow():
+    """pipelines/run.py of the repository checkout (components/ and pipelines/ are not installed
+    with the package): from the working directory, else beside an editable install."""
+    candidates = [Path.cwd(), Path(__file__).resolve().parents[1]]
+    root = next((c for c in candidates if (c / "pipelines" / "run.py").is_file() and (c / "components").is_dir()), None)
+    if root is None:
+        raise TympanError("`tympan pipeline` needs the tympan repository (components/, pipelines/); run it from there")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from pipelines import run
+
+    return run
+
+
+class PipelineCommands:
+    """The Kubeflow training pipeline: compile it, run it on this machine, or submit it to a cluster."""
+
+    def compile(self, output: str = "pipelines/compiled/training.yaml", cluster: str | None = None) -> None:
+        """Write the pipeline IR YAML; --cluster FILE sets GPU pool, resources and secrets
+        (default pipelines/cluster.yaml)."""
+        print(f"pipeline: {_kubeflow().compile_pipeline(output, cluster)}")
+
+    def run_local(
+        self,
+        config: str = "pipelines/tiny.yaml",
+        root: str = "runs/pipeline",
+        grid: str = "",
+        mlflow_uri: str | None = None,
+        threshold: float = 0.0,
+        model_name: str = "tympan",
+        metric: str = "dev.accuracy",
+        cache: bool = True,
+    ) -> None:
+        """Run the pipeline here with kfp.local (tasks as subprocesses; cluster settings are ignored).
+        MLflow defaults to a sqlite store in --root."""
+        result = _kubeflow().run_local(config, root, grid, mlflow_uri, threshold, model_name, metric, cache)
+        best = result["best"]
+        _print_summary(best, json.loads((best / "summary.json").read_text()))
+        print(f"mlflow: {result['tracking_uri']}")
+
+    def submit(
+        self,
+        config: str = "params.yaml",
+        host: str | None = None,
+        grid: str = "",
+        mlflow_uri: str = "",
+        s3_endpoint: str = "",
+        threshold: float | None = None,
+        model_name: str | None = None,
+        metric: str | None = None,
+        package: str | None = None,
+        cluster: str | None = None,
+        experiment: str = "tympan",
+        run_name: str | None = None,
+        namespace: str | None = None,
+        cron: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        """Start a run on the Kubeflow Pipelines server at --host (compiled now, or --package FILE);
+        --cron '0 0 2 * * *' (6 fields, seconds first) creates a recurring run instead."""
+        if not host:
+            raise TympanError(
+                "say where Kubeflow Pipelines is: --host URL (e.g. https://kubeflow.example.com/pipeline)"
+            )
+        result = _kubeflow().submit(
+            host, config, grid, mlflow_uri, s3_endpoint, threshold, model_name, metric, package, cluster,
+            experiment, run_name, namespace, cron, token,
+        )  # fmt: skip
+        for key, value in result.items():
+            print(f"{key}: {value}")
+
+
 class Commands:
     """tympan: train, evaluate and serve audio models from a YAML config."""
+
+    pipeline = PipelineCommands()
 
     def fetch(self, config: str = "params.yaml", *overrides: str) -> None:
         """Download the dataset (or copy it from $TYMPAN_DATA_MIRROR) and write its index."""
@@ -82,17 +156,20 @@ class Commands:
             run, summary = stages.train(resolved, run_dir)
             _print_summary(run, summary)
 
-    def postprocess(self, runs: str, by: str | list[str] | None = None, metric: str = "dev.accuracy") -> None:
-        """Compare the runs below RUNS: tables (CSV, Markdown), mean ± std per group (--by keys,
-        default every varying key but seed), the best run per group, overlaid curves."""
+    def postprocess(
+        self, runs: str, by: str | list[str] | None = None, metric: str = "dev.accuracy", output: str | None = None
+    ) -> None:
+        """Compare the runs below RUNS into --output (default RUNS/report): tables (CSV, Markdown,
+        HTML), mean ± std per group (--by keys, default every varying key but seed), the best run
+        per group, overlaid curves, confusion matrices summed per group."""
         from tympan import postprocess
 
         keys = [by] if isinstance(by, str) else by
         if keys is not None:
             keys = [k for key in keys for k in str(key).split(",") if k]
-        out = postprocess.report(runs, keys, metric)
+        out = postprocess.report(runs, keys, metric, output)
         print((out / "report.md").read_text().split("## All runs")[0].rstrip())
-        print(f"\nreport: {out / 'report.md'}")
+        print(f"\nreport: {out / 'report.md'}, {out / 'report.html'}")
 
     def runs(self, root: str = "runs") -> None:
         """List the runs below ROOT with their status (finished, running, stopped)."""
@@ -168,7 +245,7 @@ class Commands:
         max_duration: float = 30.0,
         max_batch: int = 16,
     ) -> None:
-        """Serve a bundle (or models:/NAME@ALIAS) with KServe: V1 /v1/models/NAME:predict and
+        """Serve a bundle (a directory, s3://..., or models:/NAME@ALIAS) with KServe: V1 /v1/models/NAME:predict and
         V2 /v2/models/NAME/infer on --port; clips longer than --max-duration seconds are refused."""
         from tympan import serving
 

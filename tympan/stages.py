@@ -4,11 +4,13 @@ nothing else: fetch -> preprocess -> train."""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from tympan import feature_store, training
 from tympan.config import Config
 from tympan.datasets.base import AudioDataset, read_index
+from tympan.errors import ConfigError
 
 log = logging.getLogger("tympan")
 
@@ -39,3 +41,236 @@ def train(config: Config, run_dir: str | Path | None = None) -> tuple[Path, dict
     features = feature_store.store_dir(config, dataset_of(config).name)
     summary = training.train(config, features, run_dir)
     return run_dir, summary
+
+
+# ---- the stages after training, and the helpers the Kubeflow components need ------------------
+# Components (components/) only move typed artifacts in and out of these calls.
+
+
+def _read_config_text(config: str) -> tuple[dict, str]:
+    """A config given as YAML text, or as a URI in object storage (s3://...)."""
+    import yaml
+
+    from tympan import storage
+
+    text, source = config, "pipeline config"
+    if "\n" not in config.strip() and storage.is_remote(config.strip()):
+        path = storage.localize(config.strip())
+        if not path.is_file():
+            raise ConfigError(f"{config.strip()}: a prefix, not a config file")
+        text, source = path.read_text(encoding="utf-8"), config.strip()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping (a config), got {type(raw).__name__}")
+    return raw, source
+
+
+def plan(config: str, grid: str = "") -> dict:
+    """Resolve a pipeline's config (YAML text or s3:// URI) and its grid into what the stages take:
+    {"dataset": YAML of the dataset block, "features": YAML of dataset+features, "runs": [YAML of
+    each resolved run config]}. `grid` (YAML mapping) replaces the config's own `grid:` block.
+
+    Fetching and preprocessing happen once per pipeline run, so the grid may not vary the dataset
+    or the features (their cache keys are exactly those blocks)."""
+    import yaml
+
+    from tympan.grid import expand
+
+    raw, source = _read_config_text(config)
+    if grid and grid.strip():
+        block = yaml.safe_load(grid)
+        if not isinstance(block, dict):
+            raise ConfigError(f"grid: expected a mapping of config keys to lists of values, got {grid!r}")
+        raw = {**raw, "grid": block}
+    bad = [k for k in (raw.get("grid") or {}) if k.split(".")[0] in ("dataset", "features")]
+    if bad:
+        raise ConfigError(f"grid: {', '.join(bad)}: the pipeline preprocesses once, so the grid cannot vary them")
+    configs = expand(raw, source)
+    first = configs[0].model_dump(mode="json")
+    data = {"dataset": first["dataset"], "features": first["features"]}
+    return {
+        "dataset": yaml.safe_dump({"dataset": data["dataset"]}, sort_keys=False),
+        "features": yaml.safe_dump(data, sort_keys=False),
+        "runs": [c.to_yaml() for c in configs],
+    }
+
+
+def _data_blocks(text: str, raw_root: str | Path, features_root: str | Path | None = None):
+    """The dataset (and features) blocks of `plan`, rooted in the given directories."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from tympan.config import DatasetConfig, FeaturesConfig
+
+    blocks = yaml.safe_load(text)
+    dataset = DatasetConfig(**{**blocks["dataset"], "root": str(raw_root)})
+    features = FeaturesConfig(**{**blocks["features"], "root": str(features_root)}) if features_root else None
+    # feature_store.build reads only these two blocks; the cache key of the step is exactly them
+    return SimpleNamespace(dataset=dataset, features=features)
+
+
+def fetch_into(dataset_yaml: str, root: str | Path) -> dict:
+    """Fetch the dataset block of `plan` into `root`; returns {"dataset", "samples", "path"}."""
+    blocks = _data_blocks(dataset_yaml, root)
+    dataset = blocks.dataset.build()
+    path = dataset.fetch(blocks.dataset.root)
+    return {"dataset": dataset.name, "samples": len(read_index(path)), "path": str(path)}
+
+
+def preprocess_into(features_yaml: str, raw_root: str | Path, root: str | Path) -> dict:
+    """Features of the fetched data in `raw_root` into `root`; returns
+    {"dataset", "samples" (per split), "features_key", "path"}."""
+    blocks = _data_blocks(features_yaml, raw_root, root)
+    dataset = blocks.dataset.build()
+    index = read_index(Path(raw_root) / dataset.name)
+    path = feature_store.build(blocks, dataset, index, progress=False)
+    meta = feature_store.read_meta(path)
+    return {"dataset": dataset.name, "samples": meta["clips"], "features_key": meta["key"], "path": str(path)}
+
+
+def train_from(config_yaml: str, features_root: str | Path, run_dir: str | Path) -> dict:
+    """Train one resolved run config (from `plan`) on the features below `features_root`.
+
+    Per-run MLflow tracking is switched off: parallel runs must not write one store at once;
+    the registered run is logged to MLflow by `register_best`. Returns the summary."""
+    import yaml
+
+    from tympan import config as configuration
+
+    raw = yaml.safe_load(config_yaml)
+    raw["features"] = {**raw["features"], "root": str(features_root)}
+    raw["tracking"] = {**(raw.get("tracking") or {}), "mlflow": False}
+    config = configuration.parse(raw, "run config")
+    return train(config, run_dir)[1]
+
+
+def collect(run_dirs: list[str | Path], out: str | Path, metric: str = "dev.accuracy") -> dict:
+    """Gather finished runs below `out/runs/`, write the comparison report (postprocess) and
+    return {"best": run dir of the best run on `metric`, "score", "metrics", "report"}."""
+    import json
+
+    from tympan import postprocess
+    from tympan.errors import DataError
+    from tympan.registry import metric_values
+
+    root = Path(out) / "runs"
+    best, score = None, None
+    for run_dir in map(Path, run_dirs):
+        summary = run_dir / "summary.json"
+        if not summary.is_file():
+            raise DataError(f"{run_dir}: not a finished run (no summary.json)")
+        metrics = metric_values(json.loads(summary.read_text()))
+        if metric not in metrics:
+            raise ConfigError(f"metric {metric!r} is not in {summary}; it has: {', '.join(metrics)}")
+        copy = root / _run_name(run_dir)
+        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("best", "last", ".*"), dirs_exist_ok=True)
+        if score is None or metrics[metric] > score:
+            best, score = copy, metrics[metric]
+    if best is None:
+        raise DataError("no runs to collect")
+    report = postprocess.report(root, None, metric)
+    summary = json.loads((best / "summary.json").read_text())
+    return {"best": best, "score": score, "metrics": metric_values(summary), "report": report}
+
+
+def _run_name(run_dir: Path) -> str:
+    import json
+
+    return json.loads((run_dir / "summary.json").read_text())["run"]["id"]
+
+
+def champion_score(name: str, metric: str = "dev.accuracy", alias: str = "champion", uri: str | None = None):
+    """The `metric` of the version `name@alias` points at; None when there is no such model yet."""
+    from tympan import registry
+
+    mlflow = registry._mlflow(uri)
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+    value = version.tags.get(metric)
+    return float(value) if value is not None else None
+
+
+def register_best(run_dir: str | Path, name: str, metric: str, alias: str = "champion", uri: str | None = None):
+    """Register a run as a new version of `name` and move `alias` to it (the pipeline calls this only
+    when the run beat the champion). Returns registry.register's dict plus "download_uri"."""
+    from tympan import registry
+
+    result = registry.register(run_dir, name, uri)
+    promoted = registry.promote(name, metric, alias, result["version"], uri=uri)
+    return {**result, "alias": alias, "download_uri": promoted["download_uri"]}
+
+
+def inference_service(name: str, version: str, image: str, tracking_uri: str, namespace: str = "default") -> dict:
+    """A KServe InferenceService that serves `models:/name/version` with the tympan serving image."""
+    service = name.lower().replace("_", "-").replace(".", "-")
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": service,
+            "namespace": namespace,
+            "labels": {"tympan/model": service, "tympan/version": str(version)},
+        },
+        "spec": {
+            "predictor": {
+                "containers": [
+                    {
+                        "name": "kserve-container",
+                        "image": image,
+                        # the serving image's entrypoint is `tympan serve` (images/serve/Dockerfile)
+                        "args": [f"models:/{name}/{version}", "--port", "8080", "--name", service],
+                        "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking_uri}],
+                        "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                    }
+                ]
+            }
+        },
+    }
+
+
+def deploy(manifest: dict, out: str | Path) -> bool:
+    """Write the InferenceService manifest to `out`; apply it only inside a cluster
+    (KUBERNETES_SERVICE_HOST set). Returns whether it was applied."""
+    import os
+
+    import yaml
+
+    from tympan.fileio import write_text
+
+    write_text(out, yaml.safe_dump(manifest, sort_keys=False))
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        log.info("not in a cluster: wrote the InferenceService manifest to %s without applying it", out)
+        return False
+    from kubernetes import client, config
+
+    config.load_incluster_config()
+    api = client.CustomObjectsApi()
+    group, version = manifest["apiVersion"].split("/")
+    where = {"group": group, "version": version, "namespace": manifest["metadata"]["namespace"]}
+    try:
+        api.create_namespaced_custom_object(plural="inferenceservices", body=manifest, **where)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+        name = manifest["metadata"]["name"]
+        api.patch_namespaced_custom_object(plural="inferenceservices", name=name, body=manifest, **where)
+    log.info("applied InferenceService %s", manifest["metadata"]["name"])
+    return True
+
+
+def environment(s3_endpoint: str = "", mlflow_uri: str = "") -> None:
+    """Point boto3 and MLflow at the pipeline's endpoints (credentials come from the environment)."""
+    import os
+
+    if s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint
+    if mlflow_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines components: one thin lightweight component per stage of `tympan.stages`."""

@@ -1,0 +1,141 @@
+"""One lightweight component per stage. Each body imports tympan, calls one function of
+`tympan.stages` and moves typed artifacts in and out; nothing else.
+
+They run in the tympan images (images/images.env) with `install_kfp_package=False`, so a task
+never pip-installs at run time (air-gapped clusters), and the same components run under
+`kfp.local` in the current environment."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.images import BASE, SERVE, TRAIN
+
+cpu_component = dsl.component(base_image=BASE, install_kfp_package=False)
+train_component = dsl.component(base_image=TRAIN, install_kfp_package=False)
+SERVE_IMAGE = SERVE
+
+
+@cpu_component
+def plan(config: str, grid: str, dataset_config: dsl.OutputPath(str), features_config: dsl.OutputPath(str)) -> list:
+    """Resolve the config (YAML text or s3:// URI) and expand its grid: returns one config per run,
+    and writes the dataset and dataset+features blocks that fetch and preprocess take."""
+    from pathlib import Path
+
+    from tympan import stages
+
+    result = stages.plan(config, grid)
+    Path(dataset_config).write_text(result["dataset"])
+    Path(features_config).write_text(result["features"])
+    return result["runs"]
+
+
+@cpu_component
+def fetch(dataset_config: str, s3_endpoint: str, raw: Output[Dataset]):
+    """Fetch the dataset (its config block only, so the cache key is that block) as raw audio."""
+    from tympan import stages
+
+    stages.environment(s3_endpoint)
+    info = stages.fetch_into(dataset_config, raw.path)
+    raw.metadata.update({"dataset": info["dataset"], "samples": info["samples"]})
+
+
+@cpu_component
+def preprocess(features_config: str, raw: Input[Dataset], features: Output[Dataset]):
+    """Extract the offline features of the fetched audio (dataset + features blocks as cache key)."""
+    from tympan import stages
+
+    info = stages.preprocess_into(features_config, raw.path, features.path)
+    features.metadata.update(
+        {
+            "dataset": info["dataset"],
+            "samples": sum(info["samples"].values()),
+            "samples_per_split": info["samples"],
+            "features_key": info["features_key"],
+        }
+    )
+
+
+@train_component
+def train(config: str, features: Input[Dataset], model: Output[Model]):
+    """Train one resolved run config; the run directory (bundle included) is the Model."""
+    from tympan import stages
+    from tympan.registry import metric_values
+
+    summary = stages.train_from(config, features.path, model.path)
+    model.metadata.update(
+        {"framework": "pytorch", "run_id": summary["run"]["id"], "mlflow_model_uri": "", **metric_values(summary)}
+    )
+
+
+@cpu_component
+def collect(
+    runs: Input[list[Model]],
+    metric: str,
+    report: Output[Markdown],
+    report_html: Output[HTML],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    best: Output[Model],
+) -> float:
+    """Compare the grid's runs (postprocess report), pick the best on `metric`, and return its score."""
+    import shutil
+    import tempfile
+
+    from tympan import postprocess, stages
+
+    result = stages.collect([r.path for r in runs], tempfile.mkdtemp(prefix="collect-"), metric)
+    shutil.copyfile(result["report"] / "report.md", report.path)
+    shutil.copyfile(result["report"] / "report.html", report_html.path)
+    for name, value in result["metrics"].items():
+        metrics.log_metric(name, value)
+    labels, matrix = postprocess.read_confusion(result["best"], "dev")
+    confusion.log_confusion_matrix(labels, matrix.tolist())
+    shutil.copytree(result["best"], best.path)
+    best.metadata.update({"framework": "pytorch", "mlflow_model_uri": "", **result["metrics"]})
+    return result["score"]
+
+
+@cpu_component
+def champion(name: str, metric: str, threshold: float, mlflow_uri: str, s3_endpoint: str) -> float:
+    """The score to beat: the registered champion's `metric`, or `threshold` if that is higher."""
+    from tympan import stages
+
+    stages.environment(s3_endpoint, mlflow_uri)
+    score = stages.champion_score(name, metric, uri=mlflow_uri or None)
+    return threshold if score is None else max(threshold, score)
+
+
+@cpu_component
+def register(
+    best: Input[Model], name: str, metric: str, mlflow_uri: str, s3_endpoint: str, registered: Output[Model]
+) -> str:
+    """Register the best run in MLflow, move the champion alias to it; returns the version."""
+    import shutil
+    from pathlib import Path
+
+    from tympan import stages
+
+    stages.environment(s3_endpoint, mlflow_uri)
+    result = stages.register_best(best.path, name, metric, uri=mlflow_uri or None)
+    shutil.copytree(Path(best.path) / "bundle", registered.path)
+    registered.metadata.update(
+        {
+            "framework": "pytorch",
+            "mlflow_model_uri": f"models:/{name}/{result['version']}",
+            "mlflow_logged_model_uri": result["model_uri"],
+            "download_uri": result["download_uri"],
+            "version": result["version"],
+            **result["metrics"],
+        }
+    )
+    return result["version"]
+
+
+@cpu_component
+def deploy(name: str, version: str, mlflow_uri: str, namespace: str, image: str, manifest: Output[Artifact]):
+    """Write the KServe InferenceService for the registered version; apply it when inside a cluster."""
+    from tympan import stages
+
+    service = stages.inference_service(name, version, image, mlflow_uri, namespace)
+    applied = stages.deploy(service, manifest.path)
+    manifest.metadata.update({"kind": "InferenceService", "name": service["metadata"]["name"], "applied": applied})
