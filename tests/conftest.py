@@ -70,6 +70,19 @@ def tiny_workspace(fsdd_mirror, tmp_path_factory):
     return root, raw
 
 
+def wait_for(url: str, what: str, seconds: float) -> None:
+    """Poll `url` until a server answers there; fail the test if none does in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not start at {url}")
+            time.sleep(0.2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,14 +101,7 @@ def mlflow_server(tmp_path):
     server = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start")
+        wait_for(f"{url}/health", "mlflow server", seconds=60)
         yield url
     finally:
         server.terminate()
@@ -118,14 +124,7 @@ def _moto_s3(tmp_path_factory):
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("moto server did not start")
+        wait_for(f"{url}/moto-api/", "moto server", seconds=20)
         admin = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "bootstrap"}
         admin["aws_secret_access_key"] = "bootstrap"
         iam = boto3.client("iam", **admin)

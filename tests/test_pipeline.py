@@ -219,7 +219,6 @@ def _outputs(task_dir: Path) -> dict:
     return json.loads((task_dir / "executor_output.json").read_text())
 
 
-@pytest.mark.slow  # two pipeline runs and a CLI training: 2 to 5 minutes on 2 busy cores
 def test_local_run_registers_the_best_run_with_the_cli_results(fsdd_mirror, tiny_workspace, tmp_path, monkeypatch):
     import mlflow
 

@@ -154,3 +154,18 @@ def test_eval_every_early_stopping_and_clipping(tiny_workspace, tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5", "6"]
     assert [r["dev_accuracy"] != "" for r in rows] == [False, True, False, True, False, True]
     assert summary["run"]["best_epoch"] == 2 and summary["run"]["epochs"] == 6
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "peak"), [("OneCycle", 0.01), ({"preset": "OneCycle", "args": {"max_lr": 0.02}}, 0.02)]
+)
+def test_one_cycle_peaks_at_the_optimizer_lr_unless_told_otherwise(tiny_workspace, tmp_path, scheduler, peak):
+    from tympan.training import Trainer
+
+    _, raw = tiny_workspace
+    config = configuration.parse(
+        {**raw, "scheduler": scheduler, "optimizer": {"preset": "AdamW", "args": {"lr": 0.01}}}
+    )
+    trainer = Trainer(config, feature_store.store_dir(config, "fsdd"), tmp_path / "run")
+    assert trainer.optimizer.param_groups[0]["max_lr"] == peak
+    assert trainer.scheduler.total_steps == config.training.epochs * len(trainer.sampler)

@@ -112,6 +112,7 @@ class Trainer:
         steps_per_epoch = len(self.sampler)
         epochs = -(-self.total_steps // steps_per_epoch)
         known = {"total_steps": self.total_steps, "epochs": epochs, "steps_per_epoch": steps_per_epoch}
+        known["max_lr"] = self.optimizer.param_groups[0]["lr"]  # one-cycle peaks at the optimizer's lr
         filled = {k: v for k, v in known.items() if k in params and k not in self.config.scheduler.args}
         if "total_steps" in filled:  # OneCycle-like: total_steps alone defines the schedule
             filled.pop("epochs", None)
@@ -217,7 +218,7 @@ class Trainer:
         if tracked in row and self.task.is_better(row[tracked], best):
             self._save_state("best", epoch, step, [0.0, 0])
         dev_text = f"dev {self.task.tracking_metric} {row[tracked]:.4f}" if tracked in row else "no dev evaluation"
-        bar.set_postfix_str(f"epoch {epoch}, loss {row['train_loss']:.3f}, {dev_text}")
+        bar.set_postfix_str(f"epoch {epoch}, loss {row['train_loss']:.3f}, {dev_text}", refresh=False)
         where = f"step {step}/{self.total_steps}" if self.by_step else f"epoch {epoch}/{cfg.epochs}"
         elapsed, self._row_time = time.perf_counter() - self._row_time, time.perf_counter()
         log.info("%s  train loss %.4f  %s  (%.1fs)", where, row["train_loss"], dev_text, elapsed)
