@@ -24,6 +24,7 @@ import yaml
 
 from tympan import config as configuration
 from tympan import feature_store, stages
+from tympan.data import loader
 from tympan.training import Trainer
 
 
@@ -47,8 +48,14 @@ def real_path(trainer: Trainer, epochs: range) -> tuple[float, list[tuple[int, i
     shapes = []
     hook = trainer.model.register_forward_pre_hook(lambda _, inputs: shapes.append(tuple(inputs[0].shape)))
     started = time.perf_counter()
-    for epoch in epochs:
-        trainer._train_epoch(epoch)
+    for epoch in epochs:  # what Trainer._train_epoch does, without its evaluation and saving
+        trainer.model.train()
+        trainer.train_data.epoch = trainer.sampler.epoch = epoch
+        order = list(trainer.sampler)
+        for features, targets in loader(
+            trainer.train_data, order, trainer.model.min_frames, trainer.config.training.num_workers
+        ):
+            trainer._train_step(features, targets)
     elapsed = time.perf_counter() - started
     hook.remove()
     return sum(s[0] for s in shapes) / elapsed, shapes
