@@ -31,7 +31,7 @@ run: install ## run the default experiment (params.yaml) with dvc repro
 test: install ## the test suite (fast tests; slow ones with `make test-all`)
 	$(PY) -m pytest
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, hadolint on the Dockerfiles
 	ruff check tympan tests bench components pipelines
 	ruff format --check tympan tests bench components pipelines
 	hadolint images/*/Dockerfile
