@@ -276,7 +276,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 def parse(raw: dict, source: str = "config") -> Config:
     """Validate a raw mapping (presets already named or inline) into a Config."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(raw).__name__}")
     try:
         config = Config.model_validate(expand_presets(raw))
     except ValidationError as exc:
@@ -313,16 +313,22 @@ def load_raw(path: str | Path, overrides: dict | None = None) -> tuple[dict, str
     if not path.is_file():
         known = ", ".join(available_presets("experiments"))
         raise ConfigError(f"{path}: no such config file (experiment presets: {known})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = from_yaml(path.read_text(), str(path))
     for dotted, value in (overrides or {}).items():
         raw = set_dotted(raw, dotted, value)
     return raw, str(path)
+
+
+def from_yaml(text: str, source: str) -> dict:
+    """The top-level mapping of a YAML config text (empty text is an empty config)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(raw).__name__}")
+    return raw
 
 
 def set_dotted(raw: dict, dotted: str, value: Any) -> dict:

@@ -166,6 +166,22 @@ def _versions(client, name: str) -> list:
     return versions
 
 
+def _alias_holder(mlflow, client, name: str, alias: str):
+    """The version `name@alias` points at, or None (no such model or alias yet)."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def alias_metric(name: str, metric: str = "dev.accuracy", alias: str = "champion", uri: str | None = None):
+    """The `metric` tag of the version `name@alias` points at; None when there is none yet."""
+    mlflow = _mlflow(uri)
+    holder = _alias_holder(mlflow, mlflow.MlflowClient(), name, alias)
+    value = holder.tags.get(metric) if holder else None
+    return float(value) if value is not None else None
+
+
 def promote(
     name: str,
     metric: str = "dev.accuracy",
@@ -179,10 +195,8 @@ def promote(
     mlflow = _mlflow(uri)
     client = mlflow.MlflowClient()
     versions = _versions(client, name)
-    try:
-        previous = str(client.get_model_version_by_alias(name, alias).version)
-    except mlflow.exceptions.MlflowException:
-        previous = None
+    holder = _alias_holder(mlflow, client, name, alias)
+    previous = str(holder.version) if holder else None
     if version is not None:
         chosen = next((v for v in versions if str(v.version) == str(version)), None)
         if chosen is None:

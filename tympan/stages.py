@@ -49,9 +49,8 @@ def train(config: Config, run_dir: str | Path | None = None) -> tuple[Path, dict
 
 def _read_config_text(config: str) -> tuple[dict, str]:
     """A config given as YAML text, or as a URI in object storage (s3://...)."""
-    import yaml
-
     from tympan import storage
+    from tympan.config import from_yaml
 
     text, source = config, "pipeline config"
     if "\n" not in config.strip() and storage.is_remote(config.strip()):
@@ -59,13 +58,7 @@ def _read_config_text(config: str) -> tuple[dict, str]:
         if not path.is_file():
             raise ConfigError(f"{config.strip()}: a prefix, not a config file")
         text, source = path.read_text(encoding="utf-8"), config.strip()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a YAML mapping (a config), got {type(raw).__name__}")
-    return raw, source
+    return from_yaml(text, source), source
 
 
 def plan(config: str, grid: str = "") -> dict:
@@ -163,38 +156,25 @@ def collect(run_dirs: list[str | Path], out: str | Path, metric: str = "dev.accu
         summary = run_dir / "summary.json"
         if not summary.is_file():
             raise DataError(f"{run_dir}: not a finished run (no summary.json)")
-        metrics = metric_values(json.loads(summary.read_text()))
+        content = json.loads(summary.read_text())
+        metrics = metric_values(content)
         if metric not in metrics:
             raise ConfigError(f"metric {metric!r} is not in {summary}; it has: {', '.join(metrics)}")
-        copy = root / _run_name(run_dir)
+        copy = root / content["run"]["id"]
         shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("best", "last", ".*"), dirs_exist_ok=True)
         if score is None or metrics[metric] > score:
-            best, score = copy, metrics[metric]
+            best, score, best_metrics = copy, metrics[metric], metrics
     if best is None:
         raise DataError("no runs to collect")
     report = postprocess.report(root, None, metric)
-    summary = json.loads((best / "summary.json").read_text())
-    return {"best": best, "score": score, "metrics": metric_values(summary), "report": report}
-
-
-def _run_name(run_dir: Path) -> str:
-    import json
-
-    return json.loads((run_dir / "summary.json").read_text())["run"]["id"]
+    return {"best": best, "score": score, "metrics": best_metrics, "report": report}
 
 
 def champion_score(name: str, metric: str = "dev.accuracy", alias: str = "champion", uri: str | None = None):
     """The `metric` of the version `name@alias` points at; None when there is no such model yet."""
     from tympan import registry
 
-    mlflow = registry._mlflow(uri)
-    client = mlflow.MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
-        return None
-    value = version.tags.get(metric)
-    return float(value) if value is not None else None
+    return registry.alias_metric(name, metric, alias, uri)
 
 
 def register_best(run_dir: str | Path, name: str, metric: str, alias: str = "champion", uri: str | None = None):
