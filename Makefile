@@ -64,6 +64,10 @@ S3_HINT = is the S3 endpoint ($(S3_ENDPOINT)) up, and are AWS_ACCESS_KEY_ID / AW
 # then few retries, so a failure takes seconds rather than DVC's minutes
 S3_CHECK = python -m tympan.storage check "$$(dvc config remote.storage.url)" "$$(dvc config remote.storage.endpointurl 2>/dev/null)"
 S3_RETRIES = AWS_RETRY_MODE=$${AWS_RETRY_MODE:-standard} AWS_MAX_ATTEMPTS=$${AWS_MAX_ATTEMPTS:-3}
+# what push and pull carry: the default pipeline (dvc.yaml). The examples' dvc.lock files are committed
+# as a record, but their outputs are in the remote only once someone pushes them by name:
+#   make push DVC_TARGETS="dvc.yaml experiments/lr-seeds/dvc.yaml"   (and the same for pull)
+DVC_TARGETS ?= dvc.yaml
 
 remote: ## point the DVC remote at s3://$TYMPAN_S3_BUCKET/$TYMPAN_S3_PREFIX on $AWS_ENDPOINT_URL (those set)
 	@set -e; if [ -n "$$TYMPAN_S3_BUCKET" ]; then \
@@ -72,13 +76,14 @@ remote: ## point the DVC remote at s3://$TYMPAN_S3_BUCKET/$TYMPAN_S3_PREFIX on $
 	region="$${AWS_REGION:-$$AWS_DEFAULT_REGION}"; if [ -n "$$region" ]; then dvc remote modify --local storage region "$$region"; fi; \
 	dvc remote list
 
-push: remote ## dvc push: raw audio, features, runs' states and bundles to the S3 remote
+push: remote ## dvc push of dvc.yaml (or DVC_TARGETS): raw audio, features, the default run's states and bundle
 	@$(S3_CHECK)
-	@$(S3_RETRIES) dvc push || { echo "make push: failed; $(S3_HINT)" >&2; exit 1; }
+	@$(S3_RETRIES) dvc push $(DVC_TARGETS) || { echo "make push: failed; $(S3_HINT)" >&2; exit 1; }
 
-pull: remote ## dvc pull: fetch and check out what dvc.lock names from the S3 remote
+pull: remote ## dvc pull of dvc.yaml (or DVC_TARGETS): fetch and check out what its dvc.lock names
 	@$(S3_CHECK)
-	@$(S3_RETRIES) dvc pull || { echo "make pull: failed; $(S3_HINT)" >&2; exit 1; }
+	@$(S3_RETRIES) dvc pull $(DVC_TARGETS) || { echo "make pull: failed; were the outputs of $(DVC_TARGETS)" \
+	  "pushed (make push)? $(S3_HINT)" >&2; exit 1; }
 
 pipeline: install ## compile the Kubeflow training pipeline to pipelines/compiled/training.yaml
 	tympan pipeline compile --output pipelines/compiled/training.yaml --cluster $${CLUSTER:-pipelines/cluster.yaml}

@@ -47,6 +47,9 @@ def project(directory: Path, mirror: Path) -> None:
     if (REPO / "images/images.env").is_file():  # the Makefile includes it
         (directory / "images").mkdir()
         shutil.copy(REPO / "images/images.env", directory / "images")
+    # the example grid comes with its committed dvc.lock, whose outputs nobody has pushed
+    shutil.copytree(REPO / "experiments", directory / "experiments", ignore=shutil.ignore_patterns("runs", "report"))
+    assert (directory / "experiments/lr-seeds/dvc.lock").is_file()
     # five takes of each digit by two speakers: a small remote keeps the test quick
     source = directory.parent / "fsdd-mini"
     source.mkdir()
@@ -75,7 +78,8 @@ def test_push_pull_round_trip_and_failures_leave_nothing(fsdd_mirror, s3_server,
 
     pushed = make("push", cwd=origin, env=env)
     assert f"s3://{env['TYMPAN_S3_BUCKET']}/dvc-roundtrip" in pushed and "pushed" in pushed
-    assert "are in sync" in run(str(BIN / "dvc"), "status", "-c", cwd=origin, env=env)
+    assert "are in sync" in run(str(BIN / "dvc"), "status", "-c", "dvc.yaml", cwd=origin, env=env)
+    assert "missing" not in pushed  # only the default pipeline's outputs: no warnings about the grid's
 
     clone = tmp_path / "clone"
     run("git", "clone", "-q", str(origin), str(clone), cwd=tmp_path, env=env)
@@ -86,6 +90,9 @@ def test_push_pull_round_trip_and_failures_leave_nothing(fsdd_mirror, s3_server,
     assert any(k.startswith("data/features/") for k in expected) and "runs/default/bundle/bundle.json" in expected
     repro = run(str(BIN / "dvc"), "repro", cwd=clone, env=env)
     assert "Running stage" not in repro and "up to date" in repro
+    # the grid's outputs, asked for by name, are not there: one line says what to do
+    grid = make("pull", cwd=clone, env={**env, "DVC_TARGETS": "experiments/lr-seeds/dvc.yaml"}, ok=False)
+    assert "make pull: failed; were the outputs of experiments/lr-seeds/dvc.yaml pushed (make push)?" in grid
 
     # a server that is down, then a wrong secret: a clear failure and an untouched fresh clone
     fresh = tmp_path / "fresh"
