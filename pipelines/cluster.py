@@ -5,15 +5,17 @@ reads this, and the defaults in pipelines/cluster.yaml describe a typical GPU no
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tympan.errors import ConfigError
 
 DEFAULT = Path(__file__).with_name("cluster.yaml")
+CPU_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\d+m)$")  # Kubernetes CPU: cores ("2", "1.5") or millicores ("500m")
 
 
 class Block(BaseModel):
@@ -25,6 +27,22 @@ class Resources(Block):
     cpu_limit: str | None = None
     memory_request: str | None = None
     memory_limit: str | None = None
+
+    @field_validator("cpu_request", "cpu_limit")
+    @classmethod
+    def _cpu_quantity(cls, value: str | None) -> str | None:
+        if value is not None and not CPU_QUANTITY.match(value):
+            raise ValueError(f"{value!r} is not a CPU quantity such as '2', '1.5' or '500m'")
+        return value
+
+    def threads(self) -> int | None:
+        """Threads for a task under this CPU limit: whole cores, at least one; None without a limit.
+
+        More threads than the limit allows makes the CFS quota throttle the task."""
+        if self.cpu_limit is None:
+            return None
+        cores = int(self.cpu_limit[:-1]) / 1000 if self.cpu_limit.endswith("m") else float(self.cpu_limit)
+        return max(1, int(cores))
 
 
 class Accelerator(Block):

@@ -21,6 +21,8 @@ def _place(task: dsl.PipelineTask, pool: Pool, cluster: Cluster) -> dsl.Pipeline
         task.set_cpu_request(resources.cpu_request)
     if resources.cpu_limit:
         task.set_cpu_limit(resources.cpu_limit)
+        # torch, OpenMP and tympan size their threads from this, not from the node's cores
+        task.set_env_variable("OMP_NUM_THREADS", str(resources.threads()))
     if resources.memory_request:
         task.set_memory_request(resources.memory_request)
     if resources.memory_limit:

@@ -139,6 +139,33 @@ def test_train_requests_gpus_and_limits_from_the_cluster_file(compiled):
     assert [t.iterator_policy.parallelism_limit for t in loops] == [3]
 
 
+def _env(spec) -> dict[str, dict[str, str]]:
+    from google.protobuf import json_format
+
+    executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
+    return {n: {e["name"]: e["value"] for e in x["container"].get("env", [])} for n, x in executors.items()}
+
+
+def test_each_task_sizes_its_threads_from_its_cpu_limit(compiled, tmp_path):
+    from pipelines import cluster, run
+
+    _, spec, _ = compiled
+    env = _env(spec)
+    assert env["exec-train"]["OMP_NUM_THREADS"] == "6"  # cpu_limit "6"
+    assert {e["OMP_NUM_THREADS"] for n, e in env.items() if n != "exec-train"} == {"1"}  # "1500m": whole cores
+    limits = {"500m": 1, "2500m": 2, "1.5": 1, "4": 4, None: None}
+    assert {k: cluster.Resources(cpu_limit=k).threads() for k in limits} == limits
+
+    # without a limit the task sizes itself from its cgroup quota and affinity: no variable is set
+    (tmp_path / "none.yaml").write_text("train: {accelerator: null}\n")
+    bare = yaml.safe_load_all(run.compile_pipeline(tmp_path / "bare.yaml", tmp_path / "none.yaml").read_text())
+    executors = next(bare)["deploymentSpec"]["executors"]
+    assert not [n for n, x in executors.items() if "OMP_NUM_THREADS" in str(x["container"].get("env"))]
+    (tmp_path / "bad.yaml").write_text("cpu: {resources: {cpu_limit: 2 cores}}\n")
+    with pytest.raises(ConfigError, match=r"cpu.resources.cpu_limit: .*'2 cores' is not a CPU quantity"):
+        run.compile_pipeline(tmp_path / "out.yaml", tmp_path / "bad.yaml")
+
+
 def test_secrets_come_from_kubernetes_secrets_not_parameters(compiled):
     _, spec, platform = compiled
     for name in spec.deployment_spec["executors"]:

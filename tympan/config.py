@@ -133,6 +133,7 @@ class TrainingConfig(Block):
     amp: bool = Field(False, description="mixed precision (float16 autocast) on CUDA; ignored on CPU")
     device: str = "auto"
     num_workers: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1, description="torch threads; default $OMP_NUM_THREADS, else the CPUs given")
     deterministic: bool = True
     progress: bool = True
 
@@ -175,7 +176,7 @@ class Config(Block):
     def run_id(self) -> str:
         """Runs with the same resolved config share an id; names and progress bars don't count."""
         data = self.model_dump(mode="json", exclude={"experiment", "grid", "tracking"})
-        for key in ("progress", "num_workers"):
+        for key in ("progress", "num_workers", "threads"):
             data["training"].pop(key)
         return digest(data)[:12]
 

@@ -7,7 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from tympan import feature_store, training
+from tympan import cpu, feature_store, training
 from tympan.config import Config
 from tympan.datasets.base import AudioDataset, read_index
 from tympan.errors import ConfigError
@@ -26,6 +26,7 @@ def fetch(config: Config) -> Path:
 
 def preprocess(config: Config) -> Path:
     """Extract offline features for every split into the packed feature store."""
+    cpu.configure(config.training.threads)
     dataset = dataset_of(config)
     index = read_index(Path(config.dataset.root) / dataset.name)
     return feature_store.build(config, dataset, index, progress=config.training.progress)
@@ -37,6 +38,7 @@ def default_run_dir(config: Config) -> Path:
 
 def train(config: Config, run_dir: str | Path | None = None) -> tuple[Path, dict]:
     """Train on the preprocessed features; returns the run directory and its summary."""
+    cpu.configure(config.training.threads)
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     features = feature_store.store_dir(config, dataset_of(config).name)
     summary = training.train(config, features, run_dir)
@@ -117,6 +119,7 @@ def fetch_into(dataset_yaml: str, root: str | Path) -> dict:
 def preprocess_into(features_yaml: str, raw_root: str | Path, root: str | Path) -> dict:
     """Features of the fetched data in `raw_root` into `root`; returns
     {"dataset", "samples" (per split), "features_key", "path"}."""
+    cpu.configure()  # the pipeline passes the task's CPU limit as OMP_NUM_THREADS
     blocks = _data_blocks(features_yaml, raw_root, root)
     dataset = blocks.dataset.build()
     index = read_index(Path(raw_root) / dataset.name)
