@@ -114,3 +114,108 @@ def test_run_id_follows_the_resolved_config_only():
     b = configuration.parse({**BASE, "experiment": "renamed", "training": {"progress": False}})
     c = configuration.parse({**BASE, "seed": 2})
     assert a.run_id() == b.run_id() != c.run_id()
+
+
+@pytest.mark.parametrize(
+    ("training", "message"),
+    [
+        ({"epochs": True}, r"training\.epochs: Input should be a valid integer \(got True\)"),
+        ({"batch_size": "32"}, r"training\.batch_size: Input should be a valid integer"),
+        ({"amp": 1}, r"training\.amp: Input should be a valid boolean"),
+        ({"grad_clip": True}, r"training\.grad_clip: Input should be a valid number"),
+        ({"max_duration": "1e-3"}, r"training\.max_duration: .*\(got '1e-3'\).*1\.0e-3"),
+    ],
+)
+def test_yaml_cannot_smuggle_a_value_of_another_type(training, message):
+    with pytest.raises(ConfigError, match=message):
+        configuration.parse({**BASE, "training": training})
+
+
+def test_floats_still_take_integers():
+    assert configuration.parse({**BASE, "training": {"max_duration": 2, "grad_clip": 1}}).training.max_duration == 2.0
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("import tympan_no_such_module\n", "ModuleNotFoundError: No module named 'tympan_no_such_module'"),
+        ("class Net(:\n    pass\n", "SyntaxError: invalid syntax"),
+        ("raise RuntimeError('no GPU here')\n", "RuntimeError: no GPU here"),
+    ],
+)
+def test_a_target_file_that_fails_to_import_names_the_file_and_the_error(tmp_path, source, error):
+    path = tmp_path / "my_model.py"
+    path.write_text(source)
+    with pytest.raises(ConfigError) as err:
+        configuration.parse({**BASE, "model": {"target": f"{path}:Net"}})
+    assert f"model.target: target '{path}:Net': importing {path} failed ({error}" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        (
+            {"optimizer": {"preset": "AdamW", "args": {"lr": -1}}},
+            r"optimizer\.args: .*AdamW.*Invalid learning rate: -1",
+        ),
+        ({"optimizer": {"preset": "SGD", "args": {"momentum": -0.5}}}, r"optimizer\.args: .*Invalid momentum"),
+        ({"scheduler": {"preset": "OneCycle", "args": {"pct_start": 2}}}, r"scheduler\.args: .*OneCycleLR.*pct_start"),
+    ],
+)
+def test_optimizer_and_scheduler_refuse_their_arguments_at_load(block, message):
+    with pytest.raises(ConfigError, match=message):
+        configuration.parse({**BASE, **block})
+
+
+def test_the_default_scheduler_builds_at_load_for_steps_and_epochs():
+    for training in ({"epochs": 1}, {"steps": 3}):
+        assert configuration.parse({**BASE, "scheduler": "OneCycle", "training": training}).scheduler
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"model": {"preset": "SmallCNN", "args": {"channels": "abc"}}}, r"model\.args: channels .* got 'abc'"),
+        ({"model": {"preset": "SmallCNN", "args": {"channels": []}}}, r"model\.args: channels .*non-empty"),
+        ({"model": {"preset": "SmallCNN", "args": {"channels": [8, True]}}}, r"model\.args: channels .*\[8, True\]"),
+        ({"model": {"preset": "Cnn10", "args": {"dropout": 1.5}}}, r"model\.args: dropout must be .*1\.5"),
+        ({"features": {"preset": "PannLogMel16k", "args": {"sample_rate": -16000}}}, r"features\.args: sample_rate"),
+        ({"features": {"preset": "PannLogMel16k", "args": {"fmin": 9000}}}, r"features\.args: fmin and fmax"),
+        ({"features": {"preset": "PannLogMel16k", "args": {"sample_rate": 8000}}}, r"features\.args: fmax=8000"),
+    ],
+)
+def test_model_and_feature_arguments_are_checked_at_load(block, message):
+    with pytest.raises(ConfigError, match=message):
+        configuration.parse({**BASE, **block})
+
+
+def test_build_checked_names_the_block_when_a_constructor_refuses(tmp_path):
+    """For classes without `validate_args` (a user's), the build site names the block."""
+    source = tmp_path / "strict_model.py"
+    source.write_text(
+        textwrap.dedent("""
+        from tympan.models import AudioModel
+
+        class Strict(AudioModel):
+            def __init__(self, n_mels, n_outputs, depth=2):
+                super().__init__()
+                if depth < 1:
+                    raise ValueError(f"depth must be at least 1, got {depth}")
+    """)
+    )
+    cfg = configuration.parse({**BASE, "model": {"target": f"{source}:Strict", "args": {"depth": 0}}})
+    with pytest.raises(ConfigError, match=r"^model\.args: .*Strict refused them: ValueError: depth must be at least 1"):
+        cfg.model.build_checked("model", n_mels=64, n_outputs=10)
+
+
+@pytest.mark.parametrize(("name", "runs"), [("grid", 5), ("ablation", 6)])
+def test_the_readme_examples_are_the_default_experiment_plus_a_grid(name, runs):
+    from tympan.grid import expand
+
+    raw, source = configuration.load_raw(f"examples/{name}.yaml")
+    configs = expand(raw, source)
+    assert len(configs) == runs and len({c.run_id() for c in configs}) == runs
+    default = configuration.load("params.yaml").model_dump(exclude={"experiment"})
+    assert (
+        configuration.parse({k: v for k, v in raw.items() if k != "grid"}).model_dump(exclude={"experiment"}) == default
+    )

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tympan.models import Cnn10, Cnn14, SmallCNN
+from tympan.transforms import PannLogMel
 
 
 @pytest.mark.parametrize(
@@ -31,3 +32,23 @@ def test_input_length_does_not_change_output_size():
     model = SmallCNN(n_outputs=4).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 40, 64)).shape == model(torch.randn(2, 130, 64)).shape == (2, 4)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: SmallCNN(channels="abc"), "channels must be a non-empty list of positive integers, got 'abc'"),
+        (lambda: SmallCNN(channels=[]), "channels must be a non-empty list"),
+        (lambda: SmallCNN(channels=[16, 0]), "channels must be a non-empty list"),
+        (lambda: SmallCNN(dropout=True), "dropout must be a number in [0, 1), got True"),
+        (lambda: Cnn10(head_dropout=-0.1), "head_dropout must be a number in [0, 1)"),
+        (lambda: PannLogMel(sample_rate=-16000), "sample_rate must be a positive integer, got -16000"),
+        (lambda: PannLogMel(hop_length=0), "hop_length must be a positive integer"),
+        (lambda: PannLogMel(fmin=4000, fmax=2000), "0 <= fmin < fmax"),
+        (lambda: PannLogMel(sample_rate=8000), "fmax=8000.0 is above the Nyquist frequency of 8000 Hz"),
+    ],
+)
+def test_constructors_refuse_bad_arguments_by_name(build, message):
+    with pytest.raises(ValueError) as err:
+        build()
+    assert message in str(err.value)

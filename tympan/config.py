@@ -4,7 +4,9 @@ Every block forbids unknown keys, so a typo fails with its key path and the keys
 allowed. A block given as a string names a preset in `tympan/presets/<kind>/<name>.yaml`;
 a mapping with `preset:` loads that preset and overrides it key by key. Wherever a class is
 chosen, `target:` is `package.module:Class` or `path/to/file.py:Class`, and `args:` its
-keyword arguments, checked against the class's signature.
+keyword arguments, checked against the class's signature and, where the class has one, its
+`validate_args(**all arguments)` static method (cheap checks the constructor also runs).
+Types are strict: `epochs: true` is an error, not one epoch (floats still take integers).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ PRESET_KINDS = {
 
 
 class Block(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `true` is not the integer 1, and "3" is not a number
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Component(Block):
@@ -53,30 +56,34 @@ class Component(Block):
         return target
 
     def check_args(self, *fixed: str) -> None:
-        """Fail early on an argument the class does not take (`fixed` are filled in later)."""
-        signature = inspect.signature(resolve_target(self.target))
-        params = signature.parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return
-        allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        for name in self.args:
-            if name in fixed:
-                raise ValueError(f"{name!r} is filled in by tympan (from the data or the run); remove it")
-            if name not in allowed:
-                choices = ", ".join(a for a in allowed if a not in fixed)
-                raise ValueError(f"{self.target} takes no argument {name!r}; it takes: {choices}")
+        """Fail early on an argument the class does not take (`fixed` are filled in later), or on a
+        value its `validate_args` refuses, so that a bad value fails at load, not mid-run."""
+        cls = resolve_target(self.target)
+        params = inspect.signature(cls).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            for name in self.args:
+                if name in fixed:
+                    raise ValueError(f"{name!r} is filled in by tympan (from the data or the run); remove it")
+                if name not in allowed:
+                    choices = ", ".join(a for a in allowed if a not in fixed)
+                    raise ValueError(f"{self.target} takes no argument {name!r}; it takes: {choices}")
+        if hasattr(cls, "validate_args"):
+            cls.validate_args(**_all_args(cls, self.args))
 
     def build(self, **fixed: Any) -> Any:
         return resolve_target(self.target)(**self.args, **fixed)
 
+    def build_checked(self, where: str, **fixed: Any) -> Any:
+        """Build; a constructor that refuses its arguments is a ConfigError naming `where`.args."""
+        try:
+            return self.build(**fixed)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}.args: {self.target} refused them: {_first_line(exc)}") from None
+
     def all_args(self) -> dict[str, Any]:
         """The arguments the class is built with, its defaults included."""
-        signature = inspect.signature(resolve_target(self.target))
-        bound = signature.bind_partial(**self.args)
-        bound.apply_defaults()
-        return {
-            k: v for k, v in bound.arguments.items() if signature.parameters[k].kind != inspect.Parameter.VAR_KEYWORD
-        }
+        return _all_args(resolve_target(self.target), self.args)
 
     def build_sharing(self, shared: dict[str, Any]) -> Any:
         """Build, taking any argument this class shares by name with `shared` from there unless set.
@@ -113,6 +120,22 @@ class OptimizerConfig(Component):
 
 class SchedulerConfig(Component):
     interval: Literal["step", "epoch"] = "epoch"
+
+    def build_for(self, optimizer: Any, total_steps: int, steps_per_epoch: int) -> Any:
+        """Build for a run of `total_steps` optimizer steps, filling in the run-length arguments
+        the class takes and the config leaves out (one-cycle peaks at the optimizer's lr)."""
+        params = inspect.signature(resolve_target(self.target)).parameters
+        known = {
+            "total_steps": total_steps,
+            "epochs": -(-total_steps // steps_per_epoch),
+            "steps_per_epoch": steps_per_epoch,
+            "max_lr": optimizer.param_groups[0]["lr"],
+        }
+        filled = {k: v for k, v in known.items() if k in params and k not in self.args}
+        if "total_steps" in filled:  # OneCycle-like: total_steps alone defines the schedule
+            filled.pop("epochs", None)
+            filled.pop("steps_per_epoch", None)
+        return self.build(optimizer=optimizer, **filled)
 
 
 class TrainingConfig(Block):
@@ -184,6 +207,19 @@ class Config(Block):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def _all_args(cls: Any, args: dict[str, Any]) -> dict[str, Any]:
+    signature = inspect.signature(cls)
+    bound = signature.bind_partial(**args)
+    bound.apply_defaults()
+    return {k: v for k, v in bound.arguments.items() if signature.parameters[k].kind != inspect.Parameter.VAR_KEYWORD}
+
+
+def _first_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, for an error that must fit on one line."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+
+
 def digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -199,12 +235,15 @@ def resolve_target(target: str) -> Any:
             raise ValueError(f"target {target!r}: no file {path}")
         spec = importlib.util.spec_from_file_location(f"tympan_user.{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # the user's file: any error while running it is theirs to fix
+            raise ValueError(f"target {target!r}: importing {path} failed ({_first_line(exc)})") from None
     else:
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ValueError(f"target {target!r}: cannot import {module_name} ({exc})") from None
+        except Exception as exc:
+            raise ValueError(f"target {target!r}: cannot import {module_name} ({_first_line(exc)})") from None
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -255,7 +294,12 @@ def _describe(error: dict, model: type[BaseModel]) -> str:
         return f"{path}: unknown key{hint}"
     if error["type"] == "missing":
         return f"{path}: required key is missing"
-    return f"{path}: {error['msg']} (got {error.get('input')!r})"
+    if error["type"] == "value_error":  # raised by a validator of ours, which names the value itself
+        return f"{path}: {error['msg'].removeprefix('Value error, ')}"
+    hint = ""
+    if error["type"] == "float_type" and isinstance(error.get("input"), str):
+        hint = "; write numbers unquoted, and exponents with a dot (1.0e-3: YAML reads 1e-3 as text)"
+    return f"{path}: {error['msg']} (got {error.get('input')!r}){hint}"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -294,9 +338,27 @@ def parse(raw: dict, source: str = "config") -> Config:
     for where, component, fixed in checks:
         try:
             component.check_args(*fixed)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {where}.args: {exc}") from None
+    _check_optimizer(config, source)
     return config
+
+
+def _check_optimizer(config: Config, source: str) -> None:
+    """Build the optimizer and scheduler for one dummy parameter: cheap, and their constructors
+    are what knows that `lr: -1` is wrong. The run-length numbers are placeholders."""
+    import torch
+
+    where, component = "optimizer", config.optimizer
+    try:
+        optimizer = component.build(params=[torch.nn.Parameter(torch.zeros(1))])
+        if config.scheduler is not None:
+            where, component = "scheduler", config.scheduler
+            component.build_for(
+                optimizer, total_steps=config.training.steps or config.training.epochs, steps_per_epoch=1
+            )
+    except Exception as exc:  # whatever the constructor raises, it refused these arguments
+        raise ConfigError(f"{source}: {where}.args: {component.target} refused them: {_first_line(exc)}") from None
 
 
 def load(path: str | Path, overrides: dict | None = None) -> Config:

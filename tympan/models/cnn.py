@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tympan import checks
 from tympan.models.base import AudioModel, global_pool
 
 
@@ -23,6 +24,7 @@ class SmallCNN(AudioModel):
         dropout: float = 0.3,
     ):
         super().__init__()
+        self.validate_args(channels=channels, dropout=dropout)
         layers: list[nn.Module] = []
         in_channels = 1
         for i, width in enumerate(channels):
@@ -34,6 +36,12 @@ class SmallCNN(AudioModel):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(in_channels, n_outputs)
         self.min_frames = 2 ** (len(channels) - 1)
+
+    @staticmethod
+    def validate_args(channels, dropout, **_) -> None:
+        """Config load calls this too: `channels: "abc"` would otherwise build one layer per letter."""
+        checks.positive_ints("channels", channels)
+        checks.probability("dropout", dropout)
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         return global_pool(self.features(features.unsqueeze(1)))

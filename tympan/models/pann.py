@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tympan import checks
 from tympan.models.base import AudioModel, global_pool
 
 
@@ -35,6 +36,7 @@ class _PannCNN(AudioModel):
 
     def __init__(self, n_mels: int = 64, n_outputs: int = 527, dropout: float = 0.2, head_dropout: float = 0.5):
         super().__init__()
+        self.validate_args(dropout=dropout, head_dropout=head_dropout)
         self.bn0 = nn.BatchNorm2d(n_mels)
         widths = (1, *self.channels)
         # PANN halves time and frequency after each of the first five blocks only
@@ -44,6 +46,12 @@ class _PannCNN(AudioModel):
         self.fc1 = nn.Linear(self.channels[-1], self.channels[-1])
         self.fc_out = nn.Linear(self.channels[-1], n_outputs)
         self.min_frames = 2 ** sum(p[0] == 2 for p in pools)
+
+    @staticmethod
+    def validate_args(dropout, head_dropout, **_) -> None:
+        """Config load calls this too: F.dropout would refuse a bad rate only in the first batch."""
+        checks.probability("dropout", dropout)
+        checks.probability("head_dropout", head_dropout)
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         # batch-norm each Mel bin over the batch, as PANN's bn0 does

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
+from tympan import checks
+
 
 class PannLogMel(nn.Module):
     """Waveform (batch, samples) at `sample_rate` -> log-Mel (batch, frames, n_mels) in dB.
@@ -23,13 +25,20 @@ class PannLogMel(nn.Module):
         fmax: float = 8000.0,
     ):
         super().__init__()
-        if fmax > sample_rate / 2:
-            raise ValueError(f"fmax={fmax} is above the Nyquist frequency of {sample_rate} Hz")
+        self.validate_args(sample_rate, n_fft, hop_length, n_mels, fmin, fmax)
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.n_mels = n_mels
         self.spectrogram = Spectrogram(n_fft=n_fft, hop_length=hop_length, win_length=n_fft)
         self.logmel = LogmelFilterBank(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, top_db=None)
+
+    @staticmethod
+    def validate_args(sample_rate, n_fft, hop_length, n_mels, fmin, fmax, **_) -> None:
+        """Config load calls this too, so a bad value fails before any audio is read."""
+        sizes = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
+        for name, value in sizes.items():
+            checks.positive_int(name, value)
+        checks.frequency_range(fmin, fmax, sample_rate)
 
     @torch.no_grad()
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
