@@ -30,6 +30,14 @@ def test_malformed_grids(grid, message):
         combinations(grid)
 
 
+def test_an_exclude_that_removes_every_combination_is_an_error():
+    grid = {"optimizer.args.lr": [0.1, 0.01], "seed": [1, 2], "exclude": [{"seed": 1}, {"seed": 2}]}
+    with pytest.raises(ConfigError, match=r"^grid\.exclude removes all 4 combinations"):
+        combinations(grid)
+    with pytest.raises(ConfigError, match=r"^exp\.yaml: grid\.exclude removes all 4"):
+        expand({**TINY, "grid": grid}, "exp.yaml")
+
+
 def test_expand_sets_dotted_keys_through_presets():
     raw = {**TINY, "grid": {"optimizer.args.lr": [0.1, 0.01], "model": ["SmallCNN", "Cnn10"]}}
     configs = expand(raw)

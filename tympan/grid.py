@@ -54,7 +54,10 @@ def combinations(grid: dict[str, Any]) -> list[dict[str, Any]]:
             raise ConfigError(f"grid.exclude.{i}: expected a mapping of grid keys to values, got {rule!r}")
     keys = list(grid)
     assignments = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
-    return [a for a in assignments if not any(all(a[k] == v for k, v in rule.items()) for rule in exclude)]
+    kept = [a for a in assignments if not any(all(a[k] == v for k, v in rule.items()) for rule in exclude)]
+    if not kept:
+        raise ConfigError(f"grid.exclude removes all {len(assignments)} combinations; nothing would run")
+    return kept
 
 
 def expand(raw: dict, source: str = "config") -> list[configuration.Config]:
@@ -63,8 +66,12 @@ def expand(raw: dict, source: str = "config") -> list[configuration.Config]:
     grid = raw.get("grid")
     if not grid:
         return [configuration.parse(base, source)]
+    try:
+        assignments = combinations(grid)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     configs = []
-    for assignment in combinations(grid):
+    for assignment in assignments:
         variant = base
         for key, value in assignment.items():
             variant = configuration.set_dotted(variant, key, value)
