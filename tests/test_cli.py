@@ -5,11 +5,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from tests.conftest import TINY
+from tympan.cli import Commands, main
 
 TYMPAN = [sys.executable, "-m", "tympan.cli"]
 TWO_SPEAKERS = {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}
@@ -89,7 +91,7 @@ def test_unreadable_audio_can_be_skipped_and_reported(small_dataset):
     assert "3_george_7.wav" not in train and train.count("\n") == 500  # header + 499 clips
 
 
-def test_fetch_preprocess_train_show(fsdd_mirror, tmp_path):
+def test_fetch_preprocess_train_show(fsdd_mirror, tmp_path, monkeypatch, capsys):
     raw = {**TINY, "dataset": {**TINY["dataset"], "args": TWO_SPEAKERS}}
     config = write_config(tmp_path / "exp.yaml", {**raw, "training": {**TINY["training"], "epochs": 1}})
     env = {"TYMPAN_DATA_MIRROR": str(fsdd_mirror)}
@@ -101,6 +103,73 @@ def test_fetch_preprocess_train_show(fsdd_mirror, tmp_path):
     assert "seed: 3" in (tmp_path / "runs/one/config.yaml").read_text()
     shown = run(["show", "runs/one"], tmp_path)
     assert shown.stdout.splitlines()[0] == result.stdout.splitlines()[0]
+    monkeypatch.chdir(tmp_path)
+    assert tympan_here(capsys, "show", "runs").stdout == shown.stdout  # a folder of runs: each finished one
     shutil.rmtree(tmp_path / "runs/one/best")
     (tmp_path / "runs/one/summary.json").unlink()
     assert_one_line_error(run(["show", "runs/one"], tmp_path), "has not finished")
+    assert_one_line_error(tympan_here(capsys, "show", "runs"), "runs: no finished run")
+
+
+def tympan_here(capsys, *args):
+    """The CLI in this process (no interpreter start-up): returncode, stdout and stderr as `run` gives them;
+    an exception that escapes main() fails the test, as a traceback would."""
+    returncode = main(list(args))
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=returncode, stdout=captured.out, stderr=captured.err)
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("training.epochs=[1", ["override 'training.epochs=[1'", "not valid YAML"]),
+        ("training.epochs=true", ["training.epochs", "valid integer", "True"]),
+        ("optimizer.args.lr=-1", ["optimizer.args", "Invalid learning rate: -1"]),
+        ("model.args.channels=abc", ["model.args", "channels", "'abc'"]),
+        ("model.args.channels=[]", ["model.args", "channels", "[]"]),
+        ("features.args.sample_rate=-16000", ["features.args", "sample_rate", "-16000"]),
+    ],
+)
+def test_bad_values_fail_at_load_in_one_line(override, needles, tmp_path, monkeypatch, capsys):
+    """`train` in an empty folder: a config that passed would fail later asking for `tympan preprocess`."""
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "exp.yaml", TINY)
+    result = tympan_here(capsys, "train", str(config), override)
+    assert_one_line_error(result, *needles)
+    assert "preprocess" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ("import tympan_no_such_module\n", "ModuleNotFoundError: No module named 'tympan_no_such_module'"),
+        ("def broken(:\n", "SyntaxError"),
+        ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
+    ],
+)
+def test_user_target_file_that_fails_to_import_is_one_line(source, needle, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_model.py").write_text(source)
+    config = write_config(tmp_path / "exp.yaml", {**TINY, "model": {"target": "my_model.py:Net"}})
+    assert_one_line_error(tympan_here(capsys, "config", str(config)), "model.target", "my_model.py", needle)
+
+
+def test_grid_whose_exclude_removes_everything_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = {"seed": [1, 2], "exclude": [{"seed": 1}, {"seed": 2}]}
+    config = write_config(tmp_path / "grid.yaml", {**TINY, "grid": grid})
+    result = tympan_here(capsys, "train", str(config), "--grid")
+    assert_one_line_error(result, "grid.yaml", "grid.exclude removes all 2 combinations")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_lists_every_command(tmp_path, capsys):
+    commands = [name for name in dir(Commands) if not name.startswith("_")]
+    result = run(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout + result.stderr  # fire writes --help to stderr
+    listed = {line.strip() for line in shown.splitlines() if line.startswith("     ")}
+    assert set(commands) <= listed, shown
+    assert "Train one model into runs/<experiment>/<run id>/" in shown
+    alone = tympan_here(capsys)  # `tympan` with no command lists them too
+    assert alone.returncode == 0 and all(f"     {name}\n" in alone.stdout for name in commands)

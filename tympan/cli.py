@@ -26,7 +26,11 @@ def _overrides(overrides: tuple[str, ...]) -> dict:
         key, sep, value = str(item).partition("=")
         if not sep or not key:
             raise configuration.ConfigError(f"override {item!r} must look like key.path=value")
-        parsed[key] = yaml.safe_load(value)
+        try:
+            parsed[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "cannot be parsed"
+            raise configuration.ConfigError(f"override {item!r}: the value is not valid YAML ({problem})") from None
     return parsed
 
 
@@ -133,8 +137,9 @@ class Commands:
         print(f"dataset: {stages.fetch(_config(config, overrides))}")
 
     def preprocess(self, config: str = "params.yaml", *overrides: str, grid: bool = False) -> None:
-        """Extract offline features into packed, memory-mapped files per split (--grid: for every
-        feature config of the grid)."""
+        """Extract offline features into packed, memory-mapped files per split.
+
+        --grid: for every feature config of the grid."""
         for path in dict.fromkeys(stages.preprocess(c) for c in _configs(config, overrides, grid)):
             print(f"features: {path}")
 
@@ -159,9 +164,11 @@ class Commands:
     def postprocess(
         self, runs: str, by: str | list[str] | None = None, metric: str = "dev.accuracy", output: str | None = None
     ) -> None:
-        """Compare the runs below RUNS into --output (default RUNS/report): tables (CSV, Markdown,
-        HTML), mean ± std per group (--by keys, default every varying key but seed), the best run
-        per group, overlaid curves, confusion matrices summed per group."""
+        """Compare the runs below RUNS: tables, mean ± std per group, best runs, curves, confusions.
+
+        Writes to --output (default RUNS/report): tables (CSV, Markdown, HTML), mean ± std per group
+        (--by keys, default every varying key but seed), the best run per group, overlaid curves,
+        confusion matrices summed per group."""
         from tympan import postprocess
 
         keys = [by] if isinstance(by, str) else by
@@ -181,7 +188,9 @@ class Commands:
             print(f"{row['status']:9} {run_dir}  epochs {len(row['history'])}  {score}")
 
     def clean(self, root: str = "runs", stopped: bool = False, states: bool = False) -> None:
-        """--stopped deletes runs that were killed or failed; --states deletes the saved training
+        """Delete killed runs (--stopped) and/or the training states of finished ones (--states).
+
+        --stopped deletes runs that were killed or failed; --states deletes the saved training
         states (best/, last/) of finished runs, keeping results, plots and bundles."""
         import shutil
 
@@ -200,11 +209,23 @@ class Commands:
                 print(f"deleted the states of {run_dir}")
 
     def show(self, run_dir: str) -> None:
-        """Print a finished run's dev and test results."""
-        path = Path(run_dir) / "summary.json"
-        if not path.is_file():
+        """Print a finished run's dev and test results (or those of every finished run below a folder)."""
+        from tympan import postprocess
+
+        path = Path(run_dir)
+        if (path / "summary.json").is_file():
+            return _print_summary(path, json.loads((path / "summary.json").read_text()))
+        if not path.is_dir():
+            raise TympanError(f"{run_dir}: no such run directory")
+        if (path / "config.yaml").is_file():
             raise TympanError(f"{run_dir}: no summary.json (the run has not finished)")
-        _print_summary(Path(run_dir), json.loads(path.read_text()))
+        finished = [r for r in postprocess.find_runs(path) if (r / "summary.json").is_file()]
+        if not finished:
+            raise TympanError(f"{run_dir}: no finished run in it or below it")
+        for number, run in enumerate(finished):
+            if number:
+                print()
+            _print_summary(run, json.loads((run / "summary.json").read_text()))
 
     def inference(
         self,
@@ -299,7 +320,7 @@ class Commands:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        fire.Fire(Commands, command=argv, name="tympan")
+        fire.Fire(Commands(), command=argv, name="tympan")  # an instance: --help then lists every command
     except TympanError as exc:
         print(f"tympan: error: {exc}", file=sys.stderr)
         return 1
