@@ -1,10 +1,14 @@
 """The model bundle and inference: raw audio in, the training-time results out."""
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from safetensors.torch import load_file, save_file
 
 from tympan import audio, bundle, inference
 from tympan.errors import DataError
@@ -93,3 +97,73 @@ def test_inference_over_a_folder_with_a_bad_file(tiny_workspace, tiny_run, tmp_p
     windows = inference.run(predictor, [folder], window=0.3, hop=0.1, progress=False)
     assert {row["window"] for row in windows.rows} >= {"0", "1", "mean"}
     assert sum(row["window"] == "mean" for row in windows.rows) == 3
+
+
+def _edit_weights(change):
+    def damage(copy):
+        weights = load_file(copy / bundle.WEIGHTS)
+        change(weights)
+        save_file(weights, copy / bundle.WEIGHTS)
+
+    return damage
+
+
+def _edit_manifest(change):
+    def damage(copy):
+        manifest = json.loads((copy / bundle.MANIFEST).read_text())
+        change(manifest)
+        (copy / bundle.MANIFEST).write_text(json.dumps(manifest))
+
+    return damage
+
+
+DAMAGES = {
+    "weights not safetensors": (
+        lambda c: (c / bundle.WEIGHTS).write_bytes(b"\x80\x04not safetensors"),
+        "not a readable safetensors file",
+    ),
+    "weights missing": (lambda c: (c / bundle.WEIGHTS).unlink(), "missing (the bundle's weights)"),
+    "missing key": (
+        _edit_weights(lambda w: w.pop("out.bias")),
+        "do not fit tympan.models.cnn:SmallCNN: missing key(s) out.bias",
+    ),
+    "unexpected key": (_edit_weights(lambda w: w.update(extra=torch.zeros(2))), "unexpected key(s) extra"),
+    "wrong shape": (
+        _edit_weights(lambda w: w.update({"out.weight": torch.zeros(10, 8)})),
+        "out.weight has shape (10, 8), the model needs (10, 16)",
+    ),
+    "manifest not JSON": (lambda c: (c / bundle.MANIFEST).write_text("{not json"), "bundle.json: not valid JSON"),
+    "manifest a list": (lambda c: (c / bundle.MANIFEST).write_text("[]"), "must hold a JSON object"),
+    "no labels": (_edit_manifest(lambda m: m.pop("labels")), "missing key 'labels'"),
+    "no model target": (_edit_manifest(lambda m: m["model"].pop("target")), "missing key 'model.target'"),
+    "args not a mapping": (
+        _edit_manifest(lambda m: m["features"].update(args=[1, 2])),
+        "'features.args' has the wrong type (list)",
+    ),
+    "labels not strings": (
+        _edit_manifest(lambda m: m.update(labels=[1, 2])),
+        "'labels' must be a non-empty list of strings",
+    ),
+    "unknown normalisation": (_edit_manifest(lambda m: m.update(normalize="loud")), "'normalize' is 'loud'"),
+    "args the class refuses": (
+        _edit_manifest(lambda m: m["model"]["args"].update(nope=1)),
+        "cannot build the model tympan.models.cnn:SmallCNN",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_broken_bundle_is_one_clear_error(damage, tiny_run, tiny_workspace, tmp_path, capsys):
+    from tympan.cli import main
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_run[0] / "bundle", copy)
+    change, needle = DAMAGES[damage]
+    change(copy)
+    with pytest.raises(DataError) as error:
+        bundle.load(copy)
+    assert needle in str(error.value) and str(copy) in str(error.value)
+    clip = next((tiny_workspace[0] / "data/raw/fsdd/recordings").glob("*.wav"))
+    assert main(["inference", str(copy), str(clip)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tympan: error: ") and needle in err[0]

@@ -5,11 +5,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 
 import numpy as np
 import pytest
+import yaml
 
+from tests.conftest import free_port
 from tympan import audio, bundle, registry
+from tympan.cli import main
 
 
 @pytest.fixture
@@ -36,7 +41,7 @@ def dev_clips(tiny_workspace, n=4):
     return [audio.load(f)[0] for f in files]
 
 
-def test_register_promote_and_load_anywhere(sqlite_store, tiny_run, tiny_workspace, tmp_path):
+def test_register_promote_and_load_anywhere(sqlite_store, tiny_run, tiny_workspace, tmp_path, monkeypatch):
     import mlflow
 
     run_dir, summary = tiny_run
@@ -64,7 +69,20 @@ def test_register_promote_and_load_anywhere(sqlite_store, tiny_run, tiny_workspa
     clips = dev_clips(tiny_workspace)
     local = bundle.load(run_dir / "bundle")
     expected = [local.predict(c, 8000).label for c in clips]
-    assert [bundle.load("models:/digits@champion").predict(c, 8000).label for c in clips] == expected
+    cache, scratch = tmp_path / "cache", tmp_path / "tmp"
+    scratch.mkdir()
+    with monkeypatch.context() as patch:
+        patch.setenv("TYMPAN_CACHE", str(cache))
+        patch.setattr(tempfile, "tempdir", str(scratch))
+        for _ in range(2):
+            assert [bundle.load("models:/digits@champion").predict(c, 8000).label for c in clips] == expected
+        assert bundle.load("models:/digits/2").directory == bundle.load("models:/digits@champion").directory
+    assert list(scratch.iterdir()) == [], "a models:/ load leaves nothing in the temp directory"
+    [copy] = (cache / "mlflow").iterdir()  # one download of version 2, reused
+    # the registered model is data: tympan's loader over the bundle, nothing pickled, no code
+    flavor = yaml.safe_load((copy / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["loader_module"] == "tympan.mlflow_pyfunc" and flavor["data"] == "data/bundle"
+    assert not flavor.get("code") and "python_model" not in flavor and not list(copy.rglob("*.pkl"))
     model = mlflow.pyfunc.load_model("models:/digits@champion")
     padded = np.full((len(clips), max(map(len, clips))), np.nan, np.float32)
     for row, clip in zip(padded, clips, strict=True):
@@ -105,3 +123,37 @@ def test_remote_tracking_server(mlflow_server, tiny_run, tiny_workspace, tmp_pat
     assert served.label == bundle.load(tiny_run[0] / "bundle").predict(clip, 8000).label
     local = set(os.listdir(tmp_path)) - {"server.db", "artifacts"}  # the server's own files
     assert local == set(), "nothing tracked locally"
+
+
+def test_register_refuses_a_name_mlflow_refuses(sqlite_store, tiny_run, tmp_path, capsys):
+    assert main(["register", str(tiny_run[0]), "--name", "a/b"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == (
+        "tympan: error: invalid model name 'a/b': MLflow names cannot contain '/' or ':' or be '.' or '..'"
+    )
+    assert not (tmp_path / "mlruns.db").exists() and not (tmp_path / "mlruns").exists(), "nothing was logged"
+
+
+def test_a_tracking_server_that_is_down_fails_fast(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    down = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)  # MLflow's defaults: minutes of retries
+    start = time.monotonic()
+    assert main(["register", str(tiny_run[0]), "--name", "digits"]) == 1
+    assert time.monotonic() - start < 20
+    err = capsys.readouterr().err.strip().splitlines()
+    reason = f"cannot reach the MLflow tracking server at {down} (registering {tiny_run[0]} as digits)"
+    assert err == [f"tympan: error: {reason}: is it running?"]
+    calls = {
+        "promoting digits@champion": lambda: registry.promote("digits"),
+        "downloading models:/digits@champion": lambda: bundle.load("models:/digits@champion"),
+        "reading digits@champion": lambda: registry.alias_metric("digits"),
+    }
+    for what, call in calls.items():
+        start = time.monotonic()
+        with pytest.raises(registry.RegistryError) as error:
+            call()
+        assert time.monotonic() - start < 20
+        assert str(error.value) == f"cannot reach the MLflow tracking server at {down} ({what}): is it running?"

@@ -6,21 +6,30 @@ A bundle is a directory:
 `load(path)` gives a `Predictor` that takes raw audio at any sample rate and repeats the
 training-time preprocessing exactly (resample, features, normalisation), so CLI inference,
 the MLflow model and the KServe predictor cannot drift apart from training.
+
+A bundle is data: loading it never runs code it names. Its model and features targets must be
+tympan's own classes (`tympan.models...:Class`, `tympan.transforms...:Class`), checked before
+anything is imported, unless the caller passes `trust_code=True` for a bundle of its own custom
+classes. An MLflow model directory is read the same way: its MLmodel must name tympan's loader
+(`tympan.mlflow_pyfunc`), and only the bundle inside is read; nothing in it is unpickled.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tympan import audio
-from tympan.config import Component, Config
+from tympan.config import Config, resolve_target
 from tympan.errors import DataError
 from tympan.fileio import write_json
 from tympan.transforms.normalize import normalize
@@ -28,6 +37,17 @@ from tympan.transforms.normalize import normalize
 FORMAT = "tympan-bundle/1"
 MANIFEST = "bundle.json"
 WEIGHTS = "model.safetensors"
+MLMODEL = "MLmodel"
+LOADER_MODULE = "tympan.mlflow_pyfunc"  # the pyfunc loader of models that `tympan register` logs
+# where the classes a bundle may name without trust_code live, per role
+PACKAGES = {"model": "tympan.models", "features": "tympan.transforms"}
+NORMALIZE = ("none", "utterance")
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
+TRUST_HINT = "pass --trust-code (trust_code=True) only for a bundle of your own custom classes"
+
+
+class UntrustedCodeError(DataError):
+    """A bundle or MLflow model names code that loading does not run without trust_code."""
 
 
 def save(
@@ -85,26 +105,138 @@ class Prediction:
     embedding: np.ndarray | None = None
 
 
-class Predictor:
-    """Raw audio in, predictions out, with the preprocessing of training."""
+def read_manifest(directory: str | Path) -> dict:
+    """A bundle's bundle.json, checked for the keys and types loading needs (a DataError naming
+    the file and the key otherwise)."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{directory}: not a tympan bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: must hold a JSON object, not {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"{path}: unsupported bundle format {manifest.get('format')!r} (expected {FORMAT!r})")
+    _check_types(path, manifest)
+    return manifest
 
-    def __init__(self, directory: str | Path, device: str = "cpu"):
+
+def _check_types(path: Path, manifest: dict) -> None:
+    expected = {
+        "experiment": str, "labels": list, "model": dict, "features": dict, "normalize": str, "input": dict,
+        "model.target": str, "model.args": dict, "features.target": str, "features.args": dict,
+        "input.frame_rate": int | float, "input.min_frames": int,
+    }  # fmt: skip
+    for key, kind in expected.items():
+        parent, _, child = key.rpartition(".")
+        holder = manifest[parent] if parent else manifest
+        if child not in holder:
+            raise DataError(f"{path}: missing key {key!r}")
+        if not isinstance(holder[child], kind) or isinstance(holder[child], bool):
+            raise DataError(f"{path}: {key!r} has the wrong type ({type(holder[child]).__name__})")
+    if not manifest["labels"] or not all(isinstance(label, str) for label in manifest["labels"]):
+        raise DataError(f"{path}: 'labels' must be a non-empty list of strings")
+    if manifest["normalize"] not in NORMALIZE:
+        raise DataError(f"{path}: 'normalize' is {manifest['normalize']!r}; expected one of {', '.join(NORMALIZE)}")
+
+
+def _is_tympan_target(target: str, role: str) -> bool:
+    """Whether `target` is `tympan.<role package>[.module]:Class`, judged on the string alone."""
+    module, sep, name = target.partition(":")
+    dotted = _DOTTED.fullmatch(module) is not None
+    return bool(sep) and name.isidentifier() and dotted and _in_package(module, PACKAGES[role])
+
+
+def _in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(f"{package}.")
+
+
+def check_targets(path: Path, manifest: dict, trust_code: bool = False) -> None:
+    """Refuse, before importing anything, a bundle whose targets name code outside tympan."""
+    if trust_code:
+        return
+    for role in PACKAGES:
+        target = manifest[role]["target"]
+        if not _is_tympan_target(target, role):
+            raise UntrustedCodeError(
+                f"{path}: refusing to load: the {role} target {target!r} names code outside tympan's own "
+                f"{PACKAGES[role]} classes, and loading a bundle runs no other code; {TRUST_HINT}"
+            )
+
+
+def _build(path: Path, manifest: dict, role: str, trust_code: bool) -> torch.nn.Module:
+    """The model or features module a checked manifest names, built from its args."""
+    target, args = manifest[role]["target"], manifest[role]["args"]
+    try:
+        cls = resolve_target(target)
+    except ValueError as exc:
+        raise DataError(f"{path}: {role}: {exc}") from None
+    package = PACKAGES[role]
+    is_module = isinstance(cls, type) and issubclass(cls, torch.nn.Module)
+    if not trust_code and not (is_module and _in_package(cls.__module__, package)):
+        raise UntrustedCodeError(
+            f"{path}: refusing to load: the {role} target {target!r} is not a torch module class of {package}; "
+            f"{TRUST_HINT}"
+        )
+    try:
+        built = cls(**args)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: cannot build the {role} {target} from its args ({exc})") from None
+    if not isinstance(built, torch.nn.Module):
+        raise DataError(f"{path}: the {role} target {target!r} did not build a torch module")
+    return built
+
+
+def _load_weights(model: torch.nn.Module, path: Path, target: str) -> None:
+    """Load safetensors weights that match the model key for key and shape for shape."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing (the bundle's weights)")
+    try:
+        weights = load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{path}: not a readable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    problems = []
+    if missing := sorted(expected.keys() - weights.keys()):
+        problems.append(f"missing {_some(missing)}")
+    if unexpected := sorted(weights.keys() - expected.keys()):
+        problems.append(f"unexpected {_some(unexpected)}")
+    for key, value in expected.items():
+        if key in weights and weights[key].shape != value.shape:
+            problems.append(f"{key} has shape {tuple(weights[key].shape)}, the model needs {tuple(value.shape)}")
+    if problems:
+        raise DataError(f"{path}: the weights do not fit {target}: {'; '.join(problems[:3])}")
+    model.load_state_dict(weights)
+
+
+def _some(keys: list[str]) -> str:
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return f"key(s) {', '.join(keys[:3])}{more}"
+
+
+class Predictor:
+    """Raw audio in, predictions out, with the preprocessing of training.
+
+    Only tympan's own model and feature classes are built unless `trust_code` is set (see the
+    module's docstring); a tampered or broken bundle is a DataError naming the file and the cause.
+    """
+
+    def __init__(self, directory: str | Path, device: str = "cpu", trust_code: bool = False):
         directory = Path(directory)
+        self.manifest = read_manifest(directory)
         manifest_path = directory / MANIFEST
-        if not manifest_path.is_file():
-            raise DataError(f"{directory}: not a tympan bundle (no {MANIFEST})")
-        self.manifest = json.loads(manifest_path.read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise DataError(f"{manifest_path}: unsupported bundle format {self.manifest.get('format')!r}")
+        check_targets(manifest_path, self.manifest, trust_code)
         self.directory = directory
         self.labels: list[str] = self.manifest["labels"]
         self.device = torch.device(device)
-        self.extractor = Component(**self.manifest["features"]).build().eval()
+        self.extractor = _build(manifest_path, self.manifest, "features", trust_code).eval()
         self.sample_rate: int = self.extractor.sample_rate
         self.frame_rate: float = self.manifest["input"]["frame_rate"]
         self.min_frames: int = self.manifest["input"]["min_frames"]
-        self.model = Component(**self.manifest["model"]).build()
-        self.model.load_state_dict(load_file(directory / WEIGHTS))
+        self.model = _build(manifest_path, self.manifest, "model", trust_code)
+        _load_weights(self.model, directory / WEIGHTS, self.manifest["model"]["target"])
         self.model.to(self.device).eval()
 
     @property
@@ -182,27 +314,66 @@ class Predictor:
         return spans, predictions, Prediction(mean, self.labels[int(mean.argmax())], mean_embedding)
 
 
-def resolve(location: str | Path) -> Path:
+def resolve(location: str | Path, trust_code: bool = False) -> Path:
     """The local bundle directory behind `location`: a bundle directory, `s3://` URI of one
     (downloaded to the cache), `models:/NAME@ALIAS`, or an MLflow model directory holding a bundle
-    among its artifacts (what KServe's storage initializer puts in /mnt/models)."""
+    (what KServe's storage initializer puts in /mnt/models)."""
     location = str(location)
     if location.startswith("models:/"):
         from tympan import registry
 
-        return Path(registry.download_bundle(location))
-    from tympan import storage
+        directory = registry.download_model(location)
+    else:
+        from tympan import storage
 
-    directory = storage.localize(location)
-    if (directory / MANIFEST).is_file() or not (directory / "MLmodel").is_file():
+        directory = storage.localize(location)
+    if (directory / MANIFEST).is_file() or not (directory / MLMODEL).is_file():
         return directory  # a bundle, or not one: Predictor says which
-    manifests = sorted((directory / "artifacts").rglob(MANIFEST))
+    return mlflow_bundle(directory, trust_code)
+
+
+def mlflow_bundle(directory: Path, trust_code: bool = False) -> Path:
+    """The bundle inside an MLflow model directory, found by reading its MLmodel as data.
+
+    Only a model logged by `tympan register` is accepted: its pyfunc flavor names tympan's loader
+    and ships no code. Anything else (a pickled `python_model`, other loaders, code paths) is
+    refused, since `mlflow.pyfunc.load_model` would run it; with `trust_code` the single bundle
+    among its files is used, still without running any of its code.
+    """
+    path = directory / MLMODEL
+    try:
+        mlmodel = yaml.safe_load(path.read_text())
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"{path}: not valid YAML ({exc})") from None
+    flavors = mlmodel.get("flavors") if isinstance(mlmodel, dict) else None
+    pyfunc = flavors.get("python_function") if isinstance(flavors, dict) else None
+    if not isinstance(pyfunc, dict):
+        raise DataError(f"{path}: no python_function flavor: not an MLflow pyfunc model")
+    loader, data = pyfunc.get("loader_module"), pyfunc.get("data")
+    if loader == LOADER_MODULE and not pyfunc.get("code") and isinstance(data, str):
+        bundle_dir = (directory / data).resolve()
+        if not bundle_dir.is_relative_to(directory.resolve()):
+            raise DataError(f"{path}: its data path {data!r} leads outside the model directory")
+        return bundle_dir
+    if not trust_code:
+        if pyfunc.get("python_model"):
+            why = f"it is a pickled Python model ({pyfunc['python_model']}) that loading would unpickle"
+        elif pyfunc.get("code"):
+            why = f"it ships code ({pyfunc['code']}/) that loading would import"
+        else:
+            why = f"its loader_module is {loader!r}, not tympan's {LOADER_MODULE}"
+        raise UntrustedCodeError(
+            f"{path}: refusing to load: {why}; tympan loads only models logged by `tympan register` "
+            "(register the run again), or with --trust-code (trust_code=True) the tympan bundle inside, "
+            "never its pickled or code files"
+        )
+    manifests = sorted(directory.rglob(MANIFEST))
     if len(manifests) != 1:
-        raise DataError(f"{location}: an MLflow model with {len(manifests)} tympan bundles in artifacts/ (need one)")
+        raise DataError(f"{directory}: an MLflow model with {len(manifests)} tympan bundles (need one)")
     return manifests[0].parent
 
 
-def load(location: str | Path, device: str = "cpu") -> Predictor:
+def load(location: str | Path, device: str = "cpu", trust_code: bool = False) -> Predictor:
     """A bundle from a directory, an `s3://` URI, an MLflow model directory, or a model registry
-    URI (`models:/NAME@ALIAS`)."""
-    return Predictor(resolve(location), device)
+    URI (`models:/NAME@ALIAS`). Only tympan's own classes are built unless `trust_code` is set."""
+    return Predictor(resolve(location, trust_code), device, trust_code)

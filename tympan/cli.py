@@ -236,17 +236,19 @@ class Commands:
         hop: float | None = None,
         embeddings: bool = False,
         device: str = "cpu",
+        trust_code: bool = False,
     ) -> None:
         """Predict audio files or folders with a bundle (a run's `bundle/`, or models:/NAME@ALIAS).
 
         --output FILE.csv|.json writes the table (embeddings to FILE.embeddings.npy); --window and
-        --hop (seconds) add sliding-window rows plus a `mean` row per file.
+        --hop (seconds) add sliding-window rows plus a `mean` row per file. --trust-code builds a bundle's
+        custom (non-tympan) classes, which runs their code: only for bundles of your own.
         """
         from tympan import bundle, inference
 
         if not paths:
             raise TympanError("give at least one audio file or folder")
-        predictor = bundle.load(model, device)
+        predictor = bundle.load(model, device, trust_code)
         results = inference.run(predictor, list(paths), window, hop, embeddings)
         if output:
             for path in inference.write(results, output):
@@ -265,21 +267,25 @@ class Commands:
         name: str | None = None,
         max_duration: float = 30.0,
         max_batch: int = 16,
+        trust_code: bool = False,
     ) -> None:
         """Serve a bundle (a directory, s3://..., or models:/NAME@ALIAS) with KServe: V1 /v1/models/NAME:predict and
-        V2 /v2/models/NAME/infer on --port; clips longer than --max-duration seconds are refused."""
+        V2 /v2/models/NAME/infer on --port; clips longer than --max-duration seconds are refused.
+        --trust-code: as for inference."""
         from tympan import serving
 
-        serving.serve(model, name=name, port=port, max_duration=max_duration, max_batch=max_batch)
+        limits = {"max_duration": max_duration, "max_batch": max_batch}
+        serving.serve(model, name=name, port=port, trust_code=trust_code, **limits)
 
-    def register(self, run_dir: str, name: str, tracking_uri: str | None = None) -> None:
+    def register(self, run_dir: str, name: str, tracking_uri: str | None = None, trust_code: bool = False) -> None:
         """Log a finished run to MLflow and register its bundle as a new version of NAME.
 
         The tracking store is --tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db.
+        --trust-code registers a bundle of your own custom classes (it then loads only with trust).
         """
         from tympan import registry
 
-        result = registry.register(run_dir, name, tracking_uri)
+        result = registry.register(run_dir, name, tracking_uri, trust_code)
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
         print(f"registered {name} version {result['version']}  ({metrics})")
         print(f"model: models:/{name}/{result['version']}  mlflow run: {result['run_id']}")

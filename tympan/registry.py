@@ -1,19 +1,29 @@
 """MLflow model registry: register a run's bundle as a pyfunc model, promote by alias, load back.
 
-The registered model is an MLflow pyfunc that wraps the tympan bundle, so
+The registered model is an MLflow pyfunc whose data is the tympan bundle and whose loader is
+`tympan.mlflow_pyfunc` (nothing pickled, no code shipped), so
 `mlflow.pyfunc.load_model("models:/NAME@champion").predict(samples, params={"sample_rate": 8000})`
 works on raw audio of any length, with the bundle's own preprocessing. Input: a float32
 array (batch, time); rows of different lengths are right-padded with NaN, which is trimmed.
-MLflow is imported only here, so the rest of tympan works without it.
+`download_model` fetches a version into the cache, where `tympan.bundle` reads it as data.
+
+MLflow calls fail within seconds when the tracking server is down (few retries, short
+timeouts), as one RegistryError naming the tracking URI. MLflow is imported only here (and in
+tracking), so the rest of tympan works without it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
+import posixpath
+import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import yaml
@@ -34,11 +44,56 @@ def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
 
 
+def fail_fast() -> None:
+    """Few retries and short timeouts for MLflow's HTTP calls (unless the environment sets them),
+    instead of minutes of retries against a server that is down."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    # the one retry's warning would precede the RegistryError that says the same in one line
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
 def _mlflow(uri: str | None):
     import mlflow
 
+    fail_fast()
     mlflow.set_tracking_uri(tracking_uri(uri))
     return mlflow
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether an MLflow error was caused by the server not answering."""
+    import requests
+
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, requests.ConnectionError | requests.Timeout)
+
+
+@contextlib.contextmanager
+def _errors(uri: str | None, what: str):
+    """MLflow's failures while doing `what` as one RegistryError line naming the tracking store."""
+    from mlflow.exceptions import MlflowException
+
+    where = tracking_uri(uri)
+    try:
+        yield
+    except MlflowException as exc:
+        if _unreachable(exc):
+            raise RegistryError(
+                f"cannot reach the MLflow tracking server at {where} ({what}): is it running?"
+            ) from None
+        message = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else type(exc).__name__
+        raise RegistryError(f"MLflow at {where} ({what}): {message}") from None
+
+
+def check_name(name) -> str:
+    """A registered model name MLflow accepts, checked before anything is logged."""
+    name = str(name) if isinstance(name, str | int) and not isinstance(name, bool) else None
+    if not name or not name.strip():
+        raise ConfigError("a registered model needs a name (--name NAME)")
+    if "/" in name or ":" in name or posixpath.normpath(name) != name or name.startswith(".."):
+        raise ConfigError(f"invalid model name {name!r}: MLflow names cannot contain '/' or ':' or be '.' or '..'")
+    return name
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -74,46 +129,44 @@ def _signature(labels: list[str]):
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
-def _pyfunc_model():
-    """The PythonModel class, defined lazily so that importing tympan does not import MLflow."""
-    import mlflow.pyfunc
+def _read_run(run_dir: Path, trust_code: bool) -> tuple[dict, dict, dict]:
+    """(manifest, summary, config) of a finished run whose bundle loads, or one DataError."""
+    from tympan.bundle import Predictor
 
-    class BundleModel(mlflow.pyfunc.PythonModel):
-        """A tympan bundle as an MLflow pyfunc: raw audio rows in, labels and probabilities out."""
-
-        def load_context(self, context):
-            from tympan.bundle import Predictor
-
-            self.predictor = Predictor(context.artifacts["bundle"])
-
-        def predict(self, context, model_input, params=None):
-            import pandas as pd
-
-            rate = int((params or {}).get("sample_rate", self.predictor.sample_rate))
-            rows = np.atleast_2d(np.asarray(model_input, dtype=np.float32))
-            clips = [self.predictor.features(row[~np.isnan(row)], rate) for row in rows]
-            predictions = self.predictor.predict_features(clips)
-            return pd.DataFrame.from_records([self.predictor.as_row(p) for p in predictions])
-
-    return BundleModel
+    needed = [run_dir / "bundle" / "bundle.json", run_dir / "summary.json", run_dir / "config.yaml"]
+    if not all(path.is_file() for path in needed):
+        raise DataError(f"{run_dir}: not a finished run (needs bundle/, summary.json and config.yaml)")
+    predictor = Predictor(run_dir / "bundle", trust_code=trust_code)  # never register what would not load
+    try:
+        summary = json.loads(needed[1].read_text())
+        config = yaml.safe_load(needed[2].read_text())
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"{run_dir}: unreadable summary.json or config.yaml ({exc})") from None
+    if not isinstance(summary, dict) or not isinstance(config, dict):
+        raise DataError(f"{run_dir}: summary.json and config.yaml must each hold a mapping")
+    return predictor.manifest, summary, config
 
 
-def register(run_dir: str | Path, name: str, uri: str | None = None) -> dict:
+def register(run_dir: str | Path, name: str, uri: str | None = None, trust_code: bool = False) -> dict:
     """Log a finished run (params, metrics, tags, bundle as a pyfunc model) and register a new
-    version of `name`. Returns {"name", "version", "run_id", "model_uri", "metrics"}."""
+    version of `name`. Returns {"name", "version", "run_id", "model_uri", "metrics"}.
+
+    The bundle must load first; one of custom classes needs `trust_code` (and then loads only
+    with trust, e.g. `mlflow.pyfunc.load_model(uri, model_config={"trust_code": True})`).
+    """
+    name = check_name(name)
     run_dir = Path(run_dir)
-    bundle_dir = run_dir / "bundle"
-    summary_path = run_dir / "summary.json"
-    if not (bundle_dir / "bundle.json").is_file() or not summary_path.is_file():
-        raise DataError(f"{run_dir}: not a finished run (needs bundle/ and summary.json)")
-    manifest = json.loads((bundle_dir / "bundle.json").read_text())
-    summary = json.loads(summary_path.read_text())
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    manifest, summary, config = _read_run(run_dir, trust_code)
     metrics = metric_values(summary)
-
     mlflow = _mlflow(uri)
-    import tympan
+    with _errors(uri, f"registering {run_dir} as {name}"):
+        return _log_and_register(mlflow, run_dir, name, manifest, config, metrics)
 
+
+def _log_and_register(mlflow, run_dir: Path, name: str, manifest: dict, config: dict, metrics: dict) -> dict:
+    from tympan.bundle import LOADER_MODULE
+
+    summary_path = run_dir / "summary.json"
     mlflow.set_experiment(manifest["experiment"])
     with mlflow.start_run(run_name=manifest["run_id"]) as run:
         mlflow.log_params(flatten(config))
@@ -130,9 +183,10 @@ def register(run_dir: str | Path, name: str, uri: str | None = None) -> dict:
         mlflow.log_artifact(str(summary_path))
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=_pyfunc_model()(),
-            artifacts={"bundle": str(bundle_dir)},
-            code_paths=[str(Path(tympan.__file__).parent)],
+            loader_module=LOADER_MODULE,  # imported from the installed tympan: the model carries no code
+            data_path=str(run_dir / "bundle"),
+            # declared so that `load_model(uri, model_config={"trust_code": True})` may override it
+            model_config={"trust_code": False},
             signature=_signature(manifest["labels"]),
             pip_requirements=_requirements(),
             registered_model_name=name,
@@ -170,14 +224,17 @@ def _alias_holder(mlflow, client, name: str, alias: str):
     """The version `name@alias` points at, or None (no such model or alias yet)."""
     try:
         return client.get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
+        if _unreachable(exc):
+            raise
         return None
 
 
 def alias_metric(name: str, metric: str = "dev.accuracy", alias: str = "champion", uri: str | None = None):
     """The `metric` tag of the version `name@alias` points at; None when there is none yet."""
     mlflow = _mlflow(uri)
-    holder = _alias_holder(mlflow, mlflow.MlflowClient(), name, alias)
+    with _errors(uri, f"reading {name}@{alias}"):
+        holder = _alias_holder(mlflow, mlflow.MlflowClient(), name, alias)
     value = holder.tags.get(metric) if holder else None
     return float(value) if value is not None else None
 
@@ -192,7 +249,13 @@ def promote(
 ) -> dict:
     """Point `alias` at the version best on `metric` (or at `version`). Returns
     {"version", "previous", "changed", "metric", "value", "download_uri"}."""
+    name = check_name(name)
     mlflow = _mlflow(uri)
+    with _errors(uri, f"promoting {name}@{alias}"):
+        return _promote(mlflow, name, metric, alias, version, lower_is_better)
+
+
+def _promote(mlflow, name: str, metric: str, alias: str, version, lower_is_better: bool) -> dict:
     client = mlflow.MlflowClient()
     versions = _versions(client, name)
     holder = _alias_holder(mlflow, client, name, alias)
@@ -223,15 +286,50 @@ def promote(
     }
 
 
-def download_bundle(model_uri: str, uri: str | None = None) -> Path:
-    """Fetch a registered model (`models:/NAME@ALIAS` or `models:/NAME/VERSION`) and return the
-    directory of its tympan bundle."""
+def download_model(model_uri: str, uri: str | None = None) -> Path:
+    """The local directory of a registered model version (`models:/NAME@ALIAS` or
+    `models:/NAME/VERSION`), downloaded once into $TYMPAN_CACHE and reused: a version's files
+    do not change. The download is renamed into place when complete, so a failed one leaves nothing."""
+    from tympan.storage import cache_root
+
+    name, alias, number = _parse_model_uri(model_uri)
     mlflow = _mlflow(uri)
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tempfile.mkdtemp()))
-    except mlflow.exceptions.MlflowException as exc:
-        raise RegistryError(f"{model_uri}: {exc.message}") from None
-    manifests = sorted(local.rglob("bundle.json"))
-    if not manifests:
-        raise RegistryError(f"{model_uri}: the model holds no tympan bundle")
-    return manifests[0].parent
+    with _errors(uri, f"downloading {model_uri}"):
+        client = mlflow.MlflowClient()
+        try:
+            found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+        except mlflow.exceptions.MlflowException as exc:
+            if _unreachable(exc):
+                raise
+            raise RegistryError(f"{model_uri}: no such registered model version ({exc.message})") from None
+        # the same name and version can exist in two stores: the version's own ids tell them apart
+        key = hashlib.sha256(f"{tracking_uri(uri)}\n{found.source}\n{found.run_id}".encode()).hexdigest()[:12]
+        target = cache_root() / "mlflow" / f"{quote(name, safe='')}-v{found.version}-{key}"
+        if target.is_dir():
+            log.info("%s: using the cached copy of version %s in %s", model_uri, found.version, target)
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{found.version}", dst_path=str(tmp))
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not target.is_dir():  # else another process finished the same download first
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("%s: version %s downloaded to %s", model_uri, found.version, target)
+    return target
+
+
+def _parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
+    """`models:/NAME@ALIAS` -> (NAME, ALIAS, None); `models:/NAME/VERSION` -> (NAME, None, VERSION)."""
+    rest = model_uri.removeprefix("models:/")
+    name, sep, alias = rest.rpartition("@")
+    if sep and name and alias and "/" not in name + alias:
+        return name, alias, None
+    name, sep, number = rest.rpartition("/")
+    if sep and name and "/" not in name and number.isdigit():
+        return name, None, number
+    raise RegistryError(f"{model_uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")

@@ -628,13 +628,14 @@ def serve(
     max_duration: float = 30.0,
     max_batch: int = 16,
     batch_wait_ms: float = 0.0,
+    trust_code: bool = False,
 ) -> None:
     """Load the bundle at `location` (a directory, `s3://...` or `models:/NAME@ALIAS`) and serve it on `port`
     (all interfaces) until SIGTERM or SIGINT."""
     from kserve import model_server
 
     torch.set_num_threads(torch_threads())
-    predictor = bundle.load(location)
+    predictor = bundle.load(location, trust_code=trust_code)
     model = ServedModel(name or predictor.name, predictor, max_duration, max_batch, batch_wait_ms)
     model.load()
     server = kserve.ModelServer(http_port=port, workers=1, enable_grpc=False, enable_latency_logging=False)
