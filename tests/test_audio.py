@@ -131,8 +131,16 @@ def test_decode_bytes_errors_name_the_input(data, match):
 def test_odd_rate_is_refused_before_building_a_huge_kernel(tmp_path):
     path = tmp_path / "odd.wav"
     sf.write(path, np.zeros(4410, dtype=np.float32), 44101)
-    with pytest.raises(AudioError, match=r"odd\.wav: cannot resample 44101 Hz to 16000 Hz"):
+    with pytest.raises(AudioError, match=r"odd\.wav: sample rate unsupported \(44101 Hz cannot be resampled to 16000"):
         audio.load(path, sample_rate=16000)
     with pytest.raises(ValueError, match="cannot resample"):
         audio.resample(np.zeros(10, dtype=np.float32), 44101, 16000)
     assert audio.load(path, sample_rate=44101)[1] == 44101  # no resampling needed, so it loads
+
+
+def test_a_prime_rate_is_an_unsupported_rate_not_unreadable(tmp_path):
+    path = tmp_path / "prime.wav"
+    sf.write(path, np.zeros(7919, dtype=np.float32), 7919)
+    with pytest.raises(AudioError, match=r"prime\.wav: sample rate unsupported \(7919 Hz") as info:
+        audio.load(path, sample_rate=16000)
+    assert "cannot decode" not in info.value.reason and "unreadable" not in info.value.reason

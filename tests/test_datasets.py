@@ -326,3 +326,14 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
+
+
+def test_an_emptied_file_is_fetched_again_or_kept_when_skipped(tmp_path, subset, caplog):
+    dataset = FSDD(source=str(subset.archive))
+    dataset_dir = dataset.fetch(tmp_path)
+    wav = dataset_dir / "recordings" / "3_george_1.wav"
+    wav.write_bytes(b"")
+    assert dataset.fetch(tmp_path, on_unreadable="skip") == dataset_dir
+    assert wav.stat().st_size == 0 and "preprocessing will skip them" in caplog.text
+    assert dataset.fetch(tmp_path) == dataset_dir  # "raise": the copy is damaged, so it is fetched again
+    assert "3_george_1.wav: empty file" in caplog.text and wav.stat().st_size > 0

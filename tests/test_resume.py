@@ -1,6 +1,7 @@
 """A run killed with SIGKILL mid-epoch resumes and ends with the numbers of an uninterrupted run."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,3 +56,67 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_workspace, tmp_
 
     again = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
     assert "has finished already" in again.stderr and "dev: accuracy" in again.stdout
+
+
+# save_every < eval_every: last/ states are written before metrics.csv has its first row
+STATES_BEFORE_ROWS = {"steps": 10, "eval_every": 10, "save_every": 2}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_workspace, tmp_path_factory):
+    _, raw = tiny_workspace
+    config = configuration.parse({**raw, "training": {**raw["training"], **STATES_BEFORE_ROWS}})
+    run_dir, _ = stages.train(config, tmp_path_factory.mktemp("reference") / "run")
+    return run_dir
+
+
+def _kill_once_last_exists(command, cwd, run_dir):
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "last").is_dir():
+        assert process.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _leave_swap_half_done(run_dir, both):
+    """The disk as a kill inside `_save_state`'s swap leaves it (simulated, not raced): the complete
+    state renamed to `.last.old` and the next one written in `.last.tmp` (here cut short), with no
+    `last/`; or (`both`) the new `last/` already in place and `.last.old` half deleted."""
+    if both:
+        (run_dir / ".last.old").mkdir()
+        shutil.copyfile(run_dir / "last/model.safetensors", run_dir / ".last.old/model.safetensors")
+    else:
+        (run_dir / "last").rename(run_dir / ".last.old")
+        (run_dir / ".last.tmp").mkdir()
+        data = (run_dir / ".last.old/model.safetensors").read_bytes()
+        (run_dir / ".last.tmp/model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", ["no-metrics-yet", "swap-old-only", "swap-both"])
+def test_sigkill_before_the_first_row_or_inside_the_swap_resumes(tiny_workspace, uninterrupted, tmp_path, damage):
+    """A SIGKILL after the first last/ save and before the first metrics.csv row; then, for the
+    swap cases, the state a kill between `_save_state`'s renames leaves. Every later save must
+    work, and the resumed run must end with the numbers of the uninterrupted one."""
+    root, raw = tiny_workspace
+    raw = {**raw, "training": {**raw["training"], **STATES_BEFORE_ROWS}}
+    config_file = tmp_path / "exp.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "tympan.cli", "train", str(config_file), "--run-dir", str(run_dir)]
+
+    _kill_once_last_exists(command, root, run_dir)
+    assert not (run_dir / "metrics.csv").exists(), "killed too late: the first row was already written"
+    saved = torch.load(run_dir / "last/training_state.pt", weights_only=True)
+    if damage != "no-metrics-yet":
+        _leave_swap_half_done(run_dir, both=damage == "swap-both")
+
+    resumed = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after step {saved['step']}" in resumed.stderr
+    for name in ("metrics.csv", "summary.json"):
+        assert (run_dir / name).read_text() == (uninterrupted / name).read_text(), name
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
+    assert torch.load(run_dir / "last/training_state.pt", weights_only=True)["step"] == STATES_BEFORE_ROWS["steps"]

@@ -2,15 +2,20 @@
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from tympan import config as configuration
 from tympan import feature_store, stages
 from tympan.augmentations import SpecAugment, SpeedPerturb
 from tympan.data import BucketBatchSampler
+from tympan.errors import ConfigError, DataError
+from tympan.training import pick_device
 
 
 def _config(raw, **training):
@@ -169,3 +174,38 @@ def test_one_cycle_peaks_at_the_optimizer_lr_unless_told_otherwise(tiny_workspac
     trainer = Trainer(config, feature_store.store_dir(config, "fsdd"), tmp_path / "run")
     assert trainer.optimizer.param_groups[0]["max_lr"] == peak
     assert trainer.scheduler.total_steps == config.training.epochs * len(trainer.sampler)
+
+
+def test_cuda_on_a_machine_without_it_is_one_clear_error(tiny_workspace, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    root, raw = tiny_workspace
+    config_file = tmp_path / "exp.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-m", "tympan.cli", "train", str(config_file), "training.device=cuda"]
+    result = subprocess.run([*command, "--run-dir", str(tmp_path / "run")], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tympan: error:")]
+    assert len(errors) == 1 and "no CUDA device is available; set training.device: auto or cpu" in errors[0]
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="'gpu' is not a device"):
+        pick_device("gpu")
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["title: my holiday notes\n", "key: [unclosed\n", "other-seed"],
+    ids=["other-yaml", "not-yaml", "another-run"],
+)
+def test_a_run_dir_holding_another_config_yaml_is_refused_untouched(tiny_workspace, tmp_path, content):
+    _, raw = tiny_workspace
+    config = _config(raw)
+    if content == "other-seed":
+        content = _config({**raw, "seed": 7}).to_yaml()
+    run_dir = tmp_path / "somewhere"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(content)
+    with pytest.raises(DataError, match="not the config of a tympan run|holds a run of another config"):
+        stages.train(config, run_dir)
+    assert [p.name for p in run_dir.iterdir()] == ["config.yaml"]
+    assert (run_dir / "config.yaml").read_text() == content

@@ -94,8 +94,12 @@ def _decode(source, name, sample_rate: int | None) -> tuple[np.ndarray, int]:
     if sample_rate is not None and sample_rate != rate:
         try:
             samples, rate = resample(samples, rate, sample_rate), sample_rate
-        except ValueError as err:
-            raise AudioError(name, str(err)) from None
+        except ValueError:
+            raise AudioError(
+                name,
+                f"sample rate unsupported ({rate} Hz cannot be resampled to {sample_rate} Hz cheaply; "
+                f"convert it to {sample_rate} Hz or a common rate)",
+            ) from None
     return samples, rate
 
 

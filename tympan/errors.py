@@ -20,3 +20,11 @@ class AudioError(DataError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class TrainingError(TympanError):
+    """Training cannot go on: the loss or the weights became NaN or infinite."""
+
+
+class StorageError(TympanError):
+    """An output could not be written: the disk (or quota) is full."""

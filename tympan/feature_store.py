@@ -1,6 +1,8 @@
 """Offline features packed per split into a few large files, memory-mapped at training time.
 
-Layout of `<root>/<dataset>-<key>/`, where key hashes the feature extractor and its args:
+Layout of `<root>/<dataset>-<key>/`, where key hashes everything that changes what is stored:
+the feature extractor and its args, the dataset block (which clips, how unreadable ones are
+treated) and the content of the dataset's index (which file is in which split):
   meta.json                      extractor, frame rate, bin count, labels, skipped files
   <split>/features.npy           (total frames, bins) float32, every clip of the split end to end
   <split>/offsets.npy            (clips + 1,) int64: clip i is rows offsets[i]:offsets[i + 1]
@@ -22,8 +24,8 @@ import numpy as np
 import torch
 
 from tympan import audio
-from tympan.config import Config
-from tympan.datasets.base import AudioDataset, Index
+from tympan.config import STORE_FORMAT, Config, digest
+from tympan.datasets.base import AudioDataset, Index, read_index
 from tympan.errors import AudioError, DataError
 from tympan.fileio import write_csv, write_json
 from tympan.progress import bar as progress_bar
@@ -32,18 +34,53 @@ log = logging.getLogger("tympan")
 SPLITS = ("train", "dev", "test")
 
 
-def store_dir(config: Config, dataset_name: str) -> Path:
-    return Path(config.features.root) / f"{dataset_name}-{config.features.store_key()}"
+def config_digest(config: Config) -> str:
+    """The part of the store key that the config decides: extractor and dataset block (not roots)."""
+    return digest(
+        {
+            "features": config.features.model_dump(mode="json", include={"target", "args"}),
+            "dataset": config.dataset.model_dump(mode="json", include={"target", "args", "on_unreadable"}),
+            "store_format": STORE_FORMAT,
+        }
+    )
+
+
+def index_digest(index: Index) -> str:
+    """The content of the index: a file moved to another split makes another store."""
+    return digest(index.rows)
+
+
+def store_key(config: Config, index: Index) -> str:
+    return digest([config_digest(config), index_digest(index)])[:10]
+
+
+def store_dir(config: Config, dataset_name: str, index: Index | None = None) -> Path:
+    """The store of this config and index (read from `<dataset.root>/<name>/` unless given)."""
+    if index is None:
+        index = read_index(Path(config.dataset.root) / dataset_name)
+    return Path(config.features.root) / f"{dataset_name}-{store_key(config, index)}"
+
+
+def find(root: str | Path, config: Config, dataset_name: str) -> Path:
+    """The one store below `root` built for this config, for where the index is not at hand
+    (a pipeline's training step gets the features only)."""
+    stores = [d for d in sorted(Path(root).glob(f"{dataset_name}-*")) if (d / "meta.json").is_file()]
+    found = [d for d in stores if read_meta(d).get("config_digest") == config_digest(config)]
+    if len(found) != 1:
+        what = "no feature store" if not found else f"{len(found)} feature stores"
+        raise DataError(f"{root}: {what} of this dataset and features config; run `tympan preprocess`")
+    return found[0]
 
 
 def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = True) -> Path:
     """Extract features for every clip of the index into the store; returns its directory.
 
-    A store that is already complete is reused. Unreadable audio stops the build, naming
-    the file, unless `dataset.on_unreadable: skip`, which leaves it out and lists it in
-    meta.json and `skipped.csv`.
+    A store that is already complete is reused. A clip that cannot be used (undecodable,
+    unsupported rate, too short for the features, non-finite features) stops the build, naming
+    the file, unless `dataset.on_unreadable: skip`, which leaves it out and lists it with its
+    reason in meta.json and `skipped.csv`.
     """
-    out = store_dir(config, dataset.name)
+    out = store_dir(config, dataset.name, index)
     if (out / "meta.json").is_file():
         log.info("features already extracted in %s", out)
         return out
@@ -59,13 +96,12 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
             kept, features = [], []
             for row in progress_bar(rows, progress and bool(rows), desc=f"features {split}", unit="clip"):
                 try:
-                    samples, _ = audio.load(index.path_of(row), extractor.sample_rate)
+                    features.append(clip_features(index.path_of(row), extractor))
                 except AudioError as exc:
                     if config.dataset.on_unreadable == "raise":
                         raise
                     skipped.append({"path": row["path"], "split": split, "reason": exc.reason})
                     continue
-                features.append(extractor(torch.from_numpy(samples))[0].numpy())
                 kept.append(row)
             _write_split(tmp / split, features, kept, n_bins=extractor.n_mels)
             counts[split] = len(kept)
@@ -74,7 +110,9 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
             "target": dataset.target_column,
             "labels": index.labels(dataset.target_column),
             "features": config.features.model_dump(mode="json", include={"target", "args"}),
-            "key": config.features.store_key(),
+            "key": store_key(config, index),
+            "config_digest": config_digest(config),
+            "index_digest": index_digest(index),
             "sample_rate": extractor.sample_rate,
             "frame_rate": extractor.sample_rate / extractor.hop_length,
             "n_bins": extractor.n_mels,
@@ -83,7 +121,7 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
         }
         if skipped:
             write_csv(tmp / "skipped.csv", skipped)
-            log.warning("skipped %d unreadable files; listed in %s", len(skipped), out / "skipped.csv")
+            log.warning("skipped %d files that could not be used; listed in %s", len(skipped), out / "skipped.csv")
         write_json(tmp / "meta.json", meta)
         if out.exists():
             shutil.rmtree(out)
@@ -92,6 +130,21 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("features written to %s (%s)", out, ", ".join(f"{k}: {v} clips" for k, v in counts.items()))
     return out
+
+
+def clip_features(path: Path, extractor) -> np.ndarray:
+    """The (frames, bins) features of one file; any reason it cannot have them is an AudioError."""
+    samples, rate = audio.load(path, extractor.sample_rate)
+    try:
+        features = extractor(torch.from_numpy(samples))[0].numpy()
+    except (RuntimeError, ValueError) as err:
+        if "padding" in str(err).lower():  # the STFT pads by half a window, which needs that many samples
+            raise AudioError(path, f"too short for the features ({len(samples)} samples at {rate} Hz)") from None
+        raise AudioError(path, f"feature extraction failed ({str(err).splitlines()[0]})") from None
+    bad = int(features.size - np.isfinite(features).sum())
+    if bad:
+        raise AudioError(path, f"non-finite features ({bad} values NaN or infinite; is the audio level sane?)")
+    return features
 
 
 def _write_split(directory: Path, features: list[np.ndarray], rows: list[dict], n_bins: int) -> None:

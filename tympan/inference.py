@@ -62,14 +62,7 @@ def run(
         raise DataError(f"no audio files in {', '.join(map(str, paths))}")
     for file in bar(files, progress, desc="inference", unit="file"):
         try:
-            samples, rate = audio.load(file)
-            duration = (0.0, len(samples) / rate)
-            if window is None:
-                outputs = [(None, duration, predictor.predict(samples, rate, embeddings))]
-            else:
-                spans, windows, mean = predictor.predict_windows(samples, rate, window, hop or window, embeddings)
-                outputs = [(str(i), span, p) for i, (span, p) in enumerate(zip(spans, windows, strict=True))]
-                outputs.append(("mean", duration, mean))
+            outputs = _predict_file(predictor, file, window, hop, embeddings)
         except (AudioError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, AudioError) else str(exc)
             log.warning("skipped %s: %s", file, reason)
@@ -81,6 +74,22 @@ def run(
             if embeddings:
                 results.embeddings.append(prediction.embedding)
     return results
+
+
+def _predict_file(predictor: Predictor, file: Path, window, hop, embeddings: bool) -> list[tuple]:
+    """(window name, span, prediction) of one file; a prediction that is not a number is a
+    ValueError, so that it is reported as a failure and never as a normal row."""
+    samples, rate = audio.load(file)
+    duration = (0.0, len(samples) / rate)
+    if window is None:
+        outputs = [(None, duration, predictor.predict(samples, rate, embeddings))]
+    else:
+        spans, windows, mean = predictor.predict_windows(samples, rate, window, hop or window, embeddings)
+        outputs = [(str(i), span, p) for i, (span, p) in enumerate(zip(spans, windows, strict=True))]
+        outputs.append(("mean", duration, mean))
+    if not all(np.isfinite(p.probabilities).all() for _, _, p in outputs):
+        raise ValueError("non-finite output (NaN or infinite probabilities; is the audio level sane?)")
+    return outputs
 
 
 def write(results: Results, output: str | Path) -> list[Path]:

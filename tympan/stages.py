@@ -21,7 +21,7 @@ def dataset_of(config: Config) -> AudioDataset:
 
 def fetch(config: Config) -> Path:
     """Download (or copy from the offline mirror) the dataset and write its index."""
-    return dataset_of(config).fetch(config.dataset.root)
+    return dataset_of(config).fetch(config.dataset.root, config.dataset.on_unreadable)
 
 
 def preprocess(config: Config) -> Path:
@@ -36,11 +36,12 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / config.experiment / config.run_id()
 
 
-def train(config: Config, run_dir: str | Path | None = None) -> tuple[Path, dict]:
-    """Train on the preprocessed features; returns the run directory and its summary."""
+def train(config: Config, run_dir: str | Path | None = None, features: Path | None = None) -> tuple[Path, dict]:
+    """Train on the preprocessed features (the store of the config and the dataset's index, unless
+    `features` names one); returns the run directory and its summary."""
     cpu.configure(config.training.threads)
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
-    features = feature_store.store_dir(config, dataset_of(config).name)
+    features = features or feature_store.store_dir(config, dataset_of(config).name)
     summary = training.train(config, features, run_dir)
     return run_dir, summary
 
@@ -112,7 +113,7 @@ def fetch_into(dataset_yaml: str, root: str | Path) -> dict:
     """Fetch the dataset block of `plan` into `root`; returns {"dataset", "samples", "path"}."""
     blocks = _data_blocks(dataset_yaml, root)
     dataset = blocks.dataset.build()
-    path = dataset.fetch(blocks.dataset.root)
+    path = dataset.fetch(blocks.dataset.root, blocks.dataset.on_unreadable)
     return {"dataset": dataset.name, "samples": len(read_index(path)), "path": str(path)}
 
 
@@ -141,7 +142,9 @@ def train_from(config_yaml: str, features_root: str | Path, run_dir: str | Path)
     raw["features"] = {**raw["features"], "root": str(features_root)}
     raw["tracking"] = {**(raw.get("tracking") or {}), "mlflow": False}
     config = configuration.parse(raw, "run config")
-    return train(config, run_dir)[1]
+    # the raw data (and so its index) is not among this step's inputs: take the one store of this config
+    store = feature_store.find(features_root, config, dataset_of(config).name)
+    return train(config, run_dir, store)[1]
 
 
 def collect(run_dirs: list[str | Path], out: str | Path, metric: str = "dev.accuracy") -> dict:

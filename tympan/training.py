@@ -4,26 +4,33 @@ best state by the task's tracking metric."""
 from __future__ import annotations
 
 import csv
+import errno
 import inspect
+import io
 import json
 import logging
+import math
 import os
 import random
+import re
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tympan import bundle, feature_store, plots, progress, tracking
 from tympan import config as configuration
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader
-from tympan.errors import DataError
+from tympan.errors import ConfigError, DataError, StorageError, TrainingError, TympanError
 from tympan.fileio import write_csv, write_json, write_text
 from tympan.tasks import Classification
 
@@ -41,9 +48,41 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    """`training.device` as a torch device; one that this machine lacks is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"training.device: {name!r} is not a device (use auto, cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"training.device: {name}, but no CUDA device is available; set training.device: auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ConfigError(
+            f"training.device: {name}, but this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})"
+        )
+    return device
+
+
+# A full disk or quota while writing the run: ENOSPC / EDQUOT, also inside safetensors' messages.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_OS_ERROR = re.compile(r"os error (\d+)")
+
+
+@contextmanager
+def _disk_space(run_dir: Path):
+    """Turn a full disk, whichever file of the run was being written, into one StorageError."""
+    try:
+        yield
+    except (OSError, SafetensorError) as err:
+        code = err.errno if isinstance(err, OSError) else int((_OS_ERROR.findall(str(err)) or ["0"])[0])
+        if code not in _DISK_FULL:
+            raise
+        raise StorageError(
+            f"{run_dir}: no space left on device; free some space (or use another --run-dir) and train again: "
+            "the run resumes from its last complete state"
+        ) from None
 
 
 class Trainer:
@@ -120,16 +159,17 @@ class Trainer:
         return self.config.scheduler.build(optimizer=self.optimizer, **filled)
 
     def fit(self) -> dict:
-        with logging_redirect_tqdm():
+        with logging_redirect_tqdm(), _disk_space(self.run_dir):
             return self._fit()
 
     def _fit(self) -> dict:
         summary = self.run_dir / "summary.json"
-        if summary.is_file() and self._same_config():
+        same = self._same_config()
+        if summary.is_file() and same:
             log.info("%s has finished already; nothing to train", self.run_dir)
             return json.loads(summary.read_text())
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        step, history, loss = self._resume()
+        step, history, loss = self._resume() if same else (0, [], [0.0, 0])
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
         unit = "step" if self.by_step else "epoch"
         self.tracker.start(self.config, self.run_dir, (history[-1][unit] if history else 0) if step else None)
@@ -165,6 +205,12 @@ class Trainer:
         for features, targets in batches:
             value = self._train_step(features, targets)
             step += 1
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"{self.run_dir}: the training loss became {value} at step {step} (epoch {epoch}); stopped "
+                    "without saving it (last/ keeps the last finite state). Lower optimizer.args.lr, set "
+                    "training.grad_clip, or check the features"
+                )
             loss[0] += value * len(targets)
             loss[1] += len(targets)
             bar.update(1)
@@ -264,20 +310,42 @@ class Trainer:
         }
 
     def _same_config(self) -> bool:
+        """Whether the run dir holds this config's run (False: it holds no config.yaml). A config.yaml
+        of another run, or one that is no tympan config, is refused and left untouched."""
         saved = self.run_dir / "config.yaml"
         if not saved.is_file():
             return False
-        other = configuration.parse(yaml.safe_load(saved.read_text()), str(saved))
+        try:
+            raw = yaml.safe_load(saved.read_text(encoding="utf-8"))
+            other = configuration.parse(raw, str(saved)) if isinstance(raw, dict) else None
+        except (TympanError, yaml.YAMLError, UnicodeDecodeError):
+            other = None
+        if other is None:
+            raise DataError(
+                f"{saved} is not the config of a tympan run; choose another run directory (it was left as is)"
+            )
         if other.run_id() != self.config.run_id():
             raise DataError(f"{self.run_dir} holds a run of another config; choose another run directory")
         return True
 
     def _state_dir(self, name: str) -> Path | None:
-        """A saved state; `.name.old` is the complete previous one if a kill hit the swap in `_save_state`."""
+        """The newest complete saved state: `name/`, else `.name.old`, which is the complete
+        previous one when a kill hit the swap in `_save_state` between its two renames."""
         for directory in (self.run_dir / name, self.run_dir / f".{name}.old"):
             if (directory / "training_state.pt").is_file() and (directory / "model.safetensors").is_file():
                 return directory
         return None
+
+    def _recover_state(self, name: str) -> None:
+        """Put the newest complete state back at `name/` and drop what a killed save left behind,
+        so later saves start clean and the finished run has its `best/` and `last/`."""
+        directory, old = self.run_dir / name, self.run_dir / f".{name}.old"
+        newest = self._state_dir(name)
+        if newest == old:
+            shutil.rmtree(directory, ignore_errors=True)
+            old.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(self.run_dir / f".{name}.tmp", ignore_errors=True)
 
     def _resume(self) -> tuple[int, list[dict], list[float]]:
         """Continue an interrupted run from its last saved state: (steps done, history, loss since
@@ -287,8 +355,10 @@ class Trainer:
         from the global RNG, and the RNG, optimizer, scheduler and scaler states are restored, so
         the resumed run computes exactly what the uninterrupted one would have, even mid-epoch.
         """
+        for name in ("last", "best"):
+            self._recover_state(name)
         last = self._state_dir("last")
-        if last is None or not self._same_config():
+        if last is None:
             return 0, [], [0.0, 0]
         state = torch.load(last / "training_state.pt", weights_only=True)
         self.model.load_state_dict(load_file(last / "model.safetensors"))
@@ -301,20 +371,48 @@ class Trainer:
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         step = int(state["step"])
-        with open(self.run_dir / "metrics.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        history = [{k: int(v) if k in ("epoch", "step") else float(v) for k, v in r.items() if v != ""} for r in rows]
-        history = [row for row in history if row["step"] <= step]
+        history = [row for row in self._read_history() if row["step"] <= step]
         log.info("resuming %s after step %d (epoch %d)", self.run_dir, step, state["epoch"])
         return step, history, [float(state["loss_sum"]), int(state["loss_count"])]
 
+    def _read_history(self) -> list[dict]:
+        """The rows of metrics.csv; none yet (a state saved before the first row) is a valid history."""
+        path = self.run_dir / "metrics.csv"
+        if not path.is_file():
+            return []
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [{k: int(v) if k in ("epoch", "step") else float(v) for k, v in r.items() if v != ""} for r in rows]
+
     def _save_state(self, name: str, epoch: int, step: int, loss: list[float]) -> None:
-        """Weights as safetensors; optimizer, scheduler and RNG state beside them (tensors only)."""
-        directory = self.run_dir / name
-        tmp = self.run_dir / f".{name}.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
+        """Weights as safetensors; optimizer, scheduler and RNG state beside them (tensors only).
+
+        Written into `.name.tmp`, then swapped in by two renames; a kill at any point leaves a
+        complete `name/` or `.name.old`, which `_state_dir` finds. Non-finite weights are refused."""
         weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(weights, tmp / "model.safetensors")
+        if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
+            raise TrainingError(
+                f"{self.run_dir}: the model's weights became NaN or infinite by step {step} (epoch {epoch}); "
+                f"stopped without saving them as {name}/. Lower optimizer.args.lr or set training.grad_clip"
+            )
+        directory, old, tmp = self.run_dir / name, self.run_dir / f".{name}.old", self.run_dir / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # what a killed save left
+        tmp.mkdir(parents=True)
+        try:
+            (tmp / "model.safetensors").write_bytes(safetensors_bytes(weights))
+            # through memory, so that a full disk is an OSError and never a half-written file
+            (tmp / "training_state.pt").write_bytes(self._training_state(epoch, step, loss))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if directory.exists():
+            shutil.rmtree(old, ignore_errors=True)  # a leftover; `directory` is complete
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _training_state(self, epoch: int, step: int, loss: list[float]) -> bytes:
+        buffer = io.BytesIO()
         torch.save(
             {
                 "epoch": epoch,
@@ -327,15 +425,9 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
-            tmp / "training_state.pt",
+            buffer,
         )
-        if directory.exists():
-            old = self.run_dir / f".{name}.old"
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(directory)
+        return buffer.getvalue()
 
     def _finish(self, history: list[dict]) -> dict:
         state = load_file(self.run_dir / "best" / "model.safetensors")

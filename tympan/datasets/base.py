@@ -184,16 +184,18 @@ class AudioDataset(abc.ABC):
         path = Path(root) / self.name.lower()
         return path if path.is_dir() else None
 
-    def fetch(self, root: str | Path) -> Path:
+    def fetch(self, root: str | Path, on_unreadable: str = "raise") -> Path:
         """Make `<root>/<name>/` hold the verified files and `index.csv`; return that dir.
 
         Does nothing if the files are there and verify, only rewrites the index if
         the splits changed, else fetches again. A failure leaves no `<root>/<name>/`;
         a partial download stays in `<root>/.<name>.partial/` and the next call resumes it.
+        An empty audio file fails the fetch, or with `on_unreadable="skip"` (the dataset
+        block's policy) stays indexed with a warning, for preprocessing to skip and report.
         """
         root = Path(root)
         final = root / self.name
-        if self._is_complete(final):
+        if self._is_complete(final, on_unreadable):
             self._reindex(final)
             return final
         staging = root / f".{self.name}.partial"
@@ -202,6 +204,7 @@ class AudioDataset(abc.ABC):
             self._gather(staging)
             self.verify(staging)
             rows = self.prepare(staging)
+            _check_empty(Index(staging, rows), on_unreadable)
             write_index(staging, rows)
         except BaseException:
             _discard_unless_resumable(staging)
@@ -218,8 +221,8 @@ class AudioDataset(abc.ABC):
         else:
             self.download(staging)
 
-    def _is_complete(self, dataset_dir: Path) -> bool:
-        """A readable index whose files all exist, and files that verify."""
+    def _is_complete(self, dataset_dir: Path, on_unreadable: str) -> bool:
+        """A readable index whose files all exist (and are not empty, unless skipped), and files that verify."""
         if not (dataset_dir / INDEX_FILE).is_file():
             return False
         try:
@@ -227,6 +230,7 @@ class AudioDataset(abc.ABC):
             missing = [row["path"] for row in index if not index.path_of(row).is_file()]
             if missing:
                 raise DataError(f"{dataset_dir}: {len(missing)} indexed files missing, e.g. {missing[0]}")
+            _check_empty(index, on_unreadable)
             self.verify(dataset_dir)
         except DataError as err:
             log.warning("%s; fetching again", err)
@@ -242,6 +246,17 @@ class AudioDataset(abc.ABC):
         else:
             write_text(file, text)
             log.info("%s: files already fetched; index rewritten in %s", self.name, file)
+
+
+def _check_empty(index: Index, on_unreadable: str) -> None:
+    """Refuse an index that lists empty (0-byte) files, or only warn when they are to be skipped."""
+    empty = [index.path_of(row) for row in index if index.path_of(row).stat().st_size == 0]
+    if not empty:
+        return
+    if on_unreadable != "skip":
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise DataError(f"{empty[0]}: empty file (0 bytes){more}; set dataset.on_unreadable: skip to leave it out")
+    log.warning("%d empty file(s), e.g. %s: preprocessing will skip them (on_unreadable: skip)", len(empty), empty[0])
 
 
 def _replace_dir(src: Path, dest: Path) -> None:

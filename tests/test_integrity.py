@@ -1,0 +1,261 @@
+"""Data and training integrity: the feature store follows the index, bad clips are named and
+skippable, non-finite numbers never pass silently, a full disk is one clear error."""
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from tests.conftest import TINY
+from tympan import config as configuration
+from tympan import feature_store, inference, stages
+from tympan.bundle import Predictor
+from tympan.errors import AudioError, DataError, StorageError, TrainingError
+from tympan.training import _disk_space
+
+SPEAKERS = ("george", "jackson", "lucas")
+SPLIT_A = {"train_speakers": ["george", "jackson"], "dev_speakers": ["lucas"], "test_speakers": []}
+SPLIT_B = {"train_speakers": ["george"], "dev_speakers": ["jackson"], "test_speakers": ["lucas"]}
+
+
+@pytest.fixture(scope="module")
+def source(fsdd_mirror, tmp_path_factory):
+    """A small FSDD copy: take 0 of every digit of three speakers (30 real recordings)."""
+    recordings = tmp_path_factory.mktemp("source") / "recordings"
+    recordings.mkdir()
+    for speaker in SPEAKERS:
+        for digit in range(10):
+            name = f"{digit}_{speaker}_0.wav"
+            shutil.copyfile(fsdd_mirror / "fsdd/recordings" / name, recordings / name)
+    return recordings.parent
+
+
+def _config(root, source, split, on_unreadable="raise"):
+    dataset = {"preset": "FSDD", "args": {"source": str(source), **split}, "on_unreadable": on_unreadable}
+    raw = {**TINY, "dataset": {**dataset, "root": str(root / "raw")}}
+    raw["features"] = {**TINY["features"], "root": str(root / "features")}
+    return configuration.parse(raw)
+
+
+def _speakers(store, split):
+    return {row["speaker"] for row in feature_store.open_split(store, split).rows}
+
+
+# ---------------------------------------------------------------- the store key
+
+
+def test_a_changed_split_makes_a_new_store_and_the_same_one_is_reused(tmp_path, source, caplog):
+    a, b = _config(tmp_path, source, SPLIT_A), _config(tmp_path, source, SPLIT_B)
+    stages.fetch(a)
+    store_a = stages.preprocess(a)
+    assert _speakers(store_a, "train") == {"george", "jackson"}
+
+    stages.fetch(b)  # rewrites the index only
+    with caplog.at_level(logging.INFO, logger="tympan"):
+        store_b = stages.preprocess(b)
+    assert "already extracted" not in caplog.text
+    assert store_b != store_a and store_a.is_dir()
+    assert (_speakers(store_b, "train"), _speakers(store_b, "test")) == ({"george"}, {"lucas"})
+    assert feature_store.store_dir(b, "fsdd") == store_b  # training finds it without extracting
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tympan"):
+        assert stages.preprocess(b) == store_b
+    assert "already extracted" in caplog.text
+    stages.fetch(a)
+    assert stages.preprocess(a) == store_a
+    # what is stored also depends on the unreadable-file policy and on the dataset's args
+    assert feature_store.store_dir(_config(tmp_path, source, SPLIT_A, "skip"), "fsdd") != store_a
+    more = {**SPLIT_A, "test_speakers": ["theo"]}  # no such recordings: the same index, other args
+    assert feature_store.store_dir(_config(tmp_path, source, more), "fsdd") != store_a
+
+
+def test_a_pipeline_step_without_the_index_finds_its_store(tmp_path, source):
+    a = _config(tmp_path, source, SPLIT_A)
+    stages.fetch(a)
+    store = stages.preprocess(a)
+    assert feature_store.find(tmp_path / "features", a, "fsdd") == store
+    with pytest.raises(DataError, match="no feature store of this dataset and features config"):
+        feature_store.find(tmp_path / "features", _config(tmp_path, source, SPLIT_A, "skip"), "fsdd")
+
+
+# ---------------------------------------------------------------- clips that cannot be used
+
+
+def _write_bad_clips(recordings, fsdd_mirror):
+    """Five real ways a clip breaks, each under the name of a real recording of george."""
+    original, rate = sf.read(fsdd_mirror / "fsdd/recordings/2_george_0.wav", dtype="float32")
+    sf.write(recordings / "0_george_0.wav", original[:80], rate)  # 10 ms: shorter than an STFT window
+    sf.write(recordings / "1_george_0.wav", original[:1], rate)
+    sf.write(recordings / "2_george_0.wav", original * 1e20, rate, subtype="FLOAT")  # finite, but its power is not
+    sf.write(recordings / "3_george_0.wav", original[:7919], 7919)
+    (recordings / "4_george_0.wav").write_bytes(b"")
+    return {
+        "0_george_0.wav": "too short for the features",
+        "1_george_0.wav": "too short for the features",
+        "2_george_0.wav": "non-finite features",
+        "3_george_0.wav": "sample rate unsupported (7919 Hz",
+        "4_george_0.wav": "empty file (0 bytes)",
+    }
+
+
+@pytest.fixture(scope="module")
+def broken(source, fsdd_mirror, tmp_path_factory):
+    """A copy of `source` with five unusable clips: (source dir, {file name: reason})."""
+    copy = tmp_path_factory.mktemp("broken") / "fsdd"
+    shutil.copytree(source, copy)
+    return copy, _write_bad_clips(copy / "recordings", fsdd_mirror)
+
+
+def test_each_unusable_clip_is_an_audio_error_naming_it(broken):
+    directory, reasons = broken
+    extractor = configuration.parse(TINY).features.build().eval()
+    for name, reason in reasons.items():
+        with pytest.raises(AudioError) as info:
+            feature_store.clip_features(directory / "recordings" / name, extractor)
+        assert info.value.path.endswith(name) and info.value.reason.startswith(reason), info.value
+
+
+def test_an_empty_file_fails_the_fetch_unless_it_is_to_be_skipped(tmp_path, broken):
+    directory, _ = broken
+    with pytest.raises(DataError, match="4_george_0.wav: empty file"):
+        stages.fetch(_config(tmp_path, directory, SPLIT_A))
+    assert not (tmp_path / "raw/fsdd").exists()
+    dataset_dir = stages.fetch(_config(tmp_path, directory, SPLIT_A, "skip"))
+    assert (dataset_dir / "recordings/4_george_0.wav").stat().st_size == 0
+
+
+def test_unusable_clips_stop_preprocessing_or_are_skipped_with_their_reason(tmp_path, broken):
+    directory, reasons = broken
+    skip = _config(tmp_path, directory, SPLIT_A, "skip")
+    stages.fetch(skip)
+    with pytest.raises(AudioError, match="0_george_0.wav: too short for the features"):
+        stages.preprocess(_config(tmp_path, directory, SPLIT_A))  # same index, policy "raise"
+    assert not (tmp_path / "features").exists() or not any((tmp_path / "features").iterdir())
+
+    store = stages.preprocess(skip)
+    meta = feature_store.read_meta(store)
+    assert meta["clips"] == {"train": 20 - len(reasons), "dev": 10, "test": 0}
+    listed = {row["path"].split("/")[-1]: row["reason"] for row in meta["skipped"]}
+    assert listed.keys() == reasons.keys()
+    for name, reason in reasons.items():
+        assert listed[name].startswith(reason), listed[name]
+    assert (store / "skipped.csv").read_text().count("\n") == 1 + len(reasons)
+    train = feature_store.open_split(store, "train")
+    assert np.isfinite(train.features).all()
+
+
+def test_cli_names_the_clip_that_stops_preprocessing(tmp_path, broken):
+    directory, _ = broken
+    raw = {**TINY, "dataset": {"preset": "FSDD", "args": {"source": str(directory), **SPLIT_A}}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
+    tympan = [sys.executable, "-m", "tympan.cli"]
+    run = {"cwd": tmp_path, "capture_output": True, "text": True, "timeout": 300}
+    fetched = subprocess.run([*tympan, "fetch", "exp.yaml", "dataset.on_unreadable=skip"], **run)
+    assert fetched.returncode == 0, fetched.stderr
+    result = subprocess.run([*tympan, "preprocess", "exp.yaml"], **run)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tympan: error:")]
+    reason = "too short for the features (160 samples at 16000 Hz)"
+    assert errors == [f"tympan: error: data/raw/fsdd/recordings/0_george_0.wav: {reason}"]
+
+
+# ---------------------------------------------------------------- non-finite numbers
+
+
+@pytest.mark.parametrize(
+    ("lr", "message"),
+    [(1.0e30, "the training loss became nan at step 2"), (1.0e20, "weights became NaN or infinite by step 2")],
+    ids=["loss", "weights"],
+)
+def test_a_diverging_run_stops_and_keeps_its_last_finite_state(tiny_workspace, tmp_path, caplog, lr, message):
+    """Plain SGD at an absurd learning rate (gradients clipped to norm 1, so step 1 stays finite)."""
+    _, raw = tiny_workspace
+    raw = {**raw, "optimizer": {"preset": "SGD", "args": {"lr": lr, "momentum": 0.0}}}
+    raw["training"] = {**raw["training"], "steps": 4, "eval_every": 4, "save_every": 1, "grad_clip": 1.0}
+    config = configuration.parse(raw)
+    with pytest.raises(TrainingError, match=message):
+        stages.train(config, tmp_path / "run")
+    assert not (tmp_path / "run/summary.json").exists() and not (tmp_path / "run/best").exists()
+    state = torch.load(tmp_path / "run/last/training_state.pt", weights_only=True)
+    assert state["step"] == 1
+    assert all(torch.isfinite(v).all() for v in load_file(tmp_path / "run/last/model.safetensors").values())
+    with caplog.at_level(logging.INFO, logger="tympan"), pytest.raises(TrainingError, match=message):
+        stages.train(config, tmp_path / "run")  # it resumes from that state, and diverges again
+    assert "after step 1" in caplog.text
+
+
+def test_inference_reports_a_non_finite_prediction_as_a_failure(tiny_run, tmp_path, fsdd_mirror):
+    run_dir, _ = tiny_run
+    predictor = Predictor(run_dir / "bundle")
+    clean = fsdd_mirror / "fsdd/recordings/2_george_0.wav"
+    samples, rate = sf.read(clean, dtype="float32")
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, samples * 1e20, rate, subtype="FLOAT")
+    for window in (None, 0.2):
+        results = inference.run(predictor, [clean, loud], window=window, progress=False)
+        assert results.failed == [(str(loud), results.failed[0][1])]
+        assert results.failed[0][1].startswith("non-finite output")
+        assert results.rows and {row["file"] for row in results.rows} == {str(clean)}
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 3 MB tmpfs (skipped where mounting is not allowed); yields its path."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def _fill(disk, leave_kib):
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    (disk / "fill").write_bytes(b"\0" * (free - leave_kib * 1024))
+
+
+def test_safetensors_on_a_full_disk_is_a_storage_error(small_disk):
+    _fill(small_disk, 0)
+    with pytest.raises(StorageError, match="no space left on device"), _disk_space(small_disk):
+        save_file({"w": torch.zeros(100_000)}, small_disk / "w.safetensors")
+
+
+@pytest.mark.parametrize("leave_kib", [40, 270], ids=["at-the-first-state", "near-the-bundle"])
+def test_a_full_disk_stops_training_with_one_line_and_no_corrupt_state(tiny_workspace, small_disk, leave_kib):
+    """With 40 KiB free the first best/ state does not fit; with 270 KiB the states and plots do
+    and the bundle does not (measured; the assertions hold wherever the space runs out)."""
+    root, raw = tiny_workspace
+    training = {**raw["training"], "steps": 2, "eval_every": 1, "save_every": 1}
+    (small_disk / "exp.yaml").write_text(yaml.safe_dump({**raw, "training": training}))
+    _fill(small_disk, leave_kib)
+    run_dir = small_disk / "run"
+    command = [sys.executable, "-m", "tympan.cli", "train", str(small_disk / "exp.yaml"), "--run-dir", str(run_dir)]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tympan: error:")]
+    assert len(errors) == 1 and f"{run_dir}: no space left on device" in errors[0], result.stderr
+    assert not (run_dir / "summary.json").exists() and not (run_dir / "bundle").exists()
+    assert not [n for n in (".last.tmp", ".last.old", ".best.tmp", ".best.old") if (run_dir / n).exists()]
+    for name in ("last", "best"):
+        if (run_dir / name).exists():  # absent or complete
+            torch.load(run_dir / name / "training_state.pt", weights_only=True)
+            load_file(run_dir / name / "model.safetensors")
+
+    (small_disk / "fill").unlink()
+    again = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and (run_dir / "summary.json").is_file(), again.stderr
