@@ -105,10 +105,6 @@ class FeaturesConfig(Component):
     root: str = "data/features"
     normalize: Literal["none", "utterance"] = "none"
 
-    def store_key(self) -> str:
-        """What the offline features depend on: extractor and its arguments, not normalisation."""
-        return digest({"target": self.target, "args": self.args, "store_format": STORE_FORMAT})[:10]
-
 
 class ModelConfig(Component):
     pass
