@@ -2,7 +2,7 @@
 
 Needs a trained bundle: run `make run` first (it writes runs/default/bundle), then
 
-    .venv/bin/python bench/serve_latency.py [BUNDLE] [--requests 300] [--max-batch 16] [--batch-wait-ms 0]
+    .venv/bin/python bench/serve_latency.py [BUNDLE] [--requests 300] [--max-batch 16]
 
 It prints the in-process time of one prediction for a 1-second clip, the p50/p95 latency and
 requests/s of `POST /v2/models/NAME/infer` (the clip as a WAV file in a binary BYTES tensor,
@@ -62,11 +62,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(location: Path, port: int, max_batch: int, wait_ms: float) -> subprocess.Popen:
-    code = (
-        "from tympan.serving import serve; "
-        f"serve({str(location)!r}, port={port}, max_batch={max_batch}, batch_wait_ms={wait_ms})"
-    )
+def start_server(location: Path, port: int, max_batch: int) -> subprocess.Popen:
+    code = f"from tympan.serving import serve; serve({str(location)!r}, port={port}, max_batch={max_batch})"
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -126,7 +123,6 @@ def main() -> None:
     parser.add_argument("bundle", nargs="?", default="runs/default/bundle", type=Path)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--batch-wait-ms", type=float, default=0.0)
     args = parser.parse_args()
     if not (args.bundle / bundle.MANIFEST).is_file():
         raise SystemExit(f"no bundle at {args.bundle}: run `make run` first, or pass a bundle directory")
@@ -137,7 +133,7 @@ def main() -> None:
     local = in_process_ms(predictor, wav, repeats=100)
 
     port = free_port()
-    server = start_server(args.bundle, port, args.max_batch, args.batch_wait_ms)
+    server = start_server(args.bundle, port, args.max_batch)
     try:
         wait_ready(port, predictor.name, server)
         body, headers = request_body(wav)
@@ -148,7 +144,7 @@ def main() -> None:
         server.wait(30)
 
     print(f"bundle {args.bundle} ({predictor.manifest['model']['target']}), torch threads {torch.get_num_threads()}")
-    print(f"server: max_batch={args.max_batch} batch_wait_ms={args.batch_wait_ms:g}, {args.requests} requests per row")
+    print(f"server: max_batch={args.max_batch}, {args.requests} requests per row")
     print(f"in-process predict, 1 s clip (median): {local:8.2f} ms")
     for c, r in results.items():
         print(f"V2 c={c}: p50 {r['p50']:7.2f} ms   p95 {r['p95']:7.2f} ms   {r['rps']:7.1f} req/s")

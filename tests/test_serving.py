@@ -6,15 +6,19 @@ must get a 4xx that says what was wrong, and the server must keep answering.
 
 import asyncio
 import base64
+import io
 import json
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import cycle
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.conftest import free_port
 from tympan import audio, bundle
@@ -31,18 +35,22 @@ def bundle_dir(tiny_run):
     return tiny_run[0] / "bundle"
 
 
+MAX_BODY = 8 * 2**20  # the test server's --max-body-mb 8
+
+
 @pytest.fixture(scope="module")
-def server(bundle_dir, tmp_path_factory):
-    """The base URL of a running `tympan serve BUNDLE`; the process is stopped even when tests fail."""
+def served(bundle_dir, tmp_path_factory):
+    """A running `tympan serve BUNDLE` (default host, clip limit 64): `(base URL, process)`; the process
+    is stopped even when tests fail."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     command = [sys.executable, "-m", "tympan.cli", "serve", str(bundle_dir), "--port", str(port), "--max-duration", "5"]
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*command, "--max-body-mb", "8"], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, log)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
@@ -51,6 +59,12 @@ def server(bundle_dir, tmp_path_factory):
             process.kill()
             process.wait()
     assert process.returncode == 0 or process.returncode < 0, log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    """The base URL of the running server."""
+    return served[0]
 
 
 def wait_ready(url, process, log, timeout=90):
@@ -120,6 +134,68 @@ def test_model_metadata_describes_tensors_and_classes(server, predictor):
     assert json.loads(outputs["probabilities"]["parameters"]["labels"]) == predictor.labels
     assert json.loads(meta["parameters"]["labels"]) == predictor.labels
     assert meta["parameters"]["sample_rate"] == predictor.sample_rate
+    assert meta["parameters"]["max_clips"] == 64 and meta["parameters"]["max_duration"] == 5
+
+
+def listening_addresses(port: int) -> list[str]:
+    """The local addresses (hex, as /proc/net/tcp{,6} write them) of the sockets listening on `port`."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, port_hex = local.rpartition(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                found.append(address)
+    return found
+
+
+def test_listens_on_loopback_only_by_default(server):
+    assert listening_addresses(int(server.rsplit(":", 1)[1])) == ["0100007F"]  # 127.0.0.1, nothing else
+
+
+@pytest.mark.parametrize("action", ["unload", "load"])
+def test_model_repository_routes_are_refused_and_the_model_keeps_answering(server, clips, action):
+    response = httpx.post(f"{server}/v2/repository/models/{NAME}/{action}")
+    assert response.status_code == 403, response.text
+    assert "repository" in response.json()["error"]
+    assert httpx.get(f"{server}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{server}/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
+    response = httpx.post(f"{server}{V1}", json={"instances": [{"b64": b64(clips[0][0])}]})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["label"] == clips[0][3].label
+
+
+def test_readiness_and_liveness_follow_the_batcher(predictor):
+    """A model whose batcher has stopped cannot answer: not ready, and not live (a restart is the cure)."""
+    from kserve.errors import ServerNotLive
+    from kserve.model_repository import ModelRepository
+
+    from tympan.serving import Clip, ServedModel, TympanDataPlane
+
+    model = ServedModel(NAME, predictor)
+    model.load()
+    registry = ModelRepository()
+    registry.update(model)
+    plane = TympanDataPlane(model_registry=registry)
+    rate = predictor.sample_rate
+
+    async def states():
+        yield await plane.ready(), await plane.model_ready(NAME), await plane.live()
+        await model.batcher.submit([Clip("silence", np.zeros(rate, np.float32), rate)])  # starts the stages
+        yield await plane.ready(), await plane.model_ready(NAME), await plane.live()
+        model.batcher.stages[1].cancel()  # the model stage dies
+        await asyncio.sleep(0.01)
+        with pytest.raises(ServerNotLive, match="batcher"):
+            await plane.live()
+        yield await plane.ready(), await plane.model_ready(NAME), None
+        registry.unload(NAME)
+        yield await plane.ready(), None, None
+
+    async def collect():
+        return [state async for state in states()]
+
+    alive = (True, True, {"status": "alive"})
+    assert asyncio.run(collect()) == [alive, alive, (False, False, None), (False, None, None)]
 
 
 # ---------------------------------------------------------------- V1
@@ -224,6 +300,7 @@ def binary_body(header: dict, payload: bytes) -> tuple[bytes, dict]:
     return head + payload, {"inference-header-content-length": str(len(head))}
 
 
+HUGE_RATE = 16000 * 2**20  # passes the resampling-kernel check against 16 kHz, and took 0.6 s to refuse
 NOT_AUDIO = b64(b"RIFF but not really a wave file at all")
 TRUNCATED = binary_body(
     {"inputs": [{"name": "audio", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 400}}]},
@@ -262,6 +339,27 @@ BAD = {
     "v2 unknown output": (V2, {**samples_input([0.1] * 800, sample_rate=8000), "outputs": [{"name": "x"}]}, "unknown"),
     "v2 truncated binary": (V2, TRUNCATED, "binary_data_size"),
     "v2 binary not json": (V2, (b"\x00\x01garbage", {"inference-header-content-length": "9"}), "not JSON"),
+    # bounded work: clip counts, absurd rates; values that would give NaN answers
+    "v1 too many clips": (V1, {"instances": [{"samples": [0.1] * 800, "sample_rate": 8000}] * 65}, "at most 64"),
+    "v2 too many clips": (V2, samples_input([0.1] * 800 * 65, shape=[65, 800], sample_rate=8000), "at most 64"),
+    "v2 too many files": (
+        V2,
+        {"inputs": [{"name": "a", "shape": [65], "datatype": "BYTES", "data": [NOT_AUDIO] * 65}]},
+        "at most 64",
+    ),
+    "v2 no clips": (V2, samples_input([], shape=[0, 800], sample_rate=8000), "input 'samples': no clips"),
+    "v1 huge rate": (V1, {"instances": [{"samples": [0.1] * 800, "sample_rate": HUGE_RATE}]}, "768000 Hz"),
+    "v2 huge rate": (V2, samples_input([0.1] * 800, sample_rate=HUGE_RATE), "768000 Hz"),
+    "v1 huge samples": (
+        V1,
+        {"instances": [{"samples": [1e18] * 8000, "sample_rate": 8000}]},
+        "instances[0]: the audio gives non-finite features",
+    ),
+    "v2 huge samples": (
+        V2,
+        samples_input([1e18] * 8000, sample_rate=8000),
+        "input 'samples'[0]: the audio gives non-finite features",
+    ),
 }
 
 
@@ -290,29 +388,157 @@ def test_non_audio_bytes_over_the_binary_extension(server):
         client.infer(NAME, [tensor])
 
 
+# ---------------------------------------------------------------- bounded work
+
+
+def padded(body: dict, size: int) -> bytes:
+    """`body` as JSON padded with trailing spaces (still valid JSON) to exactly `size` bytes."""
+    raw = json.dumps(body).encode()
+    assert len(raw) <= size
+    return raw + b" " * (size - len(raw))
+
+
+JSON = {"content-type": "application/json"}
+
+
+def test_a_body_over_the_limit_gets_413_and_one_at_the_limit_is_served(server, clips):
+    body = {"instances": [{"b64": b64(clips[0][0])}]}
+    over = httpx.post(f"{server}{V1}", content=padded(body, MAX_BODY + 1), headers=JSON)
+    assert over.status_code == 413 and f"limit of {MAX_BODY} bytes" in over.json()["error"]
+    at = httpx.post(f"{server}{V1}", content=padded(body, MAX_BODY), headers=JSON)
+    assert at.status_code == 200, at.text
+    assert at.json()["predictions"][0]["label"] == clips[0][3].label
+
+
+def test_a_body_sent_without_length_is_limited_too(server, clips):
+    def chunks(data: bytes, size: int = 2**20):
+        yield from (data[i : i + size] for i in range(0, len(data), size))
+
+    body = {"instances": [{"b64": b64(clips[0][0])}]}
+    over = httpx.post(f"{server}{V1}", content=chunks(padded(body, MAX_BODY + 1)), headers=JSON)
+    assert over.status_code == 413
+    at = httpx.post(f"{server}{V1}", content=chunks(padded(body, MAX_BODY)), headers=JSON)
+    assert at.status_code == 200, at.text
+
+
+def rss_mib(pid: int) -> float:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return int(next(line for line in lines if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def test_oversized_bodies_are_never_read(served):
+    """Eight 32 MB V1 bodies of 8,000 clips each: refused from their length, the server's memory stays put
+    (parsing one such body took the server from 1.26 GB to 2.67 GB, and it stayed there)."""
+    url, process = served
+    instance = b'{"samples": [' + b"0.1," * 999 + b'0.1], "sample_rate": 8000}'
+    body = b'{"instances": [' + b",".join([instance] * 8000) + b"]}"
+    before = rss_mib(process.pid)
+    with httpx.Client(timeout=60) as client:
+        statuses = [client.post(f"{url}{V1}", content=body, headers=JSON).status_code for _ in range(8)]
+    grown = rss_mib(process.pid) - before
+    assert statuses == [413] * 8
+    assert grown < 16, f"the server grew by {grown:.0f} MiB"
+
+
+@pytest.mark.parametrize("case", ["v1 huge rate", "v2 huge rate"])
+def test_an_absurd_sample_rate_is_refused_before_any_work(server, case):
+    path, body, _ = BAD[case]
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        assert post(server, path, body).status_code == 400
+        times.append(time.perf_counter() - start)
+    assert min(times) < 0.2, times  # resampling from it first took 0.6 s
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, samples, rate, format="WAV", subtype="PCM_16")
+    return out.getvalue()
+
+
+def test_a_small_request_is_not_starved_by_a_big_one(server, clips):
+    """A one-clip request sent while a 64-clip request is being worked on is answered first: batches take one
+    clip of each waiting request in turn, and the event loop is not busy computing the big one's features."""
+    rate = clips[0][2]
+    long = np.resize(np.concatenate([samples for _, samples, _, _ in clips]), int(4.9 * rate))
+    big = {"instances": [{"b64": b64(wav_bytes(long, rate))}] * 64}
+    small = {"instances": [{"b64": b64(clips[0][0])}]}
+    finished = {}
+
+    def send(key, body):
+        response = httpx.post(f"{server}{V1}", json=body, timeout=60)
+        finished[key] = time.perf_counter()
+        return response
+
+    with ThreadPoolExecutor(1) as pool:
+        started = time.perf_counter()
+        big_response = pool.submit(send, "big", big)
+        time.sleep(0.1)
+        small_response = send("small", small)
+        assert big_response.result().status_code == 200 and small_response.status_code == 200
+    assert small_response.json()["predictions"][0]["label"] == clips[0][3].label
+    took = {key: round(t - started, 3) for key, t in finished.items()}
+    assert took["small"] < took["big"], took
+
+
+def test_serve_refuses_limits_that_would_refuse_everything(capsys):
+    from tympan import cli
+
+    for option, value in [
+        ("--max-clips", "0"),
+        ("--max-body-mb", "-1"),
+        ("--max-batch", "1.5"),
+        ("--max-duration", "1e999"),
+    ]:
+        assert cli.main(["serve", "no/such/bundle", option, value]) == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"tympan: error: serve: {option} must be a positive"), line
+
+
 # ---------------------------------------------------------------- batching and load
 
 
-def test_batcher_batches_together_and_isolates_a_failing_clip():
-    from tympan.serving import MicroBatcher
+def test_batcher_takes_requests_in_turn_off_the_loop_and_isolates_failures():
+    """Each batch takes one clip of each waiting request in turn; features run in the feature thread; a clip
+    that cannot be featurised fails only its request, and a failing batch is retried clip by clip."""
+    from kserve.errors import InvalidInput
 
-    class Model:
-        calls = []
+    from tympan.serving import Clip, MicroBatcher
 
-        def predict_features(self, clips, embeddings):
-            self.calls.append(len(clips))
-            if "bad" in clips:
-                raise RuntimeError("boom")
-            return [bundle.Prediction(np.ones(1), clip) for clip in clips]
+    threads, batches = set(), []
+
+    def featurize(clip):
+        threads.add(threading.current_thread().name)
+        if clip.where == "unreadable":
+            raise InvalidInput("unreadable: cannot decode audio")
+        return clip.where
+
+    def predict(features, embeddings):
+        batches.append(features)
+        if "bad" in features:
+            raise RuntimeError("boom")
+        return [bundle.Prediction(np.ones(1), feature) for feature in features]
 
     async def together():
-        batcher = MicroBatcher(Model(), max_batch=8, wait_ms=0)
-        requests = [batcher.submit(["a", "b"], [False, False]), batcher.submit(["bad"], [False])]
+        batcher = MicroBatcher(featurize, predict, max_batch=4)
+        names = [["a1", "a2", "a3", "a4", "a5", "a6"], ["b1"], ["bad"], ["c1", "unreadable", "c3"]]
+        requests = [batcher.submit([Clip(name) for name in request]) for request in names]
         return await asyncio.gather(*requests, return_exceptions=True)
 
-    good, bad = asyncio.run(together())
-    assert [p.label for p in good] == ["a", "b"] and isinstance(bad, RuntimeError)
-    assert Model.calls == [3, 1, 1, 1]  # one batch of all three, then each clip alone
+    big, small, bad, unreadable = asyncio.run(together())
+    assert [p.label for p in big] == ["a1", "a2", "a3", "a4", "a5", "a6"] and [p.label for p in small] == ["b1"]
+    assert isinstance(bad, RuntimeError) and isinstance(unreadable, InvalidInput)
+    assert batches == [
+        ["a1", "b1", "bad", "c1"],
+        ["a1"],
+        ["b1"],
+        ["bad"],
+        ["c1"],
+        ["a2", "a3", "c3"],
+        ["a4", "a5", "a6"],
+    ]
+    assert len(threads) == 1 and threads.pop().startswith("tympan-features")
 
 
 def test_load_with_malformed_requests_mixed_in(server, clips):

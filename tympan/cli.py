@@ -267,15 +267,20 @@ class Commands:
         name: str | None = None,
         max_duration: float = 30.0,
         max_batch: int = 16,
+        host: str = "127.0.0.1",
+        max_clips: int = 64,
+        max_body_mb: float = 32.0,
         trust_code: bool = False,
     ) -> None:
         """Serve a bundle (a directory, s3://..., or models:/NAME@ALIAS) with KServe: V1 /v1/models/NAME:predict and
-        V2 /v2/models/NAME/infer on --port; clips longer than --max-duration seconds are refused.
-        --trust-code: as for inference."""
+        V2 /v2/models/NAME/infer on --host (default 127.0.0.1, this machine only; 0.0.0.0 in a container) and --port.
+
+        Refused: clips longer than --max-duration seconds, requests of more than --max-clips clips, bodies over
+        --max-body-mb MiB. --trust-code: as for inference."""
         from tympan import serving
 
-        limits = {"max_duration": max_duration, "max_batch": max_batch}
-        serving.serve(model, name=name, port=port, trust_code=trust_code, **limits)
+        limits = {"max_duration": max_duration, "max_batch": max_batch, "max_clips": max_clips}
+        serving.serve(model, name=name, host=host, port=port, max_body_mb=max_body_mb, trust_code=trust_code, **limits)
 
     def register(self, run_dir: str, name: str, tracking_uri: str | None = None, trust_code: bool = False) -> None:
         """Log a finished run to MLflow and register its bundle as a new version of NAME.
