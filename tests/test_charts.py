@@ -171,8 +171,21 @@ def test_inference_defaults_render_valid_objects(isvc_schema):
     assert env["OMP_NUM_THREADS"] == "2"  # the CPU limit
     assert container["name"] == "kserve-container"
     assert container["command"] == ["tympan", "serve"]
-    assert container["args"][:6] == ["/mnt/models", "--port", "8080", "--name", "digits", "--max-duration"]
+    assert container["args"][:8] == [
+        "/mnt/models",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "--name",
+        "digits",
+        "--max-duration",
+    ]
     assert container["ports"][0]["containerPort"] == 8080
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    assert ready["httpGet"] == {"path": "/v2/models/digits/ready", "port": 8080}
+    assert live["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    assert live["initialDelaySeconds"] >= 30 and ready["periodSeconds"] == 10
     env_file = images_env()
     assert container["image"] == f"{env_file['REGISTRY']}/{env_file['SERVE_IMAGE']}:{env_file['TAG']}"
     assert (predictor["minReplicas"], predictor["maxReplicas"], predictor["scaleMetric"]) == (1, 3, "cpu")
@@ -226,6 +239,18 @@ def test_millicpu_limit_gives_one_thread():
     assert env["OMP_NUM_THREADS"] == "1"
 
 
+def test_inference_probes_are_tuned_or_turned_off_from_values(isvc_schema):
+    probes = {"readiness": {"periodSeconds": 3, "failureThreshold": 1}, "liveness": {"enabled": False}}
+    objects = render(INFERENCE, _merge(INFERENCE_REQUIRED, {"model": {"name": "kws"}, "probes": probes}))
+    validate(objects, isvc_schema)
+    (isvc,) = by_kind(objects, "InferenceService")
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    assert "livenessProbe" not in container
+    ready = container["readinessProbe"]
+    assert ready["httpGet"]["path"] == "/v2/models/kws/ready"
+    assert (ready["periodSeconds"], ready["failureThreshold"], ready["timeoutSeconds"]) == (3, 1, 5)
+
+
 def test_validators_catch_a_broken_object(isvc_schema):
     """The checks above can fail: a mistyped field in a rendered object is caught by each validator."""
     objects = render(INFERENCE, INFERENCE_REQUIRED)
@@ -257,6 +282,11 @@ def test_validators_catch_a_broken_object(isvc_schema):
         ({"model": {"storageUri": "models:/digits@champion"}}, "/model/storageUri"),
         ({"s3": {"accessKeyId": ""}}, "/s3/accessKeyId"),
         ({"resources": {"limits": {"cpu": "two"}}}, "/resources/limits/cpu"),
+        ({"model": {"maxClips": 0}}, "/model/maxClips"),
+        ({"model": {"maxBodyMb": 0}}, "/model/maxBodyMb"),
+        ({"probes": {"readiness": {"periodSeconds": 0}}}, "/probes/readiness/periodSeconds"),
+        ({"probes": {"liveness": {"path": "/healthz"}}}, "'path'"),
+        ({"probes": {"startup": {"enabled": True}}}, "'startup'"),
     ],
 )
 def test_inference_bad_values_are_refused_naming_the_key(override, key):
@@ -432,7 +462,8 @@ def test_predictor_command_fits_the_real_tympan_cli(monkeypatch):
     (the server start itself is replaced by a recorder: starting KServe is tests/test_serving.py's job)."""
     from tympan import cli, serving
 
-    values = _merge(INFERENCE_REQUIRED, {"model": {"name": "digits", "maxDuration": 12.5, "maxBatch": 4}})
+    model = {"name": "digits", "maxDuration": 12.5, "maxBatch": 4, "maxClips": 8, "maxBodyMb": 2.5}
+    values = _merge(INFERENCE_REQUIRED, {"model": model})
     (isvc,) = by_kind(render(INFERENCE, values), "InferenceService")
     (container,) = isvc["spec"]["predictor"]["containers"]
     assert container["command"][0] == "tympan"
@@ -441,5 +472,22 @@ def test_predictor_command_fits_the_real_tympan_cli(monkeypatch):
     assert cli.main([*container["command"][1:], *container["args"]]) == 0
     (model, kwargs), *_ = calls
     assert model == "/mnt/models"
-    assert kwargs["name"] == "digits" and kwargs["port"] == 8080
+    assert kwargs["name"] == "digits" and kwargs["port"] == 8080 and kwargs["host"] == "0.0.0.0"
     assert kwargs["max_duration"] == 12.5 and kwargs["max_batch"] == 4
+    assert kwargs["max_clips"] == 8 and kwargs["max_body_mb"] == 2.5
+
+
+def test_serving_image_command_fits_the_real_tympan_cli(monkeypatch):
+    """The serving image's ENTRYPOINT + CMD parse with tympan's CLI and listen on every interface (tympan serve's
+    own default, 127.0.0.1, would refuse connections from outside the container)."""
+    from tests.test_images import DOCKERFILES, stages
+    from tympan import cli, serving
+
+    final = dict(stages(DOCKERFILES["serve"])[-1])
+    command = json.loads(final["ENTRYPOINT"]) + json.loads(final["CMD"])
+    assert command[:2] == ["tympan", "serve"]
+    calls = []
+    monkeypatch.setattr(serving, "serve", lambda model, **kwargs: calls.append((model, kwargs)))
+    assert cli.main(command[1:]) == 0
+    ((model, kwargs),) = calls
+    assert model == "/mnt/models" and kwargs["host"] == "0.0.0.0" and kwargs["port"] == int(final["EXPOSE"])
