@@ -491,3 +491,16 @@ def test_serving_image_command_fits_the_real_tympan_cli(monkeypatch):
     assert cli.main(command[1:]) == 0
     ((model, kwargs),) = calls
     assert model == "/mnt/models" and kwargs["host"] == "0.0.0.0" and kwargs["port"] == int(final["EXPOSE"])
+
+
+def test_pipeline_inference_service_command_fits_the_real_tympan_cli(monkeypatch):
+    """The pipeline's deploy step (tympan.stages.inference_service) also serves on every interface of its pod."""
+    from tympan import cli, serving, stages
+
+    service = stages.inference_service("digits", "3", "tympan-serve:0.1.0", "http://mlflow:5000")
+    (container,) = service["spec"]["predictor"]["containers"]
+    calls = []
+    monkeypatch.setattr(serving, "serve", lambda model, **kwargs: calls.append((model, kwargs)))
+    assert cli.main(["serve", *container["args"]]) == 0
+    ((model, kwargs),) = calls
+    assert model == "models:/digits/3" and kwargs["host"] == "0.0.0.0" and kwargs["port"] == 8080

@@ -211,7 +211,7 @@ def inference_service(name: str, version: str, image: str, tracking_uri: str, na
                         "name": "kserve-container",
                         "image": image,
                         # the serving image's entrypoint is `tympan serve` (images/serve/Dockerfile)
-                        "args": [f"models:/{name}/{version}", "--port", "8080", "--name", service],
+                        "args": [f"models:/{name}/{version}", "--host", "0.0.0.0", "--port", "8080", "--name", service],
                         "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking_uri}],
                         "ports": [{"containerPort": 8080, "protocol": "TCP"}],
                     }
