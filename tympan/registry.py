@@ -45,10 +45,11 @@ def tracking_uri(uri: str | None = None) -> str:
 
 
 def fail_fast() -> None:
-    """Few retries and short timeouts for MLflow's HTTP calls (unless the environment sets them),
-    instead of minutes of retries against a server that is down."""
+    """One retry for MLflow's HTTP calls (unless the environment sets it) instead of MLflow's
+    minutes of backed-off retries: a server that is down fails at once. The timeout stays long
+    enough for a server that stores a large model's upload before it answers."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     # the one retry's warning would precede the RegistryError that says the same in one line
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
