@@ -503,8 +503,8 @@ class MicroBatcher:
     one-clip request that arrives during a 64-clip one rides in the next batch instead of waiting
     for all 64. The feature thread decodes and featurises a batch (`featurize`, one clip at a time)
     while the model thread runs the previous one (`predict`); at most one featurised batch waits
-    for the model, so a new clip is never more than two batches behind. The event loop only moves
-    clips and results.
+    for the model, so a new clip has at most three batches ahead of it (one in the model, one
+    waiting, one being featurised). The event loop only moves clips and results.
 
     Measured on 2 CPU cores with 8 closed-loop clients (bench/serve_latency.py): batching what is
     waiting gave 10-30% more requests/s than one clip per forward, and waiting for more clips
@@ -768,8 +768,8 @@ def torch_threads() -> int:
 
     The budget is OMP_NUM_THREADS when set (the usual way to pass a container's CPU limit), else
     the CPUs this process may use. The event loop parses requests and the feature thread computes
-    features while the model runs; if torch claims every core as well, its OpenMP threads wait for each other at
-    every barrier (on a busy 2-core machine one forward went from 4 ms to 190 ms).
+    features while the model runs; if torch claims every core as well, its OpenMP threads wait for
+    each other at every barrier (on a busy 2-core machine one forward went from 4 ms to 190 ms).
     """
     from kserve.utils.utils import cpu_count
 
@@ -821,6 +821,7 @@ def check_options(**options) -> None:
 
 def serve(
     location: str,
+    *,
     name: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8080,
