@@ -173,3 +173,15 @@ def test_help_lists_every_command(tmp_path, capsys):
     assert "Train one model into runs/<experiment>/<run id>/" in shown
     alone = tympan_here(capsys)  # `tympan` with no command lists them too
     assert alone.returncode == 0 and all(f"     {name}\n" in alone.stdout for name in commands)
+
+
+def test_a_switch_does_not_swallow_the_override_after_it(tmp_path, monkeypatch, capsys):
+    """fire reads `--grid training.epochs=true` as grid='training.epochs=true' unless told it is a switch."""
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "grid.yaml", {**TINY, "grid": {"seed": [1, 2]}})
+    assert_one_line_error(
+        tympan_here(capsys, "train", str(config), "--grid", "training.epochs=true"), "training.epochs"
+    )
+    assert_one_line_error(
+        tympan_here(capsys, "train", str(config), "--grid", "--run-dir", "x"), "--run-dir names one run"
+    )

@@ -6,6 +6,7 @@ Overrides follow the config path as `key.path=value` (values parsed as YAML), e.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -328,8 +329,24 @@ class Commands:
         print(f"# run id: {resolved.run_id()}")
 
 
+def _explicit_switches(argv: list[str]) -> list[str]:
+    """`--grid` -> `--grid=True` where the command's option is a boolean: fire would otherwise take the
+    next word as its value, so `train x.yaml --grid seed=2` dropped the override without a word."""
+    command, rest = getattr(Commands, argv[0].replace("-", "_"), None) if argv else None, 1
+    if isinstance(command, PipelineCommands) and len(argv) > 1:
+        command, rest = getattr(command, argv[1].replace("-", "_"), None), 2
+    if not callable(command):
+        return argv
+    names = [n for n, p in inspect.signature(command).parameters.items() if isinstance(p.default, bool)]
+    switches = {f"--{n}" for n in names} | {f"--{n.replace('_', '-')}" for n in names}
+    words = argv[rest:]
+    end = words.index("--") if "--" in words else len(words)  # fire's own flags follow a bare --
+    return argv[:rest] + [f"{w}=True" if w in switches else w for w in words[:end]] + words[end:]
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = _explicit_switches(sys.argv[1:] if argv is None else list(argv))
     try:
         fire.Fire(Commands(), command=argv, name="tympan")  # an instance: --help then lists every command
     except TympanError as exc:
