@@ -1,11 +1,18 @@
 """Postprocessing a grid, finished or not, and run housekeeping."""
 
+import csv
+import json
 import shutil
 import subprocess
 import sys
 
+import matplotlib.image
+import pytest
+import yaml
+
 from tympan import config as configuration
 from tympan import postprocess, stages
+from tympan.errors import ConfigError
 
 
 def make_grid(tiny_workspace, root, lrs=(0.003, 0.001), seeds=(1, 2)):
@@ -29,6 +36,8 @@ def test_report_aggregates_over_seeds_and_skips_unfinished_runs(tiny_workspace, 
     shutil.copytree(runs[0][0], partial)
     (partial / "summary.json").unlink()
     (partial / "running.pid").write_text("999999999")
+    config = yaml.safe_load((partial / "config.yaml").read_text())
+    (partial / "config.yaml").write_text(yaml.safe_dump({**config, "seed": 3}, sort_keys=False))  # its own run
 
     out = postprocess.report(root)
     groups = (out / "groups.csv").read_text().splitlines()
@@ -72,3 +81,67 @@ def test_runs_and_clean_commands(tiny_workspace, tmp_path):
     assert not stopped.exists() and not (finished / "best").exists() and not (finished / "last").exists()
     assert (finished / "summary.json").is_file() and (finished / "bundle/model.safetensors").is_file()
     assert tympan("clean", str(root)).returncode == 1
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def copy_like_the_pipeline_and_mlflow(run_dir, root):
+    """The copies of one training that a local pipeline run leaves below its root: the train task's
+    output, the collect task's best run (states left out) and MLflow's artifacts of that run."""
+    pipeline = root / "kfp/tympan-training-2026-01-01-00-00-00-000000"
+    shutil.copytree(run_dir, pipeline / "for-loop-1-iteration-0/train/model")
+    shutil.copytree(run_dir, pipeline / "collect/best", ignore=shutil.ignore_patterns("best", "last"))
+    artifacts = root / "mlruns/1/0123456789abcdef0123456789abcdef/artifacts"
+    artifacts.mkdir(parents=True)
+    for name in ("config.yaml", "metrics.csv", "summary.json"):
+        shutil.copy(run_dir / name, artifacts)
+    shutil.copytree(run_dir / "bundle", artifacts / "bundle")
+    return pipeline / "for-loop-1-iteration-0/train/model"
+
+
+def test_mixed_runs_count_once_with_short_labels_and_a_readable_plot(tiny_workspace, tiny_run, tmp_path):
+    """A default-like run beside a pipeline's run of another config (a dozen keys differ, the
+    features' normalisation among them), with the copies the pipeline and MLflow make of it."""
+    _, raw = tiny_workspace
+    root = tmp_path / "runs"
+    shutil.copytree(tiny_run[0], root / "default")
+    other = {
+        **raw,
+        "seed": 7,
+        "features": {**raw["features"], "normalize": "none"},
+        "model": {**raw["model"], "args": {"channels": [4, 8, 8]}},
+        "optimizer": {**raw["optimizer"], "args": {"lr": 0.01, "weight_decay": 0.001}},
+        "augmentation": [{"target": "tympan.augmentations:SpeedPerturb"}],
+        "training": {**raw["training"], "epochs": 2, "batch_size": 16, "label_smoothing": 0.1, "grad_clip": 1.0},
+    }
+    trained, summary = stages.train(configuration.parse(other), tmp_path / "pipeline-run")
+    real = copy_like_the_pipeline_and_mlflow(trained, root / "pipeline")
+
+    out = postprocess.report(root)
+    runs = {r["id"]: r for r in read_csv(out / "runs.csv")}  # one row per training: copies count once
+    assert set(runs) == {summary["run"]["id"], json.loads((tiny_run[0] / "summary.json").read_text())["run"]["id"]}
+    assert runs[summary["run"]["id"]]["run"] == str(real)  # the pipeline's own run dir is the one read
+    assert [g["runs"] for g in read_csv(out / "groups.csv")] == ["1", "1"]
+    report = (out / "report.md").read_text()
+    assert "2 runs, 2 finished" in report and "2 more directories are copies" in report
+    assert "Warning: these runs differ in their data or features (features.normalize)" in report
+    # labels are the run ids; the labels table beside the plot maps them to directories and configs
+    assert all(f"| {i} | {i} | " in report for i in runs)
+    assert f"| {summary['run']['id']} | {summary['run']['id']} | {real} | " in report
+    assert "optimizer.args.lr=0.01; optimizer.args.weight_decay=0.001" in report
+    rows = [line for line in report.split("## Training curves")[0].splitlines() if line.startswith("|")]
+    assert max(map(len, rows)) < 200  # the tables above the plot carry labels, not configs
+    # the legend stays inside a figure of fixed width: the tight bounding box would grow with it
+    height, width, _ = matplotlib.image.imread(out / "curves.png").shape
+    assert width <= 1100 and height <= 600
+
+    # --by: the groups are labelled by that key's values; a key no run has is an error naming it
+    out = postprocess.report(root, ["optimizer.args.lr"], output=tmp_path / "by-lr")
+    groups = (out / "report.md").read_text()
+    assert "| optimizer.args.lr=0.003 | 1 |" in groups and "| optimizer.args.lr=0.01 | 1 |" in groups
+    with pytest.raises(ConfigError, match="--by optimizer.lr: no run has this config key"):
+        postprocess.report(root, ["optimizer.lr"], output=tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()

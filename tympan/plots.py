@@ -51,13 +51,35 @@ def confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path, title: s
     _save(fig, path)
 
 
-def overlaid_curves(series: dict[str, tuple[list, list]], ylabel: str, path: Path, xlabel: str = "epoch") -> None:
-    """One line per run (label -> (x values, values)), for comparing a grid at a glance."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, (epochs, values) in series.items():
-        ax.plot(epochs, values, label=label, alpha=0.8)
+def overlaid_curves(
+    lines: list[tuple[str, list, list]], ylabel: str, path: Path, xlabel: str = "epoch", legend_entries: int = 12
+) -> None:
+    """One line per run, given as (label, x values, values); lines with the same label (a group's
+    runs) share a colour and a legend entry. The legend sits below the plot, in as many columns as
+    fit the figure's width, with at most `legend_entries` entries, so however many runs or however
+    long their labels, the plot keeps the figure's width."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colours = {label: f"C{n % 10}" for n, label in enumerate(dict.fromkeys(label for label, _, _ in lines))}
+    for label, xs, values in lines:
+        ax.plot(xs, values, color=colours[label], alpha=0.8, marker="." if len(xs) < 30 else None)
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
-    if 0 < len(series) <= 12:
-        ax.legend(fontsize=7)
+    handles = [plt.Line2D([], [], color=c, label=label) for label, c in colours.items()]
+    if len(handles) > legend_entries:
+        more = len(handles) - legend_entries + 1
+        handles = handles[: legend_entries - 1] + [plt.Line2D([], [], color="none", label=f"... {more} more")]
+    if handles:
+        _legend_below(fig, ax, handles)
     _save(fig, path)
+
+
+def _legend_below(fig, ax, handles: list) -> None:
+    """A legend under the axes with the most columns (up to 4) whose width fits the figure."""
+    renderer = fig.canvas.get_renderer()
+    for columns in range(min(4, len(handles)), 0, -1):
+        legend = ax.legend(
+            handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=columns, fontsize=8, frameon=False
+        )
+        if legend.get_window_extent(renderer).width <= fig.bbox.width or columns == 1:
+            return
+        legend.remove()

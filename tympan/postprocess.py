@@ -9,18 +9,27 @@ import base64
 import csv
 import html
 import json
+import logging
 import os
+import re
 import statistics
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from tympan.errors import DataError
+from tympan.errors import ConfigError, DataError, TympanError
 from tympan.fileio import write_csv, write_text
 from tympan.registry import flatten, metric_values
 
-IGNORED_KEYS = ("experiment", "training.progress", "training.num_workers", "tracking.")
+log = logging.getLogger("tympan")
+
+IGNORED_KEYS = ("experiment", "training.progress", "training.num_workers", "training.threads", "tracking.")
+# where the data lies, not what it is: a pipeline's copy of a config names its own artifact paths
+LOCATION_KEYS = ("dataset.root", "features.root")
+DATA_KEYS = ("dataset.", "features.")
+LABEL_CHARS = 48  # a longer group label is replaced by the run id (or "group N")
+LEGEND_ENTRIES = 12
 
 
 def status(run_dir: Path) -> str:
@@ -41,25 +50,93 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob("config.yaml") if p.parent.name != "bundle")
 
 
+def is_copy(run_dir: Path) -> bool:
+    """A copy of a run made by someone else: MLflow's artifacts of a run (<run uuid>/artifacts) or
+    the pipeline's collected best run (collect/best)."""
+    mlflow = run_dir.name == "artifacts" and re.fullmatch(r"[0-9a-f]{32}", run_dir.parent.name) is not None
+    return mlflow or run_dir.parts[-2:] == ("collect", "best")
+
+
+def _run_id(run_dir: Path, raw: dict, summary: dict | None) -> str:
+    """The id a run is known by wherever its copies lie: the summary's, else the config's."""
+    if summary and summary.get("run", {}).get("id"):
+        return summary["run"]["id"]
+    from tympan import config as configuration
+
+    try:
+        return configuration.parse(raw, str(run_dir / "config.yaml")).run_id()
+    except TympanError:  # a config this version cannot read: the directory is its identity
+        return str(run_dir)
+
+
 def load_run(run_dir: Path) -> dict:
-    """One row: run dir, status, the flattened config, and dev/test metrics of the best state."""
-    config = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    row = {"run": str(run_dir), "status": status(run_dir), "config": config, "metrics": {}, "history": []}
+    """One row: run dir, id, status, the flattened config, and dev/test metrics of the best state."""
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    row = {"run": str(run_dir), "status": status(run_dir), "config": flatten(raw), "metrics": {}, "history": []}
     if (run_dir / "metrics.csv").is_file():
         with open(run_dir / "metrics.csv", newline="") as f:
             row["history"] = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    summary = None
     if row["status"] == "finished":
         summary = json.loads((run_dir / "summary.json").read_text())
         row["metrics"] = metric_values(summary)
         row["best_epoch"] = summary.get("run", {}).get("best_epoch")
+    row["id"] = _run_id(run_dir, raw, summary)
     return row
+
+
+def distinct(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(one row per run id, the other copies). The row kept is the most complete directory: a
+    finished one, not a copy, with its training state, then the shortest path."""
+
+    def preference(run: dict) -> tuple:
+        path = Path(run["run"])
+        return run["status"] != "finished", is_copy(path), not (path / "last").is_dir(), len(path.parts), str(path)
+
+    kept: dict[str, dict] = {}
+    copies = []
+    for run in sorted(runs, key=preference):
+        if run["id"] in kept:
+            copies.append(run)
+        else:
+            kept[run["id"]] = run
+    return sorted(kept.values(), key=lambda r: r["run"]), copies
 
 
 def varying_keys(runs: list[dict]) -> list[str]:
     """Config keys whose values differ between runs: what a comparison is about."""
     keys = sorted({k for r in runs for k in r["config"]})
-    keys = [k for k in keys if not k.startswith(IGNORED_KEYS)]
+    keys = [k for k in keys if not k.startswith(IGNORED_KEYS) and k not in LOCATION_KEYS]
     return [k for k in keys if len({r["config"].get(k) for r in runs}) > 1]
+
+
+def _values(run: dict, by: list[str]) -> tuple:
+    return tuple(run["config"].get(k) for k in by)
+
+
+def _short(value) -> str:
+    """A config value as a label shows it: the class names of a list of components, else itself."""
+    try:
+        data = json.loads(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if isinstance(data, list) and all(isinstance(d, dict) and "target" in d for d in data):
+        return "+".join(str(d["target"]).rsplit(":", 1)[-1] for d in data) or "none"
+    return str(value)
+
+
+def group_labels(runs: list[dict], by: list[str]) -> dict[tuple, str]:
+    """A short label per group: "key=value" for one or two short keys, else the run id of a group
+    of one run, else "group N". The runs table maps every label to the full config."""
+    members: dict[tuple, list[dict]] = {}
+    for run in runs:
+        members.setdefault(_values(run, by), []).append(run)
+    if not by:
+        return {(): "all runs"}
+    named = {v: ", ".join(f"{k}={_short(x)}" for k, x in zip(by, v, strict=True)) for v in members}
+    if len(by) <= 2 and len(set(named.values())) == len(named) and max(map(len, named.values())) <= LABEL_CHARS:
+        return named
+    return {v: group[0]["id"] if len(group) == 1 else f"group {n}" for n, (v, group) in enumerate(members.items(), 1)}
 
 
 def aggregate(runs: list[dict], by: list[str]) -> list[dict]:
@@ -67,7 +144,7 @@ def aggregate(runs: list[dict], by: list[str]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         if run["status"] == "finished":
-            groups.setdefault(tuple(run["config"].get(k) for k in by), []).append(run)
+            groups.setdefault(_values(run, by), []).append(run)
     rows = []
     for values, members in groups.items():
         row = dict(zip(by, values, strict=True))
@@ -76,6 +153,7 @@ def aggregate(runs: list[dict], by: list[str]) -> list[dict]:
             scores = [r["metrics"][metric] for r in members if metric in r["metrics"]]
             row[f"{metric} mean"] = statistics.fmean(scores)
             row[f"{metric} std"] = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        row["group"] = members[0].get("group", "")
         rows.append(row)
     return rows
 
@@ -85,24 +163,26 @@ def best_per_group(runs: list[dict], by: list[str], metric: str) -> list[dict]:
     for run in runs:
         if metric not in run["metrics"]:
             continue
-        key = tuple(run["config"].get(k) for k in by)
+        key = _values(run, by)
         if key not in best or run["metrics"][metric] > best[key]["metrics"][metric]:
             best[key] = run
-    return [
-        {**dict(zip(by, key, strict=True)), "run": r["run"], metric: r["metrics"][metric]} for key, r in best.items()
-    ]
+    rows = []
+    for key, run in best.items():
+        row = {**dict(zip(by, key, strict=True)), "group": run.get("group", ""), "id": run["id"], "run": run["run"]}
+        rows.append({**row, metric: run["metrics"][metric]})
+    return rows
 
 
-def _markdown_table(rows: list[dict]) -> str:
+def _cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value if value is not None else "")
+
+
+def _markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "_none_\n"
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-
-    def cell(value):
-        return f"{value:.4f}" if isinstance(value, float) else str(value if value is not None else "")
-
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -111,23 +191,21 @@ def _unit(runs: list[dict]) -> str:
     return "step" if any(r["config"].get("training.steps") not in (None, "None") for r in runs) else "epoch"
 
 
-def _curves(runs: list[dict], keys: list[str], metric: str, path: Path) -> None:
+def _curves(runs: list[dict], metric: str, path: Path) -> None:
+    """Dev curves, one line per run, one colour and legend entry per group."""
     from tympan.plots import overlaid_curves
 
     column, unit = f"dev_{metric}", _unit(runs)
-    series = {
-        _label(r, keys) or r["run"]: (
+    lines = [
+        (
+            r["group"],
             [h[unit] for h in r["history"] if column in h and unit in h],
             [h[column] for h in r["history"] if column in h and unit in h],
         )
         for r in runs
         if r["history"]
-    }
-    overlaid_curves(series, f"dev {metric}", path, xlabel=unit)
-
-
-def _label(run: dict, keys: list[str]) -> str:
-    return ", ".join(f"{k}={run['config'].get(k)}" for k in keys)
+    ]
+    overlaid_curves(lines, f"dev {metric}", path, xlabel=unit, legend_entries=LEGEND_ENTRIES)
 
 
 def read_confusion(run_dir: Path, split: str = "dev") -> tuple[list[str], np.ndarray] | None:
@@ -146,34 +224,34 @@ def summed_confusions(runs: list[dict], by: list[str], out: Path) -> list[dict]:
     from tympan.plots import confusion_matrix
 
     groups: dict[tuple, list] = {}
+    names: dict[tuple, str] = {}
     for run in runs:
         found = read_confusion(Path(run["run"])) if run["status"] == "finished" else None
         if found is not None:
-            groups.setdefault(tuple(run["config"].get(k) for k in by), []).append(found)
+            key = _values(run, by)
+            groups.setdefault(key, []).append(found)
+            names[key] = run.get("group") or ", ".join(f"{k}={v}" for k, v in zip(by, key, strict=True)) or "all runs"
     made = []
     for number, (values, matrices) in enumerate(groups.items(), 1):
         labels = matrices[0][0]
         if any(m[0] != labels for m in matrices):
             continue  # runs on different label sets cannot be summed
-        title = ", ".join(f"{k}={v}" for k, v in zip(by, values, strict=True)) or "all runs"
         path = out / f"confusion_{number}.png"
         counts = sum(m[1] for m in matrices)
-        confusion_matrix(counts, labels, path, title=f"{title} ({len(matrices)} runs, dev)")
-        made.append({"group": title, "runs": len(matrices), "counts": counts, "path": path})
+        confusion_matrix(counts, labels, path, title=f"{names[values]} ({len(matrices)} runs, dev)")
+        made.append({"group": names[values], "runs": len(matrices), "counts": counts, "path": path})
     return made
 
 
-def _html_table(rows: list[dict]) -> str:
+def _html_table(rows: list[dict], columns: list[str] | None = None, css: str = "") -> str:
     if not rows:
         return "<p><em>none</em></p>"
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-
-    def cell(value):
-        return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value if value is not None else ""))
-
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
+    )
+    return f"<table class='{css}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _img(path: Path, alt: str) -> str:
@@ -184,24 +262,53 @@ def _img(path: Path, alt: str) -> str:
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
     "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}th{background:#f3f3f3}"
-    "img{max-width:100%;margin:0.5em}.grid{display:flex;flex-wrap:wrap}"
+    "table.labels td{text-align:left}img{max-width:100%;margin:0.5em}.grid{display:flex;flex-wrap:wrap}"
+    ".warning{background:#fff4e5;border-left:4px solid #e69500;padding:0.5em 1em}"
 )
+
+
+def _check_by(by: list[str], runs: list[dict], keys: list[str]) -> None:
+    unknown = [k for k in by if all(k not in r["config"] for r in runs)]
+    if unknown:
+        raise ConfigError(f"--by {', '.join(unknown)}: no run has this config key; keys that vary: {', '.join(keys)}")
+
+
+def _keys_text(keys: list[str], none: str) -> str:
+    """Keys for a heading: one or two by name, more by count (the labels table has their values)."""
+    if len(keys) > 2:
+        return f"{len(keys)} keys (values in the labels table)"
+    return ", ".join(keys) or none
+
+
+def _config_text(run: dict, keys: list[str]) -> str:
+    return "; ".join(f"{k}={run['config'].get(k)}" for k in keys) or "(the same config)"
 
 
 def report(
     root: str | Path, by: list[str] | None = None, metric: str = "dev.accuracy", output: str | Path | None = None
 ) -> Path:
     """Write runs.csv, groups.csv, best.csv, report.md, report.html, curves.png and one summed
-    confusion matrix per group to `output` (default `<root>/report/`)."""
+    confusion matrix per group to `output` (default `<root>/report/`).
+
+    Each run counts once however many copies of it lie below `root` (the pipeline's and MLflow's):
+    runs are told apart by their id. Groups and runs get short labels; the runs table maps each
+    label to its directory and the values of every key that varies."""
     root = Path(root)
-    runs = [load_run(r) for r in find_runs(root)]
+    runs, copies = distinct([load_run(r) for r in find_runs(root)])
     if not runs:
         raise DataError(f"{root}: no runs (no */config.yaml below it)")
     keys = varying_keys(runs)
+    if by is not None:
+        _check_by(by, runs, keys)
     by = [k for k in keys if k != "seed"] if by is None else list(by)
+    labels = group_labels(runs, by)
+    for run in runs:
+        run["group"] = labels[_values(run, by)]
     out = Path(output) if output else root / "report"
     table = [
         {
+            "id": r["id"],
+            "group": r["group"],
             "run": r["run"],
             "status": r["status"],
             **{k: r["config"].get(k) for k in keys},
@@ -215,33 +322,76 @@ def report(
     write_csv(out / "runs.csv", table, list(dict.fromkeys(k for r in table for k in r)))
     write_csv(out / "groups.csv", groups, list(dict.fromkeys(k for r in groups for k in r)) or ["runs"])
     write_csv(out / "best.csv", best, list(dict.fromkeys(k for r in best for k in r)) or ["run"])
-    _curves(runs, keys, metric.split(".", 1)[1], out / "curves.png")
+    _curves(runs, metric.split(".", 1)[1], out / "curves.png")
     for stale in out.glob("confusion_*.png"):
         stale.unlink()
     confusions = summed_confusions(runs, by, out)
+
     finished = sum(r["status"] == "finished" for r in runs)
-    title = f"Runs in {root}"
-    intro = f"{len(runs)} runs, {finished} finished; compared on {', '.join(keys) or 'nothing (one config)'}."
-    over = ", ".join(k for k in keys if k not in by) or "runs"
-    groups_title = f"Mean ± std over {over}, grouped by {', '.join(by) or 'nothing'}"
+    intro = f"{len(runs)} runs, {finished} finished; compared on " + (
+        f"{len(keys)} keys: {', '.join(keys)}." if keys else "nothing (one config)."
+    )
+    if copies:
+        intro += f" {len(copies)} more directories are copies of these runs (the same run id) and count once."
+    notes = _data_warnings(root, keys)
+    over = _keys_text([k for k in keys if k not in by], "runs")
+    grouped = _keys_text(by, "nothing")
+    metrics = list(dict.fromkeys(m for r in runs for m in r["metrics"]))
+    spread = [{"group": g["group"], "runs": g["runs"], **_mean_std(g, metrics)} for g in groups]
     sections = [
-        (groups_title, groups),
-        (f"Best run per group ({metric})", best),
-        ("All runs", table),
+        (f"Mean ± std over {over}, grouped by {grouped}", spread, ["group", "runs", *metrics]),
+        (f"Best run per group ({metric})", best, ["group", "id", metric]),
+        ("All runs", table, ["id", "group", "status", "best_epoch", *metrics]),
     ]
-    markdown = [f"# {title}\n", f"{intro}\n"]
-    for heading, rows in sections:
-        markdown += [f"## {heading}\n", _markdown_table(rows)]
-    markdown += ["## Training curves\n", "![dev curves](curves.png)\n"]
-    markdown += ["## Confusion matrices (dev, summed per group)\n"]
-    markdown += [f"![{c['group']}]({c['path'].name})\n" for c in confusions] or ["_none yet_\n"]
-    write_text(out / "report.md", "\n".join(markdown))
-    page = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"]
-    page += [f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"]
-    for heading, rows in sections:
-        page += [f"<h2>{html.escape(heading)}</h2>", _html_table(rows)]
-    page += ["<h2>Training curves</h2>", _img(out / "curves.png", "dev curves")]
-    page += ["<h2>Confusion matrices (dev, summed per group)</h2><div class='grid'>"]
-    page += [_img(c["path"], c["group"]) for c in confusions] + ["</div>"]
-    write_text(out / "report.html", "\n".join(page))
+    legend = [{"id": r["id"], "group": r["group"], "run": r["run"], "config": _config_text(r, keys)} for r in runs]
+    page = {"title": f"Runs in {root}", "intro": intro, "notes": notes, "sections": sections, "legend": legend}
+    write_text(out / "report.md", _markdown(page, confusions))
+    write_text(out / "report.html", _html(page, out / "curves.png", confusions))
     return out
+
+
+def _mean_std(group: dict, metrics: list[str]) -> dict[str, str]:
+    """ "0.9300 ± 0.0070" per metric: one column each keeps the table narrow."""
+    return {m: f"{group[f'{m} mean']:.4f} ± {group[f'{m} std']:.4f}" for m in metrics if f"{m} mean" in group}
+
+
+def _data_warnings(root: Path, keys: list[str]) -> list[str]:
+    """A warning when the runs compared were trained or evaluated on different data or features."""
+    data_keys = [k for k in keys if k.startswith(DATA_KEYS)]
+    if not data_keys:
+        return []
+    warning = (
+        f"Warning: these runs differ in their data or features ({', '.join(data_keys)}): their metrics "
+        "were measured on different inputs and do not compare directly."
+    )
+    log.warning("%s: %s", root, warning)
+    return [warning]
+
+
+LEGEND_TITLE = "Labels: each run's directory and the values of the keys that vary"
+
+
+def _markdown(page: dict, confusions: list[dict]) -> str:
+    lines = [f"# {page['title']}\n", f"{page['intro']}\n", *[f"> **{n}**\n" for n in page["notes"]]]
+    for heading, rows, columns in page["sections"]:
+        lines += [f"## {heading}\n", _markdown_table(rows, columns)]
+    lines += ["## Training curves\n", "![dev curves](curves.png)\n"]
+    lines += [f"### {LEGEND_TITLE}\n", _markdown_table(page["legend"])]
+    lines += ["## Confusion matrices (dev, summed per group)\n"]
+    lines += [f"![{c['group']}]({c['path'].name})\n" for c in confusions] or ["_none yet_\n"]
+    return "\n".join(lines)
+
+
+def _html(page: dict, curves: Path, confusions: list[dict]) -> str:
+    """A self-contained page: the same content as the Markdown, images inlined."""
+    title = html.escape(page["title"])
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"]
+    parts += [f"<h1>{title}</h1><p>{html.escape(page['intro'])}</p>"]
+    parts += [f"<p class='warning'>{html.escape(n)}</p>" for n in page["notes"]]
+    for heading, rows, columns in page["sections"]:
+        parts += [f"<h2>{html.escape(heading)}</h2>", _html_table(rows, columns)]
+    parts += ["<h2>Training curves</h2>", _img(curves, "dev curves")]
+    parts += [f"<h3>{html.escape(LEGEND_TITLE)}</h3>", _html_table(page["legend"], css="labels")]
+    parts += ["<h2>Confusion matrices (dev, summed per group)</h2><div class='grid'>"]
+    parts += [_img(c["path"], c["group"]) for c in confusions] + ["</div>"]
+    return "\n".join(parts)
