@@ -54,9 +54,13 @@ def test_bad_override_is_one_line(tmp_path):
     assert_one_line_error(run(["config", str(config), "training.epochs=-1"], tmp_path), "training.epochs")
 
 
-def test_train_before_preprocess_says_what_to_run(tmp_path):
-    config = write_config(tmp_path / "exp.yaml", TINY)
-    assert_one_line_error(run(["train", str(config)], tmp_path), "tympan preprocess")
+def test_train_before_fetch_or_preprocess_says_what_to_run(fsdd_mirror, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TYMPAN_DATA_MIRROR", str(fsdd_mirror))
+    config = write_config(tmp_path / "exp.yaml", {**TINY, "dataset": {**TINY["dataset"], "args": TWO_SPEAKERS}})
+    assert_one_line_error(tympan_here(capsys, "train", str(config)), "fetch the dataset first")
+    assert tympan_here(capsys, "fetch", str(config)).returncode == 0
+    assert_one_line_error(tympan_here(capsys, "train", str(config)), "tympan preprocess")
 
 
 @pytest.fixture
@@ -131,12 +135,12 @@ def tympan_here(capsys, *args):
     ],
 )
 def test_bad_values_fail_at_load_in_one_line(override, needles, tmp_path, monkeypatch, capsys):
-    """`train` in an empty folder: a config that passed would fail later asking for `tympan preprocess`."""
+    """`train` in an empty folder: a config that passed load would fail later, asking for the data."""
     monkeypatch.chdir(tmp_path)
     config = write_config(tmp_path / "exp.yaml", TINY)
     result = tympan_here(capsys, "train", str(config), override)
     assert_one_line_error(result, *needles)
-    assert "preprocess" not in result.stderr
+    assert "fetch" not in result.stderr and "preprocess" not in result.stderr
 
 
 @pytest.mark.parametrize(
