@@ -39,8 +39,9 @@ lint: install ## ruff lint and format check, hadolint on the Dockerfiles
 test-all: install ## every test, slow ones included
 	$(PY) -m pytest -m ''
 
-bench: install ## data path vs compute limit, and serving latency (after `make run`)
+bench: install ## data path vs compute limit, two trainings side by side, serving latency (after `make run`)
 	$(PY) bench/train_speed.py
+	$(PY) bench/train_speed.py --concurrent 2
 	$(PY) bench/serve_latency.py runs/default/bundle
 	$(PY) bench/end_to_end.py --run runs/default
 

@@ -152,6 +152,8 @@ def run_together(args, placements: list, threads: int | None = None) -> list[dic
     ]
     for proc in procs:
         if proc.stdout.readline().strip() != "ready":
+            for other in procs:
+                other.kill()
             raise SystemExit(f"a worker failed to start (exit {proc.wait()})")
     for proc in procs:
         proc.stdin.write("go\n")
@@ -168,13 +170,13 @@ def concurrent(args) -> None:
     n = args.concurrent
     [solo] = run_together(args, [None])
     print(f"config: {args.config} {' '.join(args.overrides)}  CPUs: {len(cpus)}  timed: {args.seconds:g} s")
-    print(f"solo: {solo['steps_per_s']:6.2f} steps/s, {solo['threads']} threads")
+    print(f"solo: {solo['steps_per_s']:6.2f} steps/s, threads {solo['threads']}")
 
     def report(name: str, results: list[dict]) -> None:
         for number, result in enumerate(results, 1):
             ratio = result["steps_per_s"] / solo["steps_per_s"]
             print(
-                f"{name}, process {number}: {result['steps_per_s']:6.2f} steps/s, {result['threads']} threads, "
+                f"{name}, process {number}: {result['steps_per_s']:6.2f} steps/s, threads {result['threads']}, "
                 f"{ratio:.2f} of solo"
             )
 
