@@ -24,7 +24,7 @@ def cgroups(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Pat
     return root, proc
 
 
-def test_cgroup_v2_quota_of_the_process_and_its_ancestors(tmp_path):
+def test_cgroup_v2_quota_of_the_process_and_its_ancestors(tmp_path, caplog):
     root, proc = cgroups(tmp_path / "a", "0::/", {"cpu.max": "150000 100000"})
     assert cpu.cgroup_cpus(root, proc) == 1.5
     root, proc = cgroups(tmp_path / "b", "0::/", {"cpu.max": "max 100000"})
@@ -33,6 +33,8 @@ def test_cgroup_v2_quota_of_the_process_and_its_ancestors(tmp_path):
     files = {"kubepods/pod1/cpu.max": "200000 100000", "kubepods/pod1/ctr/cpu.max": "max 100000", "cpu.max": "max"}
     root, proc = cgroups(tmp_path / "c", "0::/kubepods/pod1/ctr", files)
     assert cpu.cgroup_cpus(root, proc) == 2.0
+    root, proc = cgroups(tmp_path / "d", "0::/", {"cpu.max": "lots 100000"})
+    assert cpu.cgroup_cpus(root, proc) is None and "unreadable CPU quota" in caplog.text
 
 
 def test_cgroup_v1_quota_and_no_quota(tmp_path):

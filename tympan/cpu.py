@@ -51,11 +51,13 @@ def _cgroup_dirs(root: Path, proc_cgroup: Path):
     A quota anywhere up the tree limits the process, so each level counts. In a container the
     process's path may be "/" (cgroup namespace): then only the mount root is read."""
     for line in (_read(proc_cgroup) or "").splitlines():
+        if line.count(":") < 2:
+            continue
         _, controllers, path = line.split(":", 2)
         if controllers == "":
             mounts, reader = [root], _quota_v2
         elif "cpu" in controllers.split(","):
-            mounts, reader = [root / "cpu", root / controllers, root / "cpu,cpuacct"], _quota_v1
+            mounts, reader = list(dict.fromkeys([root / "cpu", root / controllers, root / "cpu,cpuacct"])), _quota_v1
         else:
             continue
         parts = Path(path).relative_to("/").parts if path.startswith("/") else ()
@@ -70,7 +72,7 @@ def cgroup_cpus(root: str | Path = CGROUP_ROOT, proc_cgroup: str | Path = PROC_C
     for directory, reader in _cgroup_dirs(Path(root), Path(proc_cgroup)):
         try:
             quota = reader(directory)
-        except ValueError:
+        except (ValueError, ZeroDivisionError):
             log.warning("unreadable CPU quota in %s; ignoring it", directory)
             continue
         if quota is not None:
