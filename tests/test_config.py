@@ -123,7 +123,7 @@ def test_run_id_follows_the_resolved_config_only():
         ({"batch_size": "32"}, r"training\.batch_size: Input should be a valid integer"),
         ({"amp": 1}, r"training\.amp: Input should be a valid boolean"),
         ({"grad_clip": True}, r"training\.grad_clip: Input should be a valid number"),
-        ({"max_duration": "1e-3"}, r"training\.max_duration: .*\(got '1e-3'\).*1\.0e-3"),
+        ({"max_duration": "1e-3"}, r"training\.max_duration: .*\(got '1e-3'\); write numbers unquoted"),
     ],
 )
 def test_yaml_cannot_smuggle_a_value_of_another_type(training, message):
@@ -219,3 +219,18 @@ def test_the_readme_examples_are_the_default_experiment_plus_a_grid(name, runs):
     assert (
         configuration.parse({k: v for k, v in raw.items() if k != "grid"}).model_dump(exclude={"experiment"}) == default
     )
+
+
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    """PyYAML reads `1e-3` as the text "1e-3" (YAML 1.1); configs and overrides read it as YAML 1.2
+    does, a float, so `lr: 1e-3` reaches the optimizer as a number."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "dataset: FSDD\nfeatures: PannLogMel16k\nmodel: SmallCNN\n"
+        "optimizer: {preset: Adam, args: {lr: 1e-3}}\ntraining: {label_smoothing: 5E-2}\n"
+    )
+    cfg = configuration.load(path)
+    assert cfg.optimizer.args["lr"] == 0.001 and cfg.training.label_smoothing == 0.05
+    assert configuration.load(path, {"optimizer.args.lr": configuration.load_yaml("3e-4")}).optimizer.args["lr"] == 3e-4
+    with pytest.raises(ConfigError, match="training.label_smoothing.*write numbers unquoted"):
+        configuration.parse({**BASE, "training": {"label_smoothing": "1e-1"}})

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from tympan import audio
 from tympan.config import Config, resolve_target
 from tympan.errors import DataError
-from tympan.fileio import write_json
+from tympan.fileio import atomic_dir, write_json
 from tympan.transforms.normalize import normalize
 
 FORMAT = "tympan-bundle/1"
@@ -60,12 +59,7 @@ def save(
     metrics: dict,
 ) -> Path:
     """Write a bundle for `model` (already holding its best weights) into `directory`."""
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, tmp / WEIGHTS)
     manifest = {
         "format": FORMAT,
         "run_id": config.run_id(),
@@ -88,11 +82,10 @@ def save(
         "metrics": metrics,
         "data": {"dataset": meta["dataset"], "features_key": meta["key"]},
     }
-    write_json(tmp / MANIFEST, manifest)
-    if directory.exists():
-        shutil.rmtree(directory)
-    tmp.rename(directory)
-    return directory
+    with atomic_dir(directory) as tmp:
+        save_file(weights, tmp / WEIGHTS)
+        write_json(tmp / MANIFEST, manifest)
+    return Path(directory)
 
 
 @dataclass

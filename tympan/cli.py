@@ -28,7 +28,7 @@ def _overrides(overrides: tuple[str, ...]) -> dict:
         if not sep or not key:
             raise configuration.ConfigError(f"override {item!r} must look like key.path=value")
         try:
-            parsed[key] = yaml.safe_load(value)
+            parsed[key] = configuration.load_yaml(value)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or "cannot be parsed"
             raise configuration.ConfigError(f"override {item!r}: the value is not valid YAML ({problem})") from None
@@ -259,7 +259,7 @@ class Commands:
         if results.failed:
             listing = "; ".join(f"{file} ({reason})" for file, reason in results.failed[:3])
             more = f"; and {len(results.failed) - 3} more" if len(results.failed) > 3 else ""
-            raise TympanError(f"{len(results.failed)} file(s) could not be read and were skipped: {listing}{more}")
+            raise TympanError(f"{len(results.failed)} file(s) failed and were skipped: {listing}{more}")
 
     def serve(
         self,

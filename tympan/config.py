@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -255,7 +256,7 @@ def load_preset(kind: str, name: str) -> dict:
     if not path.is_file():
         known = ", ".join(available_presets(kind)) or "none"
         raise ConfigError(f"unknown {kind[:-1]} preset {name!r}; known: {known}")
-    return yaml.safe_load(path.read_text()) or {}
+    return load_yaml(path.read_text()) or {}
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -294,7 +295,7 @@ def _describe(error: dict, model: type[BaseModel]) -> str:
         return f"{path}: {error['msg'].removeprefix('Value error, ')}"
     hint = ""
     if error["type"] == "float_type" and isinstance(error.get("input"), str):
-        hint = "; write numbers unquoted, and exponents with a dot (1.0e-3: YAML reads 1e-3 as text)"
+        hint = "; write numbers unquoted"
     return f"{path}: {error['msg']} (got {error.get('input')!r}){hint}"
 
 
@@ -378,10 +379,27 @@ def load_raw(path: str | Path, overrides: dict | None = None) -> tuple[dict, str
     return raw, str(path)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: `lr: 1e-3` is a number, not the text "1e-3"
+    (YAML 1.1, which PyYAML follows, wants a dot in the mantissa)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML as data only (no Python tags), with YAML 1.2 floats."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: builds plain data only
+
+
 def from_yaml(text: str, source: str) -> dict:
     """The top-level mapping of a YAML config text (empty text is an empty config)."""
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({exc})") from None
     raw = raw or {}

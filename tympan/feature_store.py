@@ -84,7 +84,7 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
     if (out / "meta.json").is_file():
         log.info("features already extracted in %s", out)
         return out
-    extractor = config.features.build()
+    extractor = config.features.build_checked("features")
     extractor.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

@@ -1,4 +1,4 @@
-"""Atomic file writes: a crash never leaves a half-written file that looks complete."""
+"""Atomic writes of files and directories: a crash never leaves a half-written one that looks complete."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,30 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty `.name.tmp` beside `path` that replaces `path` only if the block succeeds.
+
+    The swap is two renames, with the previous `path` waiting as `.name.old` in between, so a kill
+    at any point leaves one complete version (`path`, else `.name.old`). A failed block leaves
+    nothing behind; leftovers of a killed swap are cleared by the next one.
+    """
+    path = Path(path)
+    tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)  # a leftover: `path` is complete
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(path: str | Path, text: str) -> None:

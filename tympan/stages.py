@@ -16,7 +16,7 @@ log = logging.getLogger("tympan")
 
 
 def dataset_of(config: Config) -> AudioDataset:
-    return config.dataset.build()
+    return config.dataset.build_checked("dataset")
 
 
 def fetch(config: Config) -> Path:
@@ -112,7 +112,7 @@ def _data_blocks(text: str, raw_root: str | Path, features_root: str | Path | No
 def fetch_into(dataset_yaml: str, root: str | Path) -> dict:
     """Fetch the dataset block of `plan` into `root`; returns {"dataset", "samples", "path"}."""
     blocks = _data_blocks(dataset_yaml, root)
-    dataset = blocks.dataset.build()
+    dataset = blocks.dataset.build_checked("dataset")
     path = dataset.fetch(blocks.dataset.root, blocks.dataset.on_unreadable)
     return {"dataset": dataset.name, "samples": len(read_index(path)), "path": str(path)}
 
@@ -122,7 +122,7 @@ def preprocess_into(features_yaml: str, raw_root: str | Path, root: str | Path) 
     {"dataset", "samples" (per split), "features_key", "path"}."""
     cpu.configure()  # the pipeline passes the task's CPU limit as OMP_NUM_THREADS
     blocks = _data_blocks(features_yaml, raw_root, root)
-    dataset = blocks.dataset.build()
+    dataset = blocks.dataset.build_checked("dataset")
     index = read_index(Path(raw_root) / dataset.name)
     path = feature_store.build(blocks, dataset, index, progress=False)
     meta = feature_store.read_meta(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import inspect
 import io
 import json
 import logging
@@ -28,10 +27,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tympan import bundle, feature_store, plots, progress, tracking
 from tympan import config as configuration
-from tympan.config import Config, resolve_target
+from tympan.config import Config
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader
 from tympan.errors import ConfigError, DataError, StorageError, TrainingError, TympanError
-from tympan.fileio import write_csv, write_json, write_text
+from tympan.fileio import atomic_dir, write_csv, write_json, write_text
 from tympan.tasks import Classification
 
 log = logging.getLogger("tympan")
@@ -99,7 +98,8 @@ class Trainer:
         if not len(self.splits["train"]) or not len(self.splits["dev"]):
             raise DataError(f"{features_dir}: the train and dev splits must not be empty")
 
-        self.model = config.model.build(n_mels=meta["n_bins"], n_outputs=self.task.n_outputs).to(self.device)
+        self.model = config.model.build_checked("model", n_mels=meta["n_bins"], n_outputs=self.task.n_outputs)
+        self.model.to(self.device)
         self.optimizer = config.optimizer.build(params=self.model.parameters())
         self.train_data = self._dataset("train", train=True)
         lengths = self.splits["train"].lengths()
@@ -147,16 +147,7 @@ class Trainer:
     def _scheduler(self):
         if self.config.scheduler is None:
             return None
-        params = inspect.signature(resolve_target(self.config.scheduler.target)).parameters
-        steps_per_epoch = len(self.sampler)
-        epochs = -(-self.total_steps // steps_per_epoch)
-        known = {"total_steps": self.total_steps, "epochs": epochs, "steps_per_epoch": steps_per_epoch}
-        known["max_lr"] = self.optimizer.param_groups[0]["lr"]  # one-cycle peaks at the optimizer's lr
-        filled = {k: v for k, v in known.items() if k in params and k not in self.config.scheduler.args}
-        if "total_steps" in filled:  # OneCycle-like: total_steps alone defines the schedule
-            filled.pop("epochs", None)
-            filled.pop("steps_per_epoch", None)
-        return self.config.scheduler.build(optimizer=self.optimizer, **filled)
+        return self.config.scheduler.build_for(self.optimizer, self.total_steps, len(self.sampler))
 
     def fit(self) -> dict:
         with logging_redirect_tqdm(), _disk_space(self.run_dir):
@@ -387,29 +378,18 @@ class Trainer:
     def _save_state(self, name: str, epoch: int, step: int, loss: list[float]) -> None:
         """Weights as safetensors; optimizer, scheduler and RNG state beside them (tensors only).
 
-        Written into `.name.tmp`, then swapped in by two renames; a kill at any point leaves a
-        complete `name/` or `.name.old`, which `_state_dir` finds. Non-finite weights are refused."""
+        Swapped in by `fileio.atomic_dir`: a kill at any point leaves a complete `name/` or
+        `.name.old`, which `_state_dir` finds. Non-finite weights are refused."""
         weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
             raise TrainingError(
                 f"{self.run_dir}: the model's weights became NaN or infinite by step {step} (epoch {epoch}); "
                 f"stopped without saving them as {name}/. Lower optimizer.args.lr or set training.grad_clip"
             )
-        directory, old, tmp = self.run_dir / name, self.run_dir / f".{name}.old", self.run_dir / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)  # what a killed save left
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(self.run_dir / name) as tmp:
             (tmp / "model.safetensors").write_bytes(safetensors_bytes(weights))
             # through memory, so that a full disk is an OSError and never a half-written file
             (tmp / "training_state.pt").write_bytes(self._training_state(epoch, step, loss))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if directory.exists():
-            shutil.rmtree(old, ignore_errors=True)  # a leftover; `directory` is complete
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
 
     def _training_state(self, epoch: int, step: int, loss: list[float]) -> bytes:
         buffer = io.BytesIO()
