@@ -58,18 +58,22 @@ def compute_limit(trainer: Trainer, shapes: list[tuple[int, int, int]]) -> float
     return sum(s[0] for s in shapes) / (time.perf_counter() - started)
 
 
+def epoch_batches(trainer: Trainer, epoch: int):
+    """The training batches of one epoch, as Trainer._train_epoch draws them (without its evaluation
+    and saving)."""
+    trainer.model.train()
+    trainer.train_data.epoch = trainer.sampler.epoch = epoch
+    cfg = trainer.config.training
+    return loader(trainer.train_data, list(trainer.sampler), trainer.model.min_frames, cfg.num_workers)
+
+
 def real_path(trainer: Trainer, epochs: range) -> tuple[float, list[tuple[int, int, int]]]:
     """Samples/s of training epochs as `tympan train` runs them; also the batch shapes."""
     shapes = []
     hook = trainer.model.register_forward_pre_hook(lambda _, inputs: shapes.append(tuple(inputs[0].shape)))
     started = time.perf_counter()
-    for epoch in epochs:  # what Trainer._train_epoch does, without its evaluation and saving
-        trainer.model.train()
-        trainer.train_data.epoch = trainer.sampler.epoch = epoch
-        order = list(trainer.sampler)
-        for features, targets in loader(
-            trainer.train_data, order, trainer.model.min_frames, trainer.config.training.num_workers
-        ):
+    for epoch in epochs:
+        for features, targets in epoch_batches(trainer, epoch):
             trainer._train_step(features, targets)
     elapsed = time.perf_counter() - started
     hook.remove()
@@ -81,12 +85,7 @@ def train_steps(trainer: Trainer, seconds: float | None = None, steps: int | Non
     or `steps` are done; returns the steps done."""
     done, epoch, deadline = 0, 1, time.perf_counter() + (seconds or float("inf"))
     while True:
-        trainer.model.train()
-        trainer.train_data.epoch = trainer.sampler.epoch = epoch
-        order = list(trainer.sampler)
-        for features, targets in loader(
-            trainer.train_data, order, trainer.model.min_frames, trainer.config.training.num_workers
-        ):
+        for features, targets in epoch_batches(trainer, epoch):
             trainer._train_step(features, targets)
             done += 1
             if done == steps or time.perf_counter() >= deadline:
