@@ -82,9 +82,9 @@ def _kill_once_last_exists(command, cwd, run_dir):
 
 
 def _leave_swap_half_done(run_dir, both):
-    """The disk as a kill inside `_save_state`'s swap leaves it (simulated, not raced): the complete
-    state renamed to `.last.old` and the next one written in `.last.tmp` (here cut short), with no
-    `last/`; or (`both`) the new `last/` already in place and `.last.old` half deleted."""
+    """The disk as a kill inside `Checkpoints.save`'s swap leaves it (simulated, not raced): the
+    complete state renamed to `.last.old` and the next one written in `.last.tmp` (here cut short),
+    with no `last/`; or (`both`) the new `last/` already in place and `.last.old` half deleted."""
     if both:
         (run_dir / ".last.old").mkdir()
         shutil.copyfile(run_dir / "last/model.safetensors", run_dir / ".last.old/model.safetensors")
@@ -98,7 +98,7 @@ def _leave_swap_half_done(run_dir, both):
 @pytest.mark.parametrize("damage", ["no-metrics-yet", "swap-old-only", "swap-both"])
 def test_sigkill_before_the_first_row_or_inside_the_swap_resumes(tiny_workspace, uninterrupted, tmp_path, damage):
     """A SIGKILL after the first last/ save and before the first metrics.csv row; then, for the
-    swap cases, the state a kill between `_save_state`'s renames leaves. Every later save must
+    swap cases, the state a kill between `Checkpoints.save`'s renames leaves. Every later save must
     work, and the resumed run must end with the numbers of the uninterrupted one."""
     root, raw = tiny_workspace
     raw = {**raw, "training": {**raw["training"], **STATES_BEFORE_ROWS}}

@@ -3,16 +3,13 @@ best state by the task's tracking metric."""
 
 from __future__ import annotations
 
-import csv
 import errno
-import io
 import json
 import logging
 import math
 import os
 import random
 import re
-import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,16 +18,14 @@ import numpy as np
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tympan import bundle, feature_store, plots, progress, tracking
+from tympan import bundle, checkpoint, feature_store, plots, progress, tracking
 from tympan import config as configuration
 from tympan.config import Config
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader
 from tympan.errors import ConfigError, DataError, StorageError, TrainingError, TympanError
-from tympan.fileio import atomic_dir, write_csv, write_json, write_text
+from tympan.fileio import write_csv, write_json, write_text
 from tympan.tasks import Classification
 
 log = logging.getLogger("tympan")
@@ -115,6 +110,7 @@ class Trainer:
         if cfg.amp and not self.amp:
             log.warning("training.amp is for CUDA; training in float32 on %s", self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.checkpoints = checkpoint.Checkpoints(self.run_dir, self.model, self.optimizer, self.scheduler, self.scaler)
         self._row_time = time.perf_counter()
 
     @property
@@ -160,7 +156,7 @@ class Trainer:
             log.info("%s has finished already; nothing to train", self.run_dir)
             return json.loads(summary.read_text())
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        step, history, loss = self._resume() if same else (0, [], [0.0, 0])
+        step, history, loss = self.checkpoints.resume() if same else (0, [], [0.0, 0])
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
         unit = "step" if self.by_step else "epoch"
         self.tracker.start(self.config, self.run_dir, (history[-1][unit] if history else 0) if step else None)
@@ -216,7 +212,7 @@ class Trainer:
                 stop = self._log_row(epoch, step, history, loss, evaluate=last or unit % cfg.eval_every == 0, bar=bar)
                 self.model.train()  # evaluation switched to eval mode, maybe mid-epoch
             if last or stop or ((self.by_step or epoch_end) and unit % cfg.save_every == 0):
-                self._save_state("last", epoch, step, loss)
+                self.checkpoints.save("last", epoch, step, loss)
             if last or stop:
                 return step, stop
         return step, False
@@ -253,7 +249,7 @@ class Trainer:
         write_csv(self.run_dir / "metrics.csv", history, list(dict.fromkeys(k for r in history for k in r)))
         self.tracker.log_row(step if self.by_step else epoch, row)
         if tracked in row and self.task.is_better(row[tracked], best):
-            self._save_state("best", epoch, step, [0.0, 0])
+            self.checkpoints.save("best", epoch, step, [0.0, 0])
         dev_text = f"dev {self.task.tracking_metric} {row[tracked]:.4f}" if tracked in row else "no dev evaluation"
         bar.set_postfix_str(f"epoch {epoch}, loss {row['train_loss']:.3f}, {dev_text}", refresh=False)
         where = f"step {step}/{self.total_steps}" if self.by_step else f"epoch {epoch}/{cfg.epochs}"
@@ -319,100 +315,8 @@ class Trainer:
             raise DataError(f"{self.run_dir} holds a run of another config; choose another run directory")
         return True
 
-    def _state_dir(self, name: str) -> Path | None:
-        """The newest complete saved state: `name/`, else `.name.old`, which is the complete
-        previous one when a kill hit the swap in `_save_state` between its two renames."""
-        for directory in (self.run_dir / name, self.run_dir / f".{name}.old"):
-            if (directory / "training_state.pt").is_file() and (directory / "model.safetensors").is_file():
-                return directory
-        return None
-
-    def _recover_state(self, name: str) -> None:
-        """Put the newest complete state back at `name/` and drop what a killed save left behind,
-        so later saves start clean and the finished run has its `best/` and `last/`."""
-        directory, old = self.run_dir / name, self.run_dir / f".{name}.old"
-        newest = self._state_dir(name)
-        if newest == old:
-            shutil.rmtree(directory, ignore_errors=True)
-            old.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(self.run_dir / f".{name}.tmp", ignore_errors=True)
-
-    def _resume(self) -> tuple[int, list[dict], list[float]]:
-        """Continue an interrupted run from its last saved state: (steps done, history, loss since
-        the last row).
-
-        Data order and augmentation depend only on (seed, epoch, clip), the loader draws nothing
-        from the global RNG, and the RNG, optimizer, scheduler and scaler states are restored, so
-        the resumed run computes exactly what the uninterrupted one would have, even mid-epoch.
-        """
-        for name in ("last", "best"):
-            self._recover_state(name)
-        last = self._state_dir("last")
-        if last is None:
-            return 0, [], [0.0, 0]
-        state = torch.load(last / "training_state.pt", weights_only=True)
-        self.model.load_state_dict(load_file(last / "model.safetensors"))
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        step = int(state["step"])
-        history = [row for row in self._read_history() if row["step"] <= step]
-        log.info("resuming %s after step %d (epoch %d)", self.run_dir, step, state["epoch"])
-        return step, history, [float(state["loss_sum"]), int(state["loss_count"])]
-
-    def _read_history(self) -> list[dict]:
-        """The rows of metrics.csv; none yet (a state saved before the first row) is a valid history."""
-        path = self.run_dir / "metrics.csv"
-        if not path.is_file():
-            return []
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        return [{k: int(v) if k in ("epoch", "step") else float(v) for k, v in r.items() if v != ""} for r in rows]
-
-    def _save_state(self, name: str, epoch: int, step: int, loss: list[float]) -> None:
-        """Weights as safetensors; optimizer, scheduler and RNG state beside them (tensors only).
-
-        Swapped in by `fileio.atomic_dir`: a kill at any point leaves a complete `name/` or
-        `.name.old`, which `_state_dir` finds. Non-finite weights are refused."""
-        weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
-            raise TrainingError(
-                f"{self.run_dir}: the model's weights became NaN or infinite by step {step} (epoch {epoch}); "
-                f"stopped without saving them as {name}/. Lower optimizer.args.lr or set training.grad_clip"
-            )
-        with atomic_dir(self.run_dir / name) as tmp:
-            (tmp / "model.safetensors").write_bytes(safetensors_bytes(weights))
-            # through memory, so that a full disk is an OSError and never a half-written file
-            (tmp / "training_state.pt").write_bytes(self._training_state(epoch, step, loss))
-
-    def _training_state(self, epoch: int, step: int, loss: list[float]) -> bytes:
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "epoch": epoch,
-                "step": step,
-                "loss_sum": loss[0],
-                "loss_count": loss[1],
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                "scaler": self.scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
-            buffer,
-        )
-        return buffer.getvalue()
-
     def _finish(self, history: list[dict]) -> dict:
-        state = load_file(self.run_dir / "best" / "model.safetensors")
-        self.model.load_state_dict(state)
-        best = torch.load(self.run_dir / "best" / "training_state.pt", weights_only=True)
+        best = self.checkpoints.load_best()
         summary: dict = {
             "run": {
                 "id": self.config.run_id(),
