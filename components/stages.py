@@ -59,7 +59,7 @@ def preprocess(features_config: str, raw: Input[Dataset], features: Output[Datas
 def train(config: str, features: Input[Dataset], model: Output[Model]):
     """Train one resolved run config; the run directory (bundle included) is the Model."""
     from tympan import stages
-    from tympan.registry import metric_values
+    from tympan.results import metric_values
 
     summary = stages.train_from(config, features.path, model.path)
     model.metadata.update(

@@ -210,7 +210,7 @@ def test_build_checked_names_the_block_when_a_constructor_refuses(tmp_path):
 
 @pytest.mark.parametrize(("name", "runs"), [("grid", 5), ("ablation", 6)])
 def test_the_readme_examples_are_the_default_experiment_plus_a_grid(name, runs):
-    from tympan.grid import expand
+    from tympan.config import expand_grid as expand
 
     raw, source = configuration.load_raw(f"examples/{name}.yaml")
     configs = expand(raw, source)

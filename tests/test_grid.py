@@ -8,8 +8,9 @@ import yaml
 
 from tests.conftest import TINY
 from tympan import config as configuration
+from tympan.config import expand_grid as expand
 from tympan.errors import ConfigError
-from tympan.grid import combinations, expand
+from tympan.grid import combinations
 
 
 def test_combinations_in_order_minus_exclusions():

@@ -313,9 +313,9 @@ def resolve(location: str | Path, trust_code: bool = False) -> Path:
     (what KServe's storage initializer puts in /mnt/models)."""
     location = str(location)
     if location.startswith("models:/"):
-        from tympan import registry
+        from tympan.mlflow_store import download_model
 
-        directory = registry.download_model(location)
+        directory = download_model(location)
     else:
         from tympan import storage
 

@@ -18,7 +18,6 @@ import yaml
 from tympan import config as configuration
 from tympan import stages
 from tympan.errors import TympanError
-from tympan.grid import expand as expand_grid
 
 
 def _overrides(overrides: tuple[str, ...]) -> dict:
@@ -43,7 +42,7 @@ def _configs(config: str, overrides: tuple[str, ...], use_grid: bool) -> list[co
     """The config, or with `use_grid` every combination of its `grid:` block."""
     if not use_grid:
         return [_config(config, overrides)]
-    return expand_grid(*configuration.load_raw(config, _overrides(overrides)))
+    return configuration.expand_grid(*configuration.load_raw(config, _overrides(overrides)))
 
 
 def _print_summary(run_dir: Path, summary: dict) -> None:

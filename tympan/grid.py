@@ -13,7 +13,9 @@ mappings with lists at the leaves, which is the form DVC's `matrix` can interpol
       optimizer: {args: {lr: [0.001, 0.0003]}}     # same as optimizer.args.lr
       seed: [1, 2, 3]
 
-The same expansion drives `tympan train --grid`, and is importable for other front-ends
+This module only enumerates the assignments and knows nothing of configs (the config schema
+imports it to check a `grid:` block); `tympan.config.expand_grid` turns them into validated
+configs. That expansion drives `tympan train --grid`, and is importable for other front-ends
 (dvc.yaml `matrix` stages, the Kubeflow ParallelFor).
 """
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from tympan import config as configuration
 from tympan.errors import ConfigError
 
 
@@ -58,23 +59,3 @@ def combinations(grid: dict[str, Any]) -> list[dict[str, Any]]:
     if not kept:
         raise ConfigError(f"grid.exclude removes all {len(assignments)} combinations; nothing would run")
     return kept
-
-
-def expand(raw: dict, source: str = "config") -> list[configuration.Config]:
-    """The validated configs of every grid combination (the config itself when it has no grid)."""
-    base = {k: v for k, v in raw.items() if k != "grid"}
-    grid = raw.get("grid")
-    if not grid:
-        return [configuration.parse(base, source)]
-    try:
-        assignments = combinations(grid)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    configs = []
-    for assignment in assignments:
-        variant = base
-        for key, value in assignment.items():
-            variant = configuration.set_dotted(variant, key, value)
-        label = ", ".join(f"{k}={v}" for k, v in assignment.items())
-        configs.append(configuration.parse(variant, f"{source} [{label}]"))
-    return configs

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tympan.config import flatten, parse
 from tympan.errors import ConfigError, DataError, TympanError
 from tympan.fileio import write_csv, write_text
-from tympan.registry import flatten, metric_values
+from tympan.results import metric_values
 
 log = logging.getLogger("tympan")
 
@@ -61,10 +62,8 @@ def _run_id(run_dir: Path, raw: dict, summary: dict | None) -> str:
     """The id a run is known by wherever its copies lie: the summary's, else the config's."""
     if summary and summary.get("run", {}).get("id"):
         return summary["run"]["id"]
-    from tympan import config as configuration
-
     try:
-        return configuration.parse(raw, str(run_dir / "config.yaml")).run_id()
+        return parse(raw, str(run_dir / "config.yaml")).run_id()
     except TympanError:  # a config this version cannot read: the directory is its identity
         return str(run_dir)
 

@@ -5,86 +5,32 @@ The registered model is an MLflow pyfunc whose data is the tympan bundle and who
 `mlflow.pyfunc.load_model("models:/NAME@champion").predict(samples, params={"sample_rate": 8000})`
 works on raw audio of any length, with the bundle's own preprocessing. Input: a float32
 array (batch, time); rows of different lengths are right-padded with NaN, which is trimmed.
-`download_model` fetches a version into the cache, where `tympan.bundle` reads it as data.
+`download_model` (in `tympan.mlflow_store`, which `tympan.bundle` uses for `models:/`) fetches a
+version into the cache, where `tympan.bundle` reads it as data.
 
 MLflow calls fail within seconds when the tracking server is down (few retries, short
-timeouts), as one RegistryError naming the tracking URI. MLflow is imported only here (and in
-tracking), so the rest of tympan works without it.
+timeouts), as one RegistryError naming the tracking URI. MLflow is imported only inside functions
+here, in `tympan.mlflow_store` and in tracking, so the rest of tympan works without it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
-import os
 import posixpath
-import shutil
-import tempfile
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import yaml
 
-from tympan.errors import ConfigError, DataError, TympanError
+from tympan.bundle import LOADER_MODULE, Predictor
+from tympan.config import flatten
+from tympan.errors import ConfigError, DataError
+from tympan.mlflow_store import RegistryError, connect, errors, unreachable
+from tympan.mlflow_store import download_model as download_model  # public here too, as before
+from tympan.results import metric_values
 
 log = logging.getLogger("tympan")
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
-
-
-class RegistryError(TympanError):
-    """The registry has no such model, version or alias, or cannot be reached."""
-
-
-def tracking_uri(uri: str | None = None) -> str:
-    """The given URI, else $MLFLOW_TRACKING_URI, else a sqlite store in the working directory."""
-    return uri or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
-
-
-def fail_fast() -> None:
-    """One retry for MLflow's HTTP calls (unless the environment sets it) instead of MLflow's
-    minutes of backed-off retries: a server that is down fails at once. The timeout stays long
-    enough for a server that stores a large model's upload before it answers."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    # the one retry's warning would precede the RegistryError that says the same in one line
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-
-
-def _mlflow(uri: str | None):
-    import mlflow
-
-    fail_fast()
-    mlflow.set_tracking_uri(tracking_uri(uri))
-    return mlflow
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Whether an MLflow error was caused by the server not answering."""
-    import requests
-
-    cause = exc.__cause__ or exc.__context__
-    return isinstance(cause, requests.ConnectionError | requests.Timeout)
-
-
-@contextlib.contextmanager
-def _errors(uri: str | None, what: str):
-    """MLflow's failures while doing `what` as one RegistryError line naming the tracking store."""
-    from mlflow.exceptions import MlflowException
-
-    where = tracking_uri(uri)
-    try:
-        yield
-    except MlflowException as exc:
-        if _unreachable(exc):
-            raise RegistryError(
-                f"cannot reach the MLflow tracking server at {where} ({what}): is it running?"
-            ) from None
-        message = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else type(exc).__name__
-        raise RegistryError(f"MLflow at {where} ({what}): {message}") from None
 
 
 def check_name(name) -> str:
@@ -95,28 +41,6 @@ def check_name(name) -> str:
     if "/" in name or ":" in name or posixpath.normpath(name) != name or name.startswith(".."):
         raise ConfigError(f"invalid model name {name!r}: MLflow names cannot contain '/' or ':' or be '.' or '..'")
     return name
-
-
-def flatten(data: dict, prefix: str = "") -> dict[str, str]:
-    """Nested config -> {"optimizer.args.lr": "0.003", ...} for MLflow params."""
-    out: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = json.dumps(value) if isinstance(value, list | dict) else str(value)
-    return out
-
-
-def metric_values(summary: dict) -> dict[str, float]:
-    """{"dev": {"accuracy": 0.9}} -> {"dev.accuracy": 0.9}; the names `promote --metric` takes."""
-    return {
-        f"{split}.{name}": float(value)
-        for split, metrics in summary.items()
-        if split != "run"
-        for name, value in (metrics or {}).items()
-    }
 
 
 def _signature(labels: list[str]):
@@ -132,8 +56,6 @@ def _signature(labels: list[str]):
 
 def _read_run(run_dir: Path, trust_code: bool) -> tuple[dict, dict, dict]:
     """(manifest, summary, config) of a finished run whose bundle loads, or one DataError."""
-    from tympan.bundle import Predictor
-
     needed = [run_dir / "bundle" / "bundle.json", run_dir / "summary.json", run_dir / "config.yaml"]
     if not all(path.is_file() for path in needed):
         raise DataError(f"{run_dir}: not a finished run (needs bundle/, summary.json and config.yaml)")
@@ -159,14 +81,12 @@ def register(run_dir: str | Path, name: str, uri: str | None = None, trust_code:
     run_dir = Path(run_dir)
     manifest, summary, config = _read_run(run_dir, trust_code)
     metrics = metric_values(summary)
-    mlflow = _mlflow(uri)
-    with _errors(uri, f"registering {run_dir} as {name}"):
+    mlflow = connect(uri)
+    with errors(uri, f"registering {run_dir} as {name}"):
         return _log_and_register(mlflow, run_dir, name, manifest, config, metrics)
 
 
 def _log_and_register(mlflow, run_dir: Path, name: str, manifest: dict, config: dict, metrics: dict) -> dict:
-    from tympan.bundle import LOADER_MODULE
-
     summary_path = run_dir / "summary.json"
     mlflow.set_experiment(manifest["experiment"])
     with mlflow.start_run(run_name=manifest["run_id"]) as run:
@@ -226,15 +146,15 @@ def _alias_holder(mlflow, client, name: str, alias: str):
     try:
         return client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException as exc:
-        if _unreachable(exc):
+        if unreachable(exc):
             raise
         return None
 
 
 def alias_metric(name: str, metric: str = "dev.accuracy", alias: str = "champion", uri: str | None = None):
     """The `metric` tag of the version `name@alias` points at; None when there is none yet."""
-    mlflow = _mlflow(uri)
-    with _errors(uri, f"reading {name}@{alias}"):
+    mlflow = connect(uri)
+    with errors(uri, f"reading {name}@{alias}"):
         holder = _alias_holder(mlflow, mlflow.MlflowClient(), name, alias)
     value = holder.tags.get(metric) if holder else None
     return float(value) if value is not None else None
@@ -251,8 +171,8 @@ def promote(
     """Point `alias` at the version best on `metric` (or at `version`). Returns
     {"version", "previous", "changed", "metric", "value", "download_uri"}."""
     name = check_name(name)
-    mlflow = _mlflow(uri)
-    with _errors(uri, f"promoting {name}@{alias}"):
+    mlflow = connect(uri)
+    with errors(uri, f"promoting {name}@{alias}"):
         return _promote(mlflow, name, metric, alias, version, lower_is_better)
 
 
@@ -285,52 +205,3 @@ def _promote(mlflow, name: str, metric: str, alias: str, version, lower_is_bette
         "value": chosen.tags.get(metric),
         "download_uri": client.get_model_version_download_uri(name, chosen.version),
     }
-
-
-def download_model(model_uri: str, uri: str | None = None) -> Path:
-    """The local directory of a registered model version (`models:/NAME@ALIAS` or
-    `models:/NAME/VERSION`), downloaded once into $TYMPAN_CACHE and reused: a version's files
-    do not change. The download is renamed into place when complete, so a failed one leaves nothing."""
-    from tympan.storage import cache_root
-
-    name, alias, number = _parse_model_uri(model_uri)
-    mlflow = _mlflow(uri)
-    with _errors(uri, f"downloading {model_uri}"):
-        client = mlflow.MlflowClient()
-        try:
-            found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
-        except mlflow.exceptions.MlflowException as exc:
-            if _unreachable(exc):
-                raise
-            raise RegistryError(f"{model_uri}: no such registered model version ({exc.message})") from None
-        # the same name and version can exist in two stores: the version's own ids tell them apart
-        key = hashlib.sha256(f"{tracking_uri(uri)}\n{found.source}\n{found.run_id}".encode()).hexdigest()[:12]
-        target = cache_root() / "mlflow" / f"{quote(name, safe='')}-v{found.version}-{key}"
-        if target.is_dir():
-            log.info("%s: using the cached copy of version %s in %s", model_uri, found.version, target)
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-        try:
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{found.version}", dst_path=str(tmp))
-            try:
-                os.replace(tmp, target)
-            except OSError:
-                if not target.is_dir():  # else another process finished the same download first
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info("%s: version %s downloaded to %s", model_uri, found.version, target)
-    return target
-
-
-def _parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
-    """`models:/NAME@ALIAS` -> (NAME, ALIAS, None); `models:/NAME/VERSION` -> (NAME, None, VERSION)."""
-    rest = model_uri.removeprefix("models:/")
-    name, sep, alias = rest.rpartition("@")
-    if sep and name and alias and "/" not in name + alias:
-        return name, alias, None
-    name, sep, number = rest.rpartition("/")
-    if sep and name and "/" not in name and number.isdigit():
-        return name, None, number
-    raise RegistryError(f"{model_uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")

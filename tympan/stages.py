@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from tympan import cpu, feature_store, training
-from tympan.config import Config
+from tympan.config import Config, expand_grid
 from tympan.datasets.base import AudioDataset, read_index
 from tympan.errors import ConfigError
 
@@ -73,8 +73,6 @@ def plan(config: str, grid: str = "") -> dict:
     or the features (their cache keys are exactly those blocks)."""
     import yaml
 
-    from tympan.grid import expand
-
     raw, source = _read_config_text(config)
     if grid and grid.strip():
         block = yaml.safe_load(grid)
@@ -84,7 +82,7 @@ def plan(config: str, grid: str = "") -> dict:
     bad = [k for k in (raw.get("grid") or {}) if k.split(".")[0] in ("dataset", "features")]
     if bad:
         raise ConfigError(f"grid: {', '.join(bad)}: the pipeline preprocesses once, so the grid cannot vary them")
-    configs = expand(raw, source)
+    configs = expand_grid(raw, source)
     first = configs[0].model_dump(mode="json")
     data = {"dataset": first["dataset"], "features": first["features"]}
     return {
@@ -154,7 +152,7 @@ def collect(run_dirs: list[str | Path], out: str | Path, metric: str = "dev.accu
 
     from tympan import postprocess
     from tympan.errors import DataError
-    from tympan.registry import metric_values
+    from tympan.results import metric_values
 
     root = Path(out) / "runs"
     best, score = None, None

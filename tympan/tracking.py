@@ -9,11 +9,12 @@ while training, costs a warning and never the run: calls stop after the first fa
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from tympan.config import Config
+from tympan.config import Config, flatten
 from tympan.errors import ConfigError
+from tympan.mlflow_store import fail_fast, tracking_uri
+from tympan.results import metric_values
 
 log = logging.getLogger("tympan")
 
@@ -34,16 +35,12 @@ class MlflowTracker(Tracker):
     """Params, per-epoch metrics, tags (git commit, data version) and the run's files in MLflow."""
 
     def __init__(self, uri: str | None, experiment: str | None, system_metrics: bool = False):
-        from tympan.registry import tracking_uri
-
         self.uri = tracking_uri(uri)
         self.experiment = experiment
         self.system_metrics = system_metrics
         self.run = None
         self.failed = False
-        # fail fast instead of MLflow's minutes of retries when the server is down
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        fail_fast(timeout=5)  # a training step should not wait long on a server that is down
 
     def _call(self, what: str, action) -> None:
         if self.failed:
@@ -60,8 +57,6 @@ class MlflowTracker(Tracker):
 
     def start(self, config: Config, run_dir: Path, resumed_at: int | None) -> None:
         import mlflow
-
-        from tympan.registry import flatten
 
         marker = run_dir / "mlflow_run_id"  # a resumed run continues its MLflow run
 
@@ -88,8 +83,6 @@ class MlflowTracker(Tracker):
 
     def finish(self, summary: dict, run_dir: Path) -> None:
         import mlflow
-
-        from tympan.registry import metric_values
 
         def end():
             mlflow.log_metrics(metric_values(summary))
@@ -151,8 +144,6 @@ class TensorBoardTracker(Tracker):
         self.writer.flush()
 
     def finish(self, summary: dict, run_dir: Path) -> None:
-        from tympan.registry import metric_values
-
         for name, value in metric_values(summary).items():
             self.writer.add_scalar(f"final/{name}", value, 0)
         self.writer.close()

@@ -1,0 +1,167 @@
+"""Loading a config: YAML text or file in, overrides applied, a validated `Config` out; a grid
+expands into one validated config per combination.
+
+A bad config is one ConfigError naming the source, the key path and what was wrong (for an
+unknown key, the keys that are allowed).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tympan.config.presets import PRESETS, available_presets, expand_presets
+from tympan.config.schema import Config
+from tympan.config.targets import first_line
+from tympan.config.yaml12 import load_yaml
+from tympan.errors import ConfigError
+from tympan.grid import combinations
+
+
+def _describe(error: dict, model: type[BaseModel]) -> str:
+    path = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, error["loc"][:-1])
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"{path}: unknown key{hint}"
+    if error["type"] == "missing":
+        return f"{path}: required key is missing"
+    if error["type"] == "value_error":  # raised by a validator of ours, which names the value itself
+        return f"{path}: {error['msg'].removeprefix('Value error, ')}"
+    hint = ""
+    if error["type"] == "float_type" and isinstance(error.get("input"), str):
+        hint = "; write numbers unquoted"
+    return f"{path}: {error['msg']} (got {error.get('input')!r}){hint}"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def parse(raw: dict, source: str = "config") -> Config:
+    """Validate a raw mapping (presets already named or inline) into a Config."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = Config.model_validate(expand_presets(raw))
+    except ValidationError as exc:
+        lines = [_describe(e, Config) for e in exc.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+    checks = [
+        ("features", config.features, ()),
+        ("model", config.model, ("n_mels", "n_outputs")),
+        ("optimizer", config.optimizer, ("params",)),
+        *[(f"augmentation.{i}", a, ()) for i, a in enumerate(config.augmentation)],
+    ]
+    if config.scheduler:
+        checks.append(("scheduler", config.scheduler, ("optimizer",)))
+    for where, component, fixed in checks:
+        try:
+            component.check_args(*fixed)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: {where}.args: {exc}") from None
+    _check_optimizer(config, source)
+    return config
+
+
+def _check_optimizer(config: Config, source: str) -> None:
+    """Build the optimizer and scheduler for one dummy parameter: cheap, and their constructors
+    are what knows that `lr: -1` is wrong. The run-length numbers are placeholders."""
+    import torch
+
+    where, component = "optimizer", config.optimizer
+    try:
+        optimizer = component.build(params=[torch.nn.Parameter(torch.zeros(1))])
+        if config.scheduler is not None:
+            where, component = "scheduler", config.scheduler
+            component.build_for(
+                optimizer, total_steps=config.training.steps or config.training.epochs, steps_per_epoch=1
+            )
+    except Exception as exc:  # whatever the constructor raises, it refused these arguments
+        raise ConfigError(f"{source}: {where}.args: {component.target} refused them: {first_line(exc)}") from None
+
+
+def load(path: str | Path, overrides: dict | None = None) -> Config:
+    """Load a YAML config file, or a named experiment preset (`autrainer-cnn10-fsdd`);
+    `overrides` maps dotted keys to values (`training.epochs: 3`)."""
+    raw, source = load_raw(path, overrides)
+    return parse(raw, source)
+
+
+def load_raw(path: str | Path, overrides: dict | None = None) -> tuple[dict, str]:
+    """The raw mapping of a config file with overrides applied, and its source name."""
+    path = Path(path)
+    if not path.is_file() and (PRESETS / "experiments" / f"{path}.yaml").is_file():
+        path = PRESETS / "experiments" / f"{path}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_presets("experiments"))
+        raise ConfigError(f"{path}: no such config file (experiment presets: {known})")
+    raw = from_yaml(path.read_text(), str(path))
+    for dotted, value in (overrides or {}).items():
+        raw = set_dotted(raw, dotted, value)
+    return raw, str(path)
+
+
+def from_yaml(text: str, source: str) -> dict:
+    """The top-level mapping of a YAML config text (empty text is an empty config)."""
+    try:
+        raw = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def set_dotted(raw: dict, dotted: str, value: Any) -> dict:
+    """Return a copy of `raw` with `a.b.c` set to value, expanding a preset name on the way."""
+    out = copy.deepcopy(expand_presets(raw) if "." in dotted else raw)
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None else child
+            if not isinstance(child, dict):
+                raise ConfigError(f"cannot set {dotted}: {part} is not a mapping")
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+    return out
+
+
+def expand_grid(raw: dict, source: str = "config") -> list[Config]:
+    """The validated configs of every grid combination (the config itself when it has no grid)."""
+    base = {k: v for k, v in raw.items() if k != "grid"}
+    grid = raw.get("grid")
+    if not grid:
+        return [parse(base, source)]
+    try:
+        assignments = combinations(grid)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    configs = []
+    for assignment in assignments:
+        variant = base
+        for key, value in assignment.items():
+            variant = set_dotted(variant, key, value)
+        label = ", ".join(f"{k}={v}" for k, v in assignment.items())
+        configs.append(parse(variant, f"{source} [{label}]"))
+    return configs

@@ -1,0 +1,202 @@
+"""The config's blocks as pydantic models, and the digest that gives a resolved config its run id.
+
+Every block forbids unknown keys and is strict: `epochs: true` is an error, not one epoch (floats
+still take integers). A `Component` is a class chosen by `target:` plus its keyword `args:`,
+checked against the class's signature and, where the class has one, its
+`validate_args(**all arguments)` static method (cheap checks the constructor also runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tympan.config.targets import bound_args, first_line, resolve_target
+from tympan.errors import ConfigError
+from tympan.grid import combinations
+
+STORE_FORMAT = 2  # bump when the feature store layout changes, so old stores are rebuilt
+
+
+class Block(BaseModel):
+    # strict: YAML's `true` is not the integer 1, and "3" is not a number
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Component(Block):
+    """A class chosen by import path plus its keyword arguments."""
+
+    target: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("target")
+    @classmethod
+    def _importable(cls, target: str) -> str:
+        resolve_target(target)
+        return target
+
+    def check_args(self, *fixed: str) -> None:
+        """Fail early on an argument the class does not take (`fixed` are filled in later), or on a
+        value its `validate_args` refuses, so that a bad value fails at load, not mid-run."""
+        cls = resolve_target(self.target)
+        params = inspect.signature(cls).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            for name in self.args:
+                if name in fixed:
+                    raise ValueError(f"{name!r} is filled in by tympan (from the data or the run); remove it")
+                if name not in allowed:
+                    choices = ", ".join(a for a in allowed if a not in fixed)
+                    raise ValueError(f"{self.target} takes no argument {name!r}; it takes: {choices}")
+        if hasattr(cls, "validate_args"):
+            cls.validate_args(**bound_args(cls, self.args))
+
+    def build(self, **fixed: Any) -> Any:
+        return resolve_target(self.target)(**self.args, **fixed)
+
+    def build_checked(self, where: str, **fixed: Any) -> Any:
+        """Build; a constructor that refuses its arguments is a ConfigError naming `where`.args."""
+        try:
+            return self.build(**fixed)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}.args: {self.target} refused them: {first_line(exc)}") from None
+
+    def all_args(self) -> dict[str, Any]:
+        """The arguments the class is built with, its defaults included."""
+        return bound_args(resolve_target(self.target), self.args)
+
+    def build_sharing(self, shared: dict[str, Any]) -> Any:
+        """Build, taking any argument this class shares by name with `shared` from there unless set.
+
+        This keeps e.g. an augmentation's Mel scale equal to the features' without repeating it.
+        """
+        params = inspect.signature(resolve_target(self.target)).parameters
+        return self.build(**{k: v for k, v in shared.items() if k in params and k not in self.args})
+
+
+class DatasetConfig(Component):
+    root: str = "data/raw"
+    on_unreadable: Literal["raise", "skip"] = Field(
+        "raise", description="an unreadable audio file stops preprocessing, or is skipped and reported"
+    )
+
+
+class FeaturesConfig(Component):
+    root: str = "data/features"
+    normalize: Literal["none", "utterance"] = "none"
+
+
+class ModelConfig(Component):
+    pass
+
+
+class OptimizerConfig(Component):
+    pass
+
+
+class SchedulerConfig(Component):
+    interval: Literal["step", "epoch"] = "epoch"
+
+    def build_for(self, optimizer: Any, total_steps: int, steps_per_epoch: int) -> Any:
+        """Build for a run of `total_steps` optimizer steps, filling in the run-length arguments
+        the class takes and the config leaves out (one-cycle peaks at the optimizer's lr)."""
+        params = inspect.signature(resolve_target(self.target)).parameters
+        known = {
+            "total_steps": total_steps,
+            "epochs": -(-total_steps // steps_per_epoch),
+            "steps_per_epoch": steps_per_epoch,
+            "max_lr": optimizer.param_groups[0]["lr"],
+        }
+        filled = {k: v for k, v in known.items() if k in params and k not in self.args}
+        if "total_steps" in filled:  # OneCycle-like: total_steps alone defines the schedule
+            filled.pop("epochs", None)
+            filled.pop("steps_per_epoch", None)
+        return self.build(optimizer=optimizer, **filled)
+
+
+class TrainingConfig(Block):
+    """How long and how to train. Training counts in epochs, or in optimizer steps when `steps`
+    is set; `eval_every` and `save_every` count in that same unit."""
+
+    epochs: int = Field(10, ge=1)
+    steps: int | None = Field(None, ge=1, description="train this many optimizer steps (epochs is then ignored)")
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    max_duration: float | None = Field(None, gt=0, description="crop training clips to at most this many seconds")
+    bucketing: bool = Field(True, description="batch clips of similar length together")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    eval_every: int = Field(1, ge=1, description="evaluate on dev every N epochs or steps (and at the end)")
+    save_every: int = Field(1, ge=1, description="save the resumable last/ state every N epochs or steps")
+    patience: int | None = Field(None, ge=1, description="stop after N evaluations without improvement")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    amp: bool = Field(False, description="mixed precision (float16 autocast) on CUDA; ignored on CPU")
+    device: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1, description="torch threads; default $OMP_NUM_THREADS, else the CPUs given")
+    deterministic: bool = True
+    progress: bool = True
+
+
+class TrackingConfig(Block):
+    """Where runs are tracked besides their run directory (which is always written)."""
+
+    mlflow: bool = False
+    mlflow_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db")
+    mlflow_experiment: str | None = Field(None, description="default: the config's experiment name")
+    system_metrics: bool = False
+    tensorboard: bool = Field(False, description="TensorBoard event files in <run dir>/tensorboard")
+
+
+class Config(Block):
+    experiment: str = "default"
+    seed: int = 1
+    dataset: DatasetConfig
+    features: FeaturesConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig | None = None
+    augmentation: list[Component] = Field(default_factory=list)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    grid: dict[str, Any] | None = Field(None, description="values per key; see tympan.grid")
+
+    @field_validator("grid")
+    @classmethod
+    def _valid_grid(cls, grid: dict | None) -> dict | None:
+        if grid:
+            try:
+                combinations(grid)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return grid
+
+    def run_id(self) -> str:
+        """Runs with the same resolved config share an id; names and progress bars don't count."""
+        data = self.model_dump(mode="json", exclude={"experiment", "grid", "tracking"})
+        for key in ("progress", "num_workers", "threads"):
+            data["training"].pop(key)
+        return digest(data)[:12]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"optimizer.args.lr": "0.003", ...}: MLflow params and postprocess's columns."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return out
