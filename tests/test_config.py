@@ -234,3 +234,15 @@ def test_exponents_without_a_dot_are_numbers(tmp_path):
     assert configuration.load(path, {"optimizer.args.lr": configuration.load_yaml("3e-4")}).optimizer.args["lr"] == 3e-4
     with pytest.raises(ConfigError, match="training.label_smoothing.*write numbers unquoted"):
         configuration.parse({**BASE, "training": {"label_smoothing": "1e-1"}})
+
+
+def test_a_saved_config_gives_its_run_id_without_parsing():
+    """postprocess reads the ids of unfinished runs from config.yaml as data, importing nothing."""
+    cfg = configuration.parse({**BASE, "training": {"epochs": 3, "threads": 1}})
+    saved = configuration.load_yaml(cfg.to_yaml())
+    assert configuration.run_id_of(saved) == cfg.run_id()
+    assert configuration.run_id_of({**saved, "seed": 2}) != cfg.run_id()
+    assert (
+        configuration.run_id_of({**saved, "experiment": "other", "training": {**saved["training"], "threads": 2}})
+        == cfg.run_id()
+    )

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from tympan.config import flatten, parse
-from tympan.errors import ConfigError, DataError, TympanError
+from tympan.config import flatten, run_id_of
+from tympan.errors import ConfigError, DataError
 from tympan.fileio import write_csv, write_text
 from tympan.results import metric_values
 
@@ -58,14 +58,12 @@ def is_copy(run_dir: Path) -> bool:
     return mlflow or run_dir.parts[-2:] == ("collect", "best")
 
 
-def _run_id(run_dir: Path, raw: dict, summary: dict | None) -> str:
-    """The id a run is known by wherever its copies lie: the summary's, else the config's."""
+def _run_id(raw: dict, summary: dict | None) -> str:
+    """The id a run is known by wherever its copies lie: the summary's, else that of its resolved
+    config (computed from the data, so reading a report never imports a config's targets)."""
     if summary and summary.get("run", {}).get("id"):
         return summary["run"]["id"]
-    try:
-        return parse(raw, str(run_dir / "config.yaml")).run_id()
-    except TympanError:  # a config this version cannot read: the directory is its identity
-        return str(run_dir)
+    return run_id_of(raw)
 
 
 def load_run(run_dir: Path) -> dict:
@@ -80,7 +78,7 @@ def load_run(run_dir: Path) -> dict:
         summary = json.loads((run_dir / "summary.json").read_text())
         row["metrics"] = metric_values(summary)
         row["best_epoch"] = summary.get("run", {}).get("best_epoch")
-    row["id"] = _run_id(run_dir, raw, summary)
+    row["id"] = _run_id(raw, summary)
     return row
 
 

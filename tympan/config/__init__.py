@@ -28,6 +28,7 @@ from tympan.config.schema import (
     TrainingConfig,
     digest,
     flatten,
+    run_id_of,
 )
 from tympan.config.targets import resolve_target
 from tympan.config.yaml12 import load_yaml
@@ -61,5 +62,6 @@ __all__ = [
     "merge",
     "parse",
     "resolve_target",
+    "run_id_of",
     "set_dotted",
 ]

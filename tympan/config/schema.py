@@ -177,13 +177,19 @@ class Config(Block):
 
     def run_id(self) -> str:
         """Runs with the same resolved config share an id; names and progress bars don't count."""
-        data = self.model_dump(mode="json", exclude={"experiment", "grid", "tracking"})
-        for key in ("progress", "num_workers", "threads"):
-            data["training"].pop(key)
-        return digest(data)[:12]
+        return run_id_of(self.model_dump(mode="json"))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def run_id_of(resolved: dict) -> str:
+    """The run id of a resolved config as data (`Config.model_dump(mode="json")`, which is what a
+    run's config.yaml holds), so that reading a run's id needs no parsing and imports nothing."""
+    data = {k: v for k, v in resolved.items() if k not in ("experiment", "grid", "tracking")}
+    training = data.get("training") or {}
+    data["training"] = {k: v for k, v in training.items() if k not in ("progress", "num_workers", "threads")}
+    return digest(data)[:12]
 
 
 def digest(data: Any) -> str:
