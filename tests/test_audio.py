@@ -144,3 +144,10 @@ def test_a_prime_rate_is_an_unsupported_rate_not_unreadable(tmp_path):
     with pytest.raises(AudioError, match=r"prime\.wav: sample rate unsupported \(7919 Hz") as info:
         audio.load(path, sample_rate=16000)
     assert "cannot decode" not in info.value.reason and "unreadable" not in info.value.reason
+
+
+def test_an_absurd_rate_is_refused_before_any_resampling():
+    """16000 * 2**20 Hz passes the kernel-size check (the gcd is 16000) but would cost seconds."""
+    with pytest.raises(ValueError, match="16777216000 Hz is above the 768000 Hz tympan takes"):
+        audio.resample(np.zeros(800, dtype=np.float32), 16000 * 2**20, 16000)
+    audio.check_rates(768_000, 16000)  # the highest rate taken
