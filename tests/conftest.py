@@ -35,7 +35,10 @@ TINY = {
         "preset": "FSDD",
         "args": {"train_speakers": ["george", "jackson"], "dev_speakers": ["yweweler"], "test_speakers": ["lucas"]},
     },
-    "features": {"preset": "PannLogMel16k", "normalize": "utterance"},
+    "features": {
+        "preset": "PannLogMel16k",
+        "online": [{"target": "tympan.transforms.normalize:Normalize", "args": {"mode": "instance"}}],
+    },
     "model": {"preset": "SmallCNN", "args": {"channels": [8, 16, 16]}},
     "optimizer": {"preset": "AdamW", "args": {"lr": 0.003}},
     "augmentation": [{"target": "tympan.augmentations:SpeedPerturb"}, {"target": "tympan.augmentations:SpecAugment"}],

@@ -1,25 +1,30 @@
 """The self-contained model bundle: what gets registered, served and used for inference.
 
 A bundle is a directory:
-  bundle.json          model and feature configs, normalisation, task, labels, input contract
+  bundle.json          the model config, the feature pipeline, the task and its fitted state
+                       (labels, thresholds, target scaling), the input contract
   model.safetensors    the weights (nothing is unpickled)
-`load(path)` gives a `Predictor` that takes raw audio at any sample rate and repeats the
-training-time preprocessing exactly (resample, features, normalisation), so CLI inference,
-the MLflow model and the KServe predictor cannot drift apart from training.
+  pipeline.safetensors the online transforms' fitted statistics, when there are any
+`load(path)` gives a `Predictor` that takes raw audio at any sample rate and replays the
+training-time pipeline exactly (it is the same `transforms.pipeline.Pipeline`), and decodes
+outputs with the same task, so CLI inference, the MLflow model and the KServe predictor cannot
+drift apart from training.
 
-A bundle is data: loading it never runs code it names. Its model and features targets must be
-tympan's own classes (`tympan.models...:Class`, `tympan.transforms...:Class`), checked before
-anything is imported, unless the caller passes `trust_code=True` for a bundle of its own custom
-classes. An MLflow model directory is read the same way: its MLmodel must name tympan's loader
-(`tympan.mlflow_pyfunc`), and only the bundle inside is read; nothing in it is unpickled.
+A bundle is data: loading it never runs code it names. Its model, transform and task targets
+must be tympan's own classes (`tympan.models...:Class`, `tympan.transforms...:Class`,
+`tympan.tasks...:Class`), checked before anything is imported, unless the caller passes
+`trust_code=True` for a bundle of its own custom classes. An MLflow model directory is read the
+same way: its MLmodel must name tympan's loader (`tympan.mlflow_pyfunc`), and only the bundle
+inside is read; nothing in it is unpickled.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,16 +36,19 @@ from tympan import audio
 from tympan.config import Config, resolve_target
 from tympan.errors import DataError
 from tympan.fileio import atomic_dir, write_json
-from tympan.transforms.normalize import normalize
+from tympan.tasks.base import Output, Task
+from tympan.transforms.pipeline import Pipeline
+from tympan.transforms.spec import Transform
 
-FORMAT = "tympan-bundle/1"
+FORMAT = "tympan-bundle/2"
+OLD_FORMATS = ("tympan-bundle/1",)  # read by converting them (see `_upgrade`)
 MANIFEST = "bundle.json"
 WEIGHTS = "model.safetensors"
+PIPELINE_WEIGHTS = "pipeline.safetensors"
 MLMODEL = "MLmodel"
 LOADER_MODULE = "tympan.mlflow_pyfunc"  # the pyfunc loader of models that `tympan register` logs
-# where the classes a bundle may name without trust_code live, per role
-PACKAGES = {"model": "tympan.models", "features": "tympan.transforms"}
-NORMALIZE = ("none", "utterance")
+# where the classes a bundle may name without trust_code live, per role, and what they must be
+PACKAGES = {"model": "tympan.models", "features": "tympan.transforms", "task": "tympan.tasks"}
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 TRUST_HINT = "pass --trust-code (trust_code=True) only for a bundle of your own custom classes"
 
@@ -53,54 +61,57 @@ def save(
     directory: Path,
     model: torch.nn.Module,
     config: Config,
+    pipeline: Pipeline,
+    task: Task,
+    model_args: dict,
     meta: dict,
-    task: str,
-    labels: list[str],
     metrics: dict,
 ) -> Path:
-    """Write a bundle for `model` (already holding its best weights) into `directory`."""
+    """Write a bundle for `model` (already holding its best weights) into `directory`; `model_args`
+    are the arguments it was built with (the config's and the sizes training filled in)."""
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    statistics = {k: v.detach().cpu().contiguous() for k, v in pipeline.state_dict().items()}
     manifest = {
         "format": FORMAT,
         "run_id": config.run_id(),
         "experiment": config.experiment,
-        "task": task,
-        "labels": labels,
-        "model": {
-            "target": config.model.target,
-            "args": {**config.model.args, "n_mels": meta["n_bins"], "n_outputs": len(labels)},
-        },
-        "features": {"target": config.features.target, "args": config.features.all_args()},
-        "normalize": config.features.normalize,
+        "task": {"target": config.task.target, "args": config.task.args, "targets": task.targets,
+                 "state": task.state()},
+        "model": {"target": config.model.target, "args": model_args},
+        "features": pipeline.describe(),
         "input": {
-            "sample_rate": meta["sample_rate"],
-            "frame_rate": meta["frame_rate"],
+            "kind": pipeline.output.kind,
+            "sample_rate": pipeline.sample_rate,
+            "frame_rate": pipeline.output.frame_rate,
             "min_frames": int(getattr(model, "min_frames", 1)),
             # trained on clips of at most this long: the natural sliding window for long input
             "window": config.training.max_duration,
         },
+        "outputs": [asdict(o) for o in task.outputs()],
         "metrics": metrics,
         "data": {"dataset": meta["dataset"], "features_key": meta["key"]},
-    }
+    }  # fmt: skip
     with atomic_dir(directory) as tmp:
         save_file(weights, tmp / WEIGHTS)
+        if statistics:
+            save_file(statistics, tmp / PIPELINE_WEIGHTS)
         write_json(tmp / MANIFEST, manifest)
     return Path(directory)
 
 
 @dataclass
 class Prediction:
-    """One clip's (or window's) result: class probabilities, the top label, and optionally the
-    penultimate-layer embedding."""
+    """One clip's (or window's) result: the task's scores (probabilities, or values in original
+    units), the task's named outputs for it, and optionally the penultimate-layer embedding."""
 
-    probabilities: np.ndarray
-    label: str
+    scores: np.ndarray
+    outputs: dict[str, Any]
     embedding: np.ndarray | None = None
 
 
 def read_manifest(directory: str | Path) -> dict:
     """A bundle's bundle.json, checked for the keys and types loading needs (a DataError naming
-    the file and the key otherwise)."""
+    the file and the key otherwise); a bundle of an older format is converted."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise DataError(f"{directory}: not a tympan bundle (no {MANIFEST})")
@@ -110,18 +121,51 @@ def read_manifest(directory: str | Path) -> dict:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise DataError(f"{path}: must hold a JSON object, not {type(manifest).__name__}")
+    if manifest.get("format") in OLD_FORMATS:
+        manifest = _upgrade(path, manifest)
     if manifest.get("format") != FORMAT:
         raise DataError(f"{path}: unsupported bundle format {manifest.get('format')!r} (expected {FORMAT!r})")
     _check_types(path, manifest)
     return manifest
 
 
+def _upgrade(path: Path, old: dict) -> dict:
+    """A tympan-bundle/1 manifest (single-label classification, one feature extractor, optional
+    per-clip normalisation) in today's form."""
+    _check_keys(path, old, {"labels": list, "features": dict, "features.args": dict, "normalize": str,
+                            "input": dict, "model": dict})  # fmt: skip
+    args = {k: v for k, v in old["features"]["args"].items() if k != "sample_rate"}
+    online = [{"target": "tympan.transforms.normalize:Normalize", "args": {"mode": "instance"}}]
+    return {
+        **old,
+        "format": FORMAT,
+        "task": {"target": "tympan.tasks.classification:Classification", "args": {}, "targets": ["label"],
+                 "state": {"labels": old["labels"]}},
+        "features": {
+            "sample_rate": old["features"]["args"].get("sample_rate", old["input"].get("sample_rate")),
+            "offline": [{"target": old["features"].get("target"), "args": args}],
+            "online": online if old["normalize"] == "utterance" else [],
+        },
+        "input": {"kind": "frames", **old["input"]},
+    }  # fmt: skip
+
+
 def _check_types(path: Path, manifest: dict) -> None:
     expected = {
-        "experiment": str, "labels": list, "model": dict, "features": dict, "normalize": str, "input": dict,
-        "model.target": str, "model.args": dict, "features.target": str, "features.args": dict,
-        "input.frame_rate": int | float, "input.min_frames": int,
+        "experiment": str, "task": dict, "model": dict, "features": dict, "input": dict,
+        "task.target": str, "task.args": dict, "task.targets": list, "task.state": dict,
+        "model.target": str, "model.args": dict, "features.sample_rate": int, "features.offline": list,
+        "features.online": list, "input.min_frames": int,
     }  # fmt: skip
+    _check_keys(path, manifest, expected)
+    for place in ("offline", "online"):
+        for i, item in enumerate(manifest["features"][place]):
+            if not (isinstance(item, dict) and isinstance(item.get("target"), str)
+                    and isinstance(item.get("args", {}), dict)):  # fmt: skip
+                raise DataError(f"{path}: 'features.{place}.{i}' must be an object with a 'target' and 'args'")
+
+
+def _check_keys(path: Path, manifest: dict, expected: dict) -> None:
     for key, kind in expected.items():
         parent, _, child = key.rpartition(".")
         holder = manifest[parent] if parent else manifest
@@ -129,10 +173,6 @@ def _check_types(path: Path, manifest: dict) -> None:
             raise DataError(f"{path}: missing key {key!r}")
         if not isinstance(holder[child], kind) or isinstance(holder[child], bool):
             raise DataError(f"{path}: {key!r} has the wrong type ({type(holder[child]).__name__})")
-    if not manifest["labels"] or not all(isinstance(label, str) for label in manifest["labels"]):
-        raise DataError(f"{path}: 'labels' must be a non-empty list of strings")
-    if manifest["normalize"] not in NORMALIZE:
-        raise DataError(f"{path}: 'normalize' is {manifest['normalize']!r}; expected one of {', '.join(NORMALIZE)}")
 
 
 def _is_tympan_target(target: str, role: str) -> bool:
@@ -146,12 +186,19 @@ def _in_package(module: str, package: str) -> bool:
     return module == package or module.startswith(f"{package}.")
 
 
+def _targets(manifest: dict) -> list[tuple[str, str]]:
+    """(role, target) of every class a manifest names."""
+    features = [item["target"] for place in ("offline", "online") for item in manifest["features"][place]]
+    return [("model", manifest["model"]["target"]), ("task", manifest["task"]["target"])] + [
+        ("features", t) for t in features
+    ]
+
+
 def check_targets(path: Path, manifest: dict, trust_code: bool = False) -> None:
     """Refuse, before importing anything, a bundle whose targets name code outside tympan."""
     if trust_code:
         return
-    for role in PACKAGES:
-        target = manifest[role]["target"]
+    for role, target in _targets(manifest):
         if not _is_tympan_target(target, role):
             raise UntrustedCodeError(
                 f"{path}: refusing to load: the {role} target {target!r} names code outside tympan's own "
@@ -159,38 +206,48 @@ def check_targets(path: Path, manifest: dict, trust_code: bool = False) -> None:
             )
 
 
-def _build(path: Path, manifest: dict, role: str, trust_code: bool) -> torch.nn.Module:
-    """The model or features module a checked manifest names, built from its args."""
-    target, args = manifest[role]["target"], manifest[role]["args"]
+def _resolver(path: Path, role: str, trust_code: bool):
+    """`resolve_target` for one role that, without trust, accepts only classes of the role's kind
+    defined in tympan's package for it."""
+    base = {"model": torch.nn.Module, "features": Transform, "task": Task}[role]
+
+    def resolve(target: str):
+        try:
+            cls = resolve_target(target)
+        except ValueError as exc:
+            raise DataError(f"{path}: {role}: {exc}") from None
+        package = PACKAGES[role]
+        is_kind = isinstance(cls, type) and issubclass(cls, base)
+        if not trust_code and not (is_kind and _in_package(cls.__module__, package)):
+            raise UntrustedCodeError(
+                f"{path}: refusing to load: the {role} target {target!r} is not a {base.__name__} class of "
+                f"{package}; {TRUST_HINT}"
+            )
+        return cls
+
+    return resolve
+
+
+def _build(path: Path, role: str, target: str, args: dict, trust_code: bool, **fixed):
+    cls = _resolver(path, role, trust_code)(target)
     try:
-        cls = resolve_target(target)
-    except ValueError as exc:
-        raise DataError(f"{path}: {role}: {exc}") from None
-    package = PACKAGES[role]
-    is_module = isinstance(cls, type) and issubclass(cls, torch.nn.Module)
-    if not trust_code and not (is_module and _in_package(cls.__module__, package)):
-        raise UntrustedCodeError(
-            f"{path}: refusing to load: the {role} target {target!r} is not a torch module class of {package}; "
-            f"{TRUST_HINT}"
-        )
-    try:
-        built = cls(**args)
+        return cls(**args, **fixed)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{path}: cannot build the {role} {target} from its args ({exc})") from None
-    if not isinstance(built, torch.nn.Module):
-        raise DataError(f"{path}: the {role} target {target!r} did not build a torch module")
-    return built
 
 
-def _load_weights(model: torch.nn.Module, path: Path, target: str) -> None:
-    """Load safetensors weights that match the model key for key and shape for shape."""
+def _read_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise DataError(f"{path}: missing (the bundle's weights)")
+        raise DataError(f"{path}: missing (the bundle's {what})")
     try:
-        weights = load_file(path)
+        return load_file(path)
     except (SafetensorError, OSError) as exc:
         raise DataError(f"{path}: not a readable safetensors file ({exc})") from None
-    expected = model.state_dict()
+
+
+def _load_weights(module, weights: dict[str, torch.Tensor], path: Path, target: str) -> None:
+    """Load weights that match the module key for key and shape for shape."""
+    expected = module.state_dict()
     problems = []
     if missing := sorted(expected.keys() - weights.keys()):
         problems.append(f"missing {_some(missing)}")
@@ -201,7 +258,7 @@ def _load_weights(model: torch.nn.Module, path: Path, target: str) -> None:
             problems.append(f"{key} has shape {tuple(weights[key].shape)}, the model needs {tuple(value.shape)}")
     if problems:
         raise DataError(f"{path}: the weights do not fit {target}: {'; '.join(problems[:3])}")
-    model.load_state_dict(weights)
+    module.load_state_dict(weights)
 
 
 def _some(keys: list[str]) -> str:
@@ -210,75 +267,92 @@ def _some(keys: list[str]) -> str:
 
 
 class Predictor:
-    """Raw audio in, predictions out, with the preprocessing of training.
+    """Raw audio in, predictions out, through the pipeline and the task of training.
 
-    Only tympan's own model and feature classes are built unless `trust_code` is set (see the
-    module's docstring); a tampered or broken bundle is a DataError naming the file and the cause.
+    Only tympan's own model, transform and task classes are built unless `trust_code` is set (see
+    the module's docstring); a tampered or broken bundle is a DataError naming the file and the cause.
     """
 
     def __init__(self, directory: str | Path, device: str = "cpu", trust_code: bool = False):
         directory = Path(directory)
-        self.manifest = read_manifest(directory)
-        manifest_path = directory / MANIFEST
-        check_targets(manifest_path, self.manifest, trust_code)
+        self.manifest = manifest = read_manifest(directory)
+        path = directory / MANIFEST
+        check_targets(path, manifest, trust_code)
         self.directory = directory
-        self.labels: list[str] = self.manifest["labels"]
         self.device = torch.device(device)
-        self.extractor = _build(manifest_path, self.manifest, "features", trust_code).eval()
-        self.sample_rate: int = self.extractor.sample_rate
-        self.frame_rate: float = self.manifest["input"]["frame_rate"]
-        self.min_frames: int = self.manifest["input"]["min_frames"]
-        self.model = _build(manifest_path, self.manifest, "model", trust_code)
-        _load_weights(self.model, directory / WEIGHTS, self.manifest["model"]["target"])
+        features = manifest["features"]
+        try:
+            self.pipeline = Pipeline(
+                features["sample_rate"],
+                features["offline"],
+                features["online"],
+                _resolver(path, "features", trust_code),
+            )
+        except ValueError as exc:
+            raise DataError(f"{path}: the feature pipeline does not build ({exc})") from None
+        if self.pipeline.state_dict():  # fitted statistics (e.g. train-split normalisation)
+            statistics = _read_weights(directory / PIPELINE_WEIGHTS, "fitted feature statistics")
+            _load_weights(_Statistics(self.pipeline), statistics, directory / PIPELINE_WEIGHTS, "the pipeline")
+        spec = manifest["task"]
+        self.task: Task = _build(path, "task", spec["target"], spec["args"], trust_code, targets=spec["targets"])
+        try:
+            self.task.load_state(spec["state"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{path}: task.state: {exc}") from None
+        self.sample_rate: int = self.pipeline.sample_rate
+        self.frame_rate: float | None = self.pipeline.output.frame_rate
+        self.min_frames: int = manifest["input"]["min_frames"]
+        model = manifest["model"]
+        self.model = _build(path, "model", model["target"], model["args"], trust_code)
+        if not isinstance(self.model, torch.nn.Module):
+            raise DataError(f"{path}: the model target {model['target']!r} did not build a torch module")
+        _load_weights(self.model, _read_weights(directory / WEIGHTS, "weights"), directory / WEIGHTS, model["target"])
         self.model.to(self.device).eval()
 
     @property
     def name(self) -> str:
         return self.manifest["experiment"]
 
+    def outputs(self) -> list[Output]:
+        return self.task.outputs()
+
     def features(self, samples: np.ndarray, sample_rate: int) -> torch.Tensor:
-        """(frames, bins) features of mono float samples, exactly as the feature store holds them
-        plus the bundle's normalisation."""
+        """The model input for mono float samples: resampled, then the offline and online
+        transforms, exactly as training saw a stored clip (without augmentation)."""
         samples = audio.resample(np.asarray(samples, dtype=np.float32), sample_rate, self.sample_rate)
         try:
-            with torch.no_grad():
-                features = self.extractor(torch.from_numpy(np.ascontiguousarray(samples)))[0]
+            stored = self.pipeline.extract(samples)
         except RuntimeError as err:  # e.g. fewer samples than the STFT's padding needs
             raise ValueError(
                 f"audio too short for the features ({len(samples)} samples at {self.sample_rate} Hz)"
             ) from err
-        return normalize(features, self.manifest["normalize"])
+        return self.pipeline.apply(torch.from_numpy(stored))
 
     @torch.no_grad()
     def predict_features(self, clips: list[torch.Tensor], embeddings: bool = False) -> list[Prediction]:
-        """Predict a list of (frames, bins) feature tensors. Clips of equal length run as one batch;
+        """Predict a list of model inputs (from `features`). Clips of equal shape run as one batch;
         others run alone, so a result never depends on what it was batched with."""
         results: list[Prediction | None] = [None] * len(clips)
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple, list[int]] = {}
         for i, clip in enumerate(clips):
-            groups.setdefault(len(clip), []).append(i)
+            groups.setdefault(tuple(clip.shape), []).append(i)
         for indices in groups.values():
-            batch = torch.stack([self._pad(clips[i]) for i in indices]).to(self.device)
-            embedding = self.model.embed(batch)
-            probabilities = torch.softmax(self.model.head(embedding).float(), dim=1).cpu().numpy()
-            for row, i in enumerate(indices):
-                results[i] = Prediction(
-                    probabilities=probabilities[row],
-                    label=self.labels[int(probabilities[row].argmax())],
-                    embedding=embedding[row].float().cpu().numpy() if embeddings else None,
-                )
+            x, lengths = self.pipeline.pad([clips[i] for i in indices], self.min_frames)
+            embedding = self.model.embed(x.to(self.device), lengths.to(self.device))
+            scores = self.task.scores(self.model.head(embedding).float()).cpu().numpy()
+            for j, (i, outputs) in enumerate(zip(indices, self.decode(scores), strict=True)):
+                vector = embedding[j].float().cpu().numpy() if embeddings else None
+                results[i] = Prediction(scores=scores[j], outputs=outputs, embedding=vector)
         return results
 
-    def as_row(self, prediction: Prediction) -> dict:
-        """`{"label": ..., "prob_<class>": ...}`: the table form CLI inference and MLflow share."""
-        probabilities = zip(self.labels, prediction.probabilities.tolist(), strict=True)
-        return {"label": prediction.label, **{f"prob_{label}": p for label, p in probabilities}}
+    def decode(self, scores: np.ndarray) -> list[dict[str, Any]]:
+        """(batch, n_outputs) scores -> each clip's named outputs."""
+        decoded = self.task.decode(scores)
+        return [{name: values[i] for name, values in decoded.items()} for i in range(len(scores))]
 
-    def _pad(self, clip: torch.Tensor) -> torch.Tensor:
-        missing = self.min_frames - len(clip)
-        if missing <= 0:
-            return clip
-        return torch.nn.functional.pad(clip, (0, 0, 0, missing), value=float(clip.min()))
+    def as_row(self, prediction: Prediction) -> dict:
+        """The prediction in table form (`label`, `prob_<class>` ...): CLI inference and MLflow share it."""
+        return self.task.rows({name: np.asarray([value]) for name, value in prediction.outputs.items()})[0]
 
     def predict(self, samples: np.ndarray, sample_rate: int, embeddings: bool = False) -> Prediction:
         return self.predict_features([self.features(samples, sample_rate)], embeddings)[0]
@@ -286,25 +360,47 @@ class Predictor:
     def predict_windows(
         self, samples: np.ndarray, sample_rate: int, window: float, hop: float, embeddings: bool = False
     ) -> tuple[list[tuple[float, float]], list[Prediction], Prediction]:
-        """Sliding-window predictions over a long recording, and their mean as the file's result.
+        """Sliding-window predictions over a long recording, and their mean scores as the file's result.
 
-        Windows are cut from the features of the whole file, so each frame is computed once;
-        the last window ends at the end of the recording.
+        Where the model input has a time axis, windows are cut from the input of the whole file,
+        so each frame is computed once; otherwise (vectors, images) each window of the waveform
+        goes through the pipeline. The last window ends at the end of the recording.
         """
         if window <= 0 or hop <= 0:
             raise ValueError(f"window and hop must be positive, got {window} and {hop}")
-        features = self.features(samples, sample_rate)
-        size = max(self.min_frames, round(window * self.frame_rate))
-        step = max(1, round(hop * self.frame_rate))
+        if self.pipeline.output.variable_length:
+            features = self.features(samples, sample_rate)
+            rate = self.frame_rate
+        else:
+            features = torch.from_numpy(audio.resample(np.asarray(samples, np.float32), sample_rate, self.sample_rate))
+            rate = float(self.sample_rate)
+        size = max(self.min_frames if self.pipeline.output.variable_length else 1, round(window * rate))
+        step = max(1, round(hop * rate))
         starts = list(range(0, max(1, len(features) - size + 1), step))
         if starts[-1] + size < len(features):
             starts.append(len(features) - size)
-        clips = [features[s : s + size] for s in starts]
-        predictions = self.predict_features(clips, embeddings)
-        spans = [(s / self.frame_rate, min(s + size, len(features)) / self.frame_rate) for s in starts]
-        mean = np.mean([p.probabilities for p in predictions], axis=0)
+        pieces = [features[s : s + size] for s in starts]
+        if not self.pipeline.output.variable_length:
+            pieces = [self.features(piece.numpy(), self.sample_rate) for piece in pieces]
+        predictions = self.predict_features(pieces, embeddings)
+        spans = [(s / rate, min(s + size, len(features)) / rate) for s in starts]
+        mean = np.mean([p.scores for p in predictions], axis=0)
         mean_embedding = np.mean([p.embedding for p in predictions], axis=0) if embeddings else None
-        return spans, predictions, Prediction(mean, self.labels[int(mean.argmax())], mean_embedding)
+        return spans, predictions, Prediction(mean, self.decode(mean[None])[0], mean_embedding)
+
+
+class _Statistics(torch.nn.Module):
+    """The online transforms as one module, so their statistics load with the weights' checks."""
+
+    def __init__(self, pipeline: Pipeline):
+        super().__init__()
+        self.pipeline = pipeline
+
+    def state_dict(self, *args, **kwargs):
+        return self.pipeline.state_dict()
+
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        self.pipeline.load_state_dict(state)
 
 
 def resolve(location: str | Path, trust_code: bool = False) -> Path:

@@ -1,15 +1,16 @@
-"""From a feature store to batches: cropping, seeded augmentation, normalisation, and
-length-bucketed batching so that short clips are not padded to the longest one."""
+"""From a feature store to batches: cropping, seeded augmentation, the pipeline's online
+transforms, and length-bucketed batching so that short clips are not padded to the longest one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from tympan.feature_store import Split
-from tympan.transforms.normalize import normalize
+from tympan.transforms.pipeline import Pipeline
 
 
 def sample_seed(*parts: int) -> int:
@@ -21,52 +22,68 @@ def sample_seed(*parts: int) -> int:
     return seed
 
 
+def chain(augmentations: list) -> Callable | None:
+    """Clip augmentations applied in order, as one `(x, generator) -> x` (None when there are none)."""
+    if not augmentations:
+        return None
+
+    def apply(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        for augment in augmentations:
+            x = augment(x, generator)
+        return x
+
+    return apply
+
+
 class ClipDataset(torch.utils.data.Dataset):
-    """Clip i of a split as (features (frames, bins), target), ready for the model."""
+    """Clip i of a split as (model input, target): the stored clip, randomly cropped to
+    `max_frames` and augmented when training, through the pipeline's online transforms."""
 
     def __init__(
         self,
         split: Split,
         targets: np.ndarray,
-        normalization: str = "none",
-        augmentations: list | None = None,
+        pipeline: Pipeline,
+        augmentations: dict[str, list] | None = None,
         max_frames: int | None = None,
         seed: int = 0,
+        train: bool = False,
     ):
         self.split = split
         self.targets = torch.as_tensor(targets)
-        self.normalization = normalization
-        self.augmentations = augmentations or []
+        self.pipeline = pipeline
+        augmentations = augmentations or {}
+        self.waveform_augment = chain(augmentations.get("waveform", []))
+        self.features_augment = chain(augmentations.get("features", []))
         self.max_frames = max_frames
         self.seed = seed
+        self.train = train
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int):
-        features = torch.from_numpy(np.array(self.split.clip(i)))
-        train = bool(self.augmentations) or self.max_frames is not None
-        if train:
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, i))
-            if self.max_frames is not None and len(features) > self.max_frames:
-                start = int(torch.randint(0, len(features) - self.max_frames + 1, (1,), generator=generator))
-                features = features[start : start + self.max_frames]
-            for augment in self.augmentations:
-                features = augment(features, generator)
-        return normalize(features, self.normalization), self.targets[i]
+        x = torch.from_numpy(np.array(self.split.clip(i)))
+        if not self.train:
+            return self.pipeline.apply(x), self.targets[i]
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, i))
+        if self.max_frames is not None and len(x) > self.max_frames:
+            start = int(torch.randint(0, len(x) - self.max_frames + 1, (1,), generator=generator))
+            x = x[start : start + self.max_frames]
+        x = self.pipeline.apply(x, generator, self.waveform_augment, self.features_augment)
+        return x, self.targets[i]
 
 
-def pad_collate(min_frames: int):
-    """Stack clips, padding each to the batch's longest (at least `min_frames`) with its own
-    minimum, i.e. with the quietest value the clip has, not with a loud zero."""
+class Collate:
+    """A batch of (input, target) pairs as (inputs, lengths, targets), padded by the pipeline."""
 
-    def collate(batch):
-        frames = max(min_frames, max(len(x) for x, _ in batch))
-        features = torch.stack([F.pad(x, (0, 0, 0, frames - len(x)), value=float(x.min())) for x, _ in batch])
-        return features, torch.stack([t for _, t in batch])
+    def __init__(self, pipeline: Pipeline, min_frames: int):
+        self.pipeline, self.min_frames = pipeline, min_frames
 
-    return collate
+    def __call__(self, batch):
+        x, lengths = self.pipeline.pad([x for x, _ in batch], self.min_frames)
+        return x, lengths, torch.stack([t for _, t in batch])
 
 
 class BucketBatchSampler(Sampler):
@@ -115,13 +132,14 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
 
 
 def loader(dataset: ClipDataset, batch_sampler, min_frames: int, num_workers: int = 0) -> DataLoader:
+    """Batches of (inputs, lengths, targets) in the sampler's order."""
     # A generator of its own keeps the loader from drawing its worker base seed from the global
     # RNG, which the model's dropout uses: a run resumed mid-epoch then draws what the
     # uninterrupted run drew. (Clip randomness is seeded per clip, so workers need no seed.)
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
-        collate_fn=pad_collate(min_frames),
+        collate_fn=Collate(dataset.pipeline, min_frames),
         num_workers=num_workers,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(0),

@@ -3,8 +3,9 @@
 Layout of `<root>/<dataset>-<key>/`, where key hashes everything that changes what is stored:
 the feature extractor and its args, the dataset block (which clips, how unreadable ones are
 treated) and the content of the dataset's index (which file is in which split):
-  meta.json                      extractor, frame rate, bin count, labels, skipped files
-  <split>/features.npy           (total frames, bins) float32, every clip of the split end to end
+  meta.json                      the offline pipeline, the stored kind (its Spec), target columns, skipped files
+  <split>/features.npy           float32, every clip of the split end to end along the first axis
+                                 (waveforms and frames); fixed-size kinds (vectors, images) one row a clip
   <split>/offsets.npy            (clips + 1,) int64: clip i is rows offsets[i]:offsets[i + 1]
   <split>/index.csv              the dataset index rows of the split, in the same order
 Thousands of tiny files are slow to read and slow for DVC to hash; three per split are not.
@@ -17,18 +18,18 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tympan import audio
 from tympan.config import STORE_FORMAT, Config, digest
 from tympan.datasets.base import AudioDataset, Index, read_index
-from tympan.errors import AudioError, DataError
+from tympan.errors import AudioError, ConfigError, DataError
 from tympan.fileio import write_csv, write_json
 from tympan.progress import bar as progress_bar
+from tympan.transforms.spec import Spec
 
 log = logging.getLogger("tympan")
 SPLITS = ("train", "dev", "test")
@@ -38,7 +39,7 @@ def config_digest(config: Config) -> str:
     """The part of the store key that the config decides: extractor and dataset block (not roots)."""
     return digest(
         {
-            "features": config.features.model_dump(mode="json", include={"target", "args"}),
+            "features": config.features.stored_part(),
             "dataset": config.dataset.model_dump(mode="json", include={"target", "args", "on_unreadable"}),
             "store_format": STORE_FORMAT,
         }
@@ -84,8 +85,11 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
     if (out / "meta.json").is_file():
         log.info("features already extracted in %s", out)
         return out
-    extractor = config.features.build_checked("features")
-    extractor.eval()
+    try:
+        pipeline = config.features.pipeline()
+    except ValueError as exc:
+        raise ConfigError(f"features: {exc}") from None
+    stored = pipeline.stored
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -96,26 +100,23 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
             kept, features = [], []
             for row in progress_bar(rows, progress and bool(rows), desc=f"features {split}", unit="clip"):
                 try:
-                    features.append(clip_features(index.path_of(row), extractor))
+                    features.append(clip_features(index.path_of(row), pipeline))
                 except AudioError as exc:
                     if config.dataset.on_unreadable == "raise":
                         raise
                     skipped.append({"path": row["path"], "split": split, "reason": exc.reason})
                     continue
                 kept.append(row)
-            _write_split(tmp / split, features, kept, n_bins=extractor.n_mels)
+            _write_split(tmp / split, features, kept, stored)
             counts[split] = len(kept)
         meta = {
             "dataset": dataset.name,
-            "target": dataset.target_column,
-            "labels": index.labels(dataset.target_column),
-            "features": config.features.model_dump(mode="json", include={"target", "args"}),
+            "targets": list(dataset.targets),
+            "features": config.features.stored_part(),
             "key": store_key(config, index),
             "config_digest": config_digest(config),
             "index_digest": index_digest(index),
-            "sample_rate": extractor.sample_rate,
-            "frame_rate": extractor.sample_rate / extractor.hop_length,
-            "n_bins": extractor.n_mels,
+            "stored": asdict(stored),
             "clips": counts,
             "skipped": skipped,
         }
@@ -132,11 +133,11 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
     return out
 
 
-def clip_features(path: Path, extractor) -> np.ndarray:
-    """The (frames, bins) features of one file; any reason it cannot have them is an AudioError."""
-    samples, rate = audio.load(path, extractor.sample_rate)
+def clip_features(path: Path, pipeline) -> np.ndarray:
+    """The stored features of one file; any reason it cannot have them is an AudioError."""
+    samples, rate = audio.load(path, pipeline.sample_rate)
     try:
-        features = extractor(torch.from_numpy(samples))[0].numpy()
+        features = pipeline.extract(samples)
     except (RuntimeError, ValueError) as err:
         if "padding" in str(err).lower():  # the STFT pads by half a window, which needs that many samples
             raise AudioError(path, f"too short for the features ({len(samples)} samples at {rate} Hz)") from None
@@ -147,14 +148,23 @@ def clip_features(path: Path, extractor) -> np.ndarray:
     return features
 
 
-def _write_split(directory: Path, features: list[np.ndarray], rows: list[dict], n_bins: int) -> None:
+def _write_split(directory: Path, features: list[np.ndarray], rows: list[dict], stored: Spec) -> None:
     directory.mkdir(parents=True)
+    if not stored.variable_length:
+        features = [f[None] for f in features]  # one row a clip
     lengths = [len(f) for f in features]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    packed = np.concatenate(features).astype(np.float32) if features else np.zeros((0, n_bins), np.float32)
+    packed = np.concatenate(features).astype(np.float32) if features else np.zeros((0, *row_shape(stored)), np.float32)
     np.save(directory / "features.npy", packed)
     np.save(directory / "offsets.npy", offsets)
     write_csv(directory / "index.csv", rows)
+
+
+def row_shape(stored: Spec) -> tuple[int, ...]:
+    """The shape of one row of a split's packed array."""
+    return {"waveform": (), "frames": (stored.size or 0,), "vector": (stored.size or 0,)}.get(
+        stored.kind, tuple(stored.shape or ())
+    )
 
 
 @dataclass
@@ -164,6 +174,7 @@ class Split:
     features: np.ndarray
     offsets: np.ndarray
     rows: list[dict]
+    fixed: bool = False  # a fixed-size kind: clip i is row i
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -172,6 +183,8 @@ class Split:
         return np.diff(self.offsets)
 
     def clip(self, i: int) -> np.ndarray:
+        if self.fixed:
+            return self.features[self.offsets[i]]
         return self.features[self.offsets[i] : self.offsets[i + 1]]
 
 
@@ -185,7 +198,16 @@ def open_split(directory: Path, split: str) -> Split:
         features=np.load(path / "features.npy", mmap_mode="r"),
         offsets=np.load(path / "offsets.npy"),
         rows=rows,
+        fixed=not stored_spec(read_meta(directory)).variable_length,
     )
+
+
+def stored_spec(meta: dict) -> Spec:
+    """The declared kind of what a store holds."""
+    stored = dict(meta["stored"])
+    if stored.get("shape") is not None:
+        stored["shape"] = tuple(stored["shape"])
+    return Spec(**stored)
 
 
 def read_meta(directory: Path) -> dict:

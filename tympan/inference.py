@@ -39,7 +39,7 @@ class Results:
 
 def _row(predictor: Predictor, file: Path, prediction: Prediction, window: str | None, span: tuple) -> dict:
     """Columns: file, [window (its number, or `mean` for the file's aggregate), start, end],
-    label, one probability column per class."""
+    then the task's outputs in table form (e.g. label, one probability column per class)."""
     row: dict = {"file": str(file)}
     if window is not None:
         row["window"], row["start"], row["end"] = window, round(span[0], 3), round(span[1], 3)
@@ -87,8 +87,8 @@ def _predict_file(predictor: Predictor, file: Path, window, hop, embeddings: boo
         spans, windows, mean = predictor.predict_windows(samples, rate, window, hop or window, embeddings)
         outputs = [(str(i), span, p) for i, (span, p) in enumerate(zip(spans, windows, strict=True))]
         outputs.append(("mean", duration, mean))
-    if not all(np.isfinite(p.probabilities).all() for _, _, p in outputs):
-        raise ValueError("non-finite output (NaN or infinite probabilities; is the audio level sane?)")
+    if not all(np.isfinite(p.scores).all() for _, _, p in outputs):
+        raise ValueError("non-finite output (NaN or infinite scores; is the audio level sane?)")
     return outputs
 
 
@@ -112,11 +112,14 @@ def write(results: Results, output: str | Path) -> list[Path]:
     return written
 
 
+_PLACE = ("file", "window", "start", "end")
+
+
 def to_text(results: Results) -> str:
     """A compact table for the terminal when no output file is given."""
     lines = []
     for row in results.rows:
         where = f" [{row['window']}: {row['start']}-{row['end']} s]" if "window" in row else ""
-        probability = max(v for k, v in row.items() if k.startswith("prob_"))
-        lines.append(f"{row['file']}{where}\t{row['label']}\t{probability:.3f}")
+        values = [f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items() if k not in _PLACE]
+        lines.append("\t".join([f"{row['file']}{where}", *values]))
     return "\n".join(lines)

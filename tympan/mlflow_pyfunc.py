@@ -19,8 +19,8 @@ from tympan.bundle import Predictor
 
 
 class BundleModel:
-    """A tympan bundle as an MLflow pyfunc implementation: raw audio rows in, labels and
-    probabilities out, with the bundle's own preprocessing."""
+    """A tympan bundle as an MLflow pyfunc implementation: raw audio rows in, the task's outputs
+    in table form out (e.g. `label`, `prob_<class>`), with the bundle's own preprocessing."""
 
     def __init__(self, predictor: Predictor):
         self.predictor = predictor

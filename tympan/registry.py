@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +44,20 @@ def check_name(name) -> str:
     return name
 
 
-def _signature(labels: list[str]):
+def _signature(outputs: list[dict]):
+    """The MLflow signature: raw audio in; the task's outputs in table form (`bundle.json`'s
+    `outputs`: a string or number per output, or one number column per output column)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     # batch and time both variable: MLflow would otherwise freeze time to the example's length
     inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, -1))])
-    outputs = Schema([ColSpec("string", "label"), *[ColSpec("double", f"prob_{label}") for label in labels]])
+    columns = []
+    for output in outputs:
+        kind = "string" if output["datatype"] == "BYTES" else "double"
+        names = [f"{output['prefix']}{c}" for c in output["columns"]] if output.get("columns") else [output["name"]]
+        columns += [ColSpec(kind, name) for name in names]
+    outputs = Schema(columns)
     params = ParamSchema([ParamSpec("sample_rate", "long", 16000)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
@@ -67,7 +75,8 @@ def _read_run(run_dir: Path, trust_code: bool) -> tuple[dict, dict, dict]:
         raise DataError(f"{run_dir}: unreadable summary.json or config.yaml ({exc})") from None
     if not isinstance(summary, dict) or not isinstance(config, dict):
         raise DataError(f"{run_dir}: summary.json and config.yaml must each hold a mapping")
-    return predictor.manifest, summary, config
+    outputs = [asdict(o) for o in predictor.outputs()]  # the task's, also for a bundle of an older format
+    return {**predictor.manifest, "outputs": outputs}, summary, config
 
 
 def register(run_dir: str | Path, name: str, uri: str | None = None, trust_code: bool = False) -> dict:
@@ -108,7 +117,7 @@ def _log_and_register(mlflow, run_dir: Path, name: str, manifest: dict, config: 
             data_path=str(run_dir / "bundle"),
             # declared so that `load_model(uri, model_config={"trust_code": True})` may override it
             model_config={"trust_code": False},
-            signature=_signature(manifest["labels"]),
+            signature=_signature(manifest["outputs"]),
             pip_requirements=_requirements(),
             registered_model_name=name,
         )

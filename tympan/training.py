@@ -4,6 +4,7 @@ best state by the task's tracking metric."""
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import logging
 import math
@@ -22,11 +23,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tympan import bundle, checkpoint, feature_store, plots, progress, tracking
 from tympan import config as configuration
-from tympan.config import Config
-from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader
+from tympan.config import Config, resolve_target
+from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader, sample_seed
 from tympan.errors import ConfigError, DataError, StorageError, TrainingError, TympanError
 from tympan.fileio import write_csv, write_json, write_text
-from tympan.tasks import Classification
+from tympan.models.base import sizes as input_sizes
 
 log = logging.getLogger("tympan")
 
@@ -39,6 +40,12 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def model_sizes(cls: type, spec, n_outputs: int) -> dict:
+    """The sizes a model class takes (of those training fills in), from the pipeline's output."""
+    params = inspect.signature(cls).parameters
+    return {k: v for k, v in input_sizes(spec, n_outputs).items() if k in params}
 
 
 def pick_device(name: str) -> torch.device:
@@ -88,14 +95,26 @@ class Trainer:
         seed_everything(config.seed, cfg.deterministic)
         self.device = pick_device(cfg.device)
         self.meta = meta = feature_store.read_meta(features_dir)
-        self.task = Classification(meta["labels"], label_smoothing=cfg.label_smoothing)
+        self.pipeline = config.features.pipeline()
+        if self.pipeline.stored != feature_store.stored_spec(meta):
+            raise DataError(
+                f"{features_dir} holds {feature_store.stored_spec(meta).describe()}, but features.offline gives "
+                f"{self.pipeline.stored.describe()}; run `tympan preprocess` for this config"
+            )
         self.splits = {s: feature_store.open_split(features_dir, s) for s in feature_store.SPLITS}
         if not len(self.splits["train"]) or not len(self.splits["dev"]):
             raise DataError(f"{features_dir}: the train and dev splits must not be empty")
+        self.task = config.task.build_checked("task", targets=meta["targets"])
+        self.task.fit(self.splits["train"].rows)
+        if self.pipeline.fits:  # e.g. normalisation with train statistics
+            self.pipeline.fit(lambda: self._stored_clips("train"))
 
-        self.model = config.model.build_checked("model", n_mels=meta["n_bins"], n_outputs=self.task.n_outputs)
+        sizes = model_sizes(resolve_target(config.model.target), self.pipeline.output, self.task.n_outputs)
+        self.model = config.model.build_checked("model", **sizes)
+        self.model_args = {**config.model.args, **sizes}
         self.model.to(self.device)
         self.optimizer = config.optimizer.build(params=self.model.parameters())
+        self.augmentations = self._augmentations()
         self.train_data = self._dataset("train", train=True)
         lengths = self.splits["train"].lengths()
         self.sampler = BucketBatchSampler(
@@ -116,19 +135,31 @@ class Trainer:
     @property
     def max_frames(self) -> int | None:
         seconds = self.config.training.max_duration
-        return None if seconds is None else max(1, int(seconds * self.meta["frame_rate"]))
+        return None if seconds is None else max(1, int(seconds * self.pipeline.stored.frame_rate))
+
+    def _stored_clips(self, split: str):
+        data = self.splits[split]
+        return (torch.from_numpy(np.array(data.clip(i))) for i in range(len(data)))
+
+    def _augmentations(self) -> dict[str, list]:
+        """The configured augmentations by where they act: waveform, features or batch."""
+        shared = self.config.features.shared_args()
+        by_place: dict[str, list] = {"waveform": [], "features": [], "batch": []}
+        for component in self.config.augmentation:
+            augmentation = component.build_sharing(shared)
+            by_place[getattr(augmentation, "place", "features")].append(augmentation)
+        return by_place
 
     def _dataset(self, split: str, train: bool) -> ClipDataset:
         data = self.splits[split]
-        feature_args = self.config.features.all_args()
-        augmentations = [a.build_sharing(feature_args) for a in self.config.augmentation] if train else []
         return ClipDataset(
             data,
-            self.task.encode([row[self.meta["target"]] for row in data.rows]),
-            normalization=self.config.features.normalize,
-            augmentations=augmentations,
+            self.task.encode(data.rows, where=f"{split} split"),
+            self.pipeline,
+            augmentations=self.augmentations if train else None,
             max_frames=self.max_frames if train else None,
             seed=self.config.seed,
+            train=train,
         )
 
     @property
@@ -189,8 +220,10 @@ class Trainer:
         order = list(self.sampler)[offset:]
         batches = loader(self.train_data, order, self.model.min_frames, cfg.num_workers)
         step = (epoch - 1) * len(self.sampler) + offset
-        for features, targets in batches:
-            value = self._train_step(features, targets)
+        for batch, (x, lengths, targets) in enumerate(batches, start=offset):
+            if self.augmentations["batch"]:
+                x, lengths, targets = self._mix(x, lengths, targets, epoch, batch)
+            value = self._train_step(x, lengths, targets)
             step += 1
             if not math.isfinite(value):
                 raise TrainingError(
@@ -217,11 +250,19 @@ class Trainer:
                 return step, stop
         return step, False
 
-    def _train_step(self, features: torch.Tensor, targets: torch.Tensor) -> float:
-        features, targets = features.to(self.device), targets.to(self.device)
+    def _mix(self, x, lengths, targets, epoch: int, batch: int):
+        """Batch augmentations (MixUp, CutMix) on soft targets, seeded by the batch's place in the run."""
+        generator = torch.Generator().manual_seed(sample_seed(self.config.seed, epoch, len(self.train_data) + batch))
+        targets = self.task.soft(targets)
+        for augmentation in self.augmentations["batch"]:
+            x, lengths, targets = augmentation(x, lengths, targets, generator)
+        return x, lengths, targets
+
+    def _train_step(self, x: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> float:
+        x, lengths, targets = x.to(self.device), lengths.to(self.device), targets.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            loss = self.task.loss(self.model(features), targets)
+            loss = self.task.loss(self.model(x, lengths), targets)
         self.scaler.scale(loss).backward()
         if self.config.training.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
@@ -284,15 +325,15 @@ class Trainer:
         order = eval_batches(data.split.lengths(), self.config.training.eval_batch_size)
         batches = loader(data, order, self.model.min_frames)
         outputs, targets = [], []
-        for features, target in batches:
-            outputs.append(self.model(features.to(self.device)).float().cpu())
+        for x, lengths, target in batches:
+            outputs.append(self.model(x.to(self.device), lengths.to(self.device)).float().cpu())
             targets.append(target)
         outputs, targets = torch.cat(outputs), torch.cat(targets)
-        predictions = self.task.predict(outputs).numpy()
+        scores = self.task.scores(outputs).numpy()
         return {
             "loss": float(self.task.loss(outputs, targets, train=False)),
-            "metrics": self.task.metrics(predictions, targets.numpy()),
-            "predictions": predictions,
+            "metrics": self.task.metrics(scores, targets.numpy()),
+            "scores": scores,
             "targets": targets.numpy(),
         }
 
@@ -318,13 +359,14 @@ class Trainer:
     def _finish(self, history: list[dict]) -> dict:
         best = self.checkpoints.load_best()
         summary: dict = {
+            "task": self.task.summary(),
             "run": {
                 "id": self.config.run_id(),
                 "best_epoch": int(best["epoch"]),
                 "best_step": int(best["step"]),
                 "epochs": history[-1]["epoch"],
                 "steps": history[-1]["step"],
-            }
+            },
         }
         for split in ("dev", "test"):
             if not len(self.splits[split]):
@@ -333,22 +375,17 @@ class Trainer:
                 continue
             result = self.evaluate(split)
             summary[split] = result["metrics"]
-            confusion = self.task.confusion(result["predictions"], result["targets"])
-            plots.confusion_matrix(confusion, self.task.labels, self.run_dir / "plots" / f"confusion_{split}.png")
-            write_csv(  # the counts, for reports that sum confusion matrices over seeds
-                self.run_dir / "plots" / f"confusion_{split}.csv",
-                [{"true": label, **dict(zip(self.task.labels, map(int, counts), strict=True))}
-                 for label, counts in zip(self.task.labels, confusion, strict=True)],
-                ["true", *self.task.labels],
-            )  # fmt: skip
+            self.task.plots(result["scores"], result["targets"], self.run_dir / "plots", split)
+        metrics = {k: v for k, v in summary.items() if k in ("dev", "test")}
         bundle.save(
             self.run_dir / "bundle",
             self.model,
             self.config,
+            self.pipeline,
+            self.task,
+            self.model_args,
             self.meta,
-            self.task.name,
-            self.task.labels,
-            {k: v for k, v in summary.items() if k != "run"},
+            metrics,
         )
         write_json(self.run_dir / "summary.json", summary)
         return summary

@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tympan.config.presets import PRESETS, available_presets, expand_presets
+from tympan.config.presets import PRESETS, available_presets, expand, expand_presets
 from tympan.config.schema import Config
-from tympan.config.targets import first_line
+from tympan.config.targets import first_line, resolve_target
 from tympan.config.yaml12 import load_yaml
 from tympan.errors import ConfigError
 from tympan.grid import combinations
@@ -59,16 +59,18 @@ def parse(raw: dict, source: str = "config") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(raw).__name__}")
     try:
-        config = Config.model_validate(expand_presets(raw))
+        config = Config.model_validate(_with_default_task(expand_presets(raw)))
     except ValidationError as exc:
         lines = [_describe(e, Config) for e in exc.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
     checks = [
-        ("features", config.features, ()),
-        ("model", config.model, ("n_mels", "n_outputs")),
+        *[(f"features.{p}.{i}", c, ("sample_rate",)) for p in ("offline", "online")
+          for i, c in enumerate(getattr(config.features, p))],
+        ("task", config.task, ("targets",)),
+        ("model", config.model, SIZES),
         ("optimizer", config.optimizer, ("params",)),
         *[(f"augmentation.{i}", a, ()) for i, a in enumerate(config.augmentation)],
-    ]
+    ]  # fmt: skip
     if config.scheduler:
         checks.append(("scheduler", config.scheduler, ("optimizer",)))
     for where, component, fixed in checks:
@@ -76,8 +78,62 @@ def parse(raw: dict, source: str = "config") -> Config:
             component.check_args(*fixed)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {where}.args: {exc}") from None
+    _check_chain(config, source)
     _check_optimizer(config, source)
     return config
+
+
+# what training fills into a model's constructor (models.base.sizes), never the config
+SIZES = ("n_outputs", "n_mels", "n_bins", "input_dim", "sample_rate", "in_channels")
+
+
+def _with_default_task(raw: dict) -> dict:
+    """A config without a `task:` block gets its dataset's default task (a task preset name)."""
+    if "task" in raw or not isinstance(raw.get("dataset"), dict):
+        return raw
+    try:
+        dataset = resolve_target(str(raw["dataset"].get("target")))
+    except ValueError:
+        return raw  # validation names the bad target
+    return {**raw, "task": expand("tasks", getattr(dataset, "default_task", "classification"))}
+
+
+def _check_chain(config: Config, source: str) -> None:
+    """The feature chain fits together, the model takes what it gives, and each augmentation
+    has its kind of data where it acts."""
+    from tympan.models.base import check_accepts
+
+    try:
+        pipeline = config.features.pipeline()
+    except ValueError as exc:  # ShapeError included: it names the transform and both sides
+        raise ConfigError(f"{source}: {first_line(exc).partition(': ')[2]}") from None
+    try:
+        check_accepts(resolve_target(config.model.target), pipeline.output)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: model: {first_line(exc).partition(': ')[2]}") from None
+    for i, component in enumerate(config.augmentation):
+        place = getattr(component.build_sharing(config.features.shared_args()), "place", "features")
+        problem = _misplaced(place, pipeline)
+        if problem:
+            raise ConfigError(f"{source}: augmentation.{i} ({component.target}) acts on the {place}, but {problem}")
+    if config.training.max_duration is not None and not pipeline.stored.variable_length:
+        raise ConfigError(
+            f"{source}: training.max_duration crops stored clips, but the stored features are a "
+            f"{pipeline.stored.describe()} (no time axis); remove it or crop in features.online"
+        )
+
+
+def _misplaced(place: str, pipeline) -> str | None:
+    """Why an augmentation acting on `place` has nothing to act on in `pipeline`, or None."""
+    online_kinds = [spec.kind for spec in pipeline.specs]
+    if place == "waveform" and pipeline.stored.kind != "waveform":
+        return (
+            f"features.offline stores {pipeline.stored.describe()}; store the waveform (move the "
+            "extractor to features.online) to augment it"
+        )
+    if place == "features" and all(kind == "waveform" for kind in online_kinds):
+        return "the features pipeline gives a waveform; use a waveform augmentation"
+    return None
 
 
 def _check_optimizer(config: Config, source: str) -> None:

@@ -15,6 +15,7 @@ PRESETS = Path(__file__).parent.parent / "presets"
 PRESET_KINDS = {
     "dataset": "datasets",
     "features": "features",
+    "task": "tasks",
     "model": "models",
     "optimizer": "optimizers",
     "scheduler": "schedulers",
@@ -44,14 +45,29 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+def expand(kind: str, value):
+    """A block (or list item) given as a preset name, or as a mapping with `preset:` plus
+    overrides, as the preset's content; anything else as it is."""
+    if isinstance(value, str):
+        return load_preset(kind, value)
+    if isinstance(value, dict) and "preset" in value:
+        override = {k: v for k, v in value.items() if k != "preset"}
+        return merge(load_preset(kind, value["preset"]), override)
+    return value
+
+
 def expand_presets(raw: dict) -> dict:
-    """Replace preset names by the preset's content, applying inline overrides."""
+    """Replace preset names by the preset's content, applying inline overrides; the transforms
+    of `features.offline` and `features.online` may be preset names too."""
     out = dict(raw)
     for block, kind in PRESET_KINDS.items():
-        value = out.get(block)
-        if isinstance(value, str):
-            out[block] = load_preset(kind, value)
-        elif isinstance(value, dict) and "preset" in value:
-            override = {k: v for k, v in value.items() if k != "preset"}
-            out[block] = merge(load_preset(kind, value["preset"]), override)
+        if block in out:
+            out[block] = expand(kind, out[block])
+    features = out.get("features")
+    if isinstance(features, dict):
+        features = dict(features)
+        for place in ("offline", "online"):
+            if isinstance(features.get(place), list):
+                features[place] = [expand("transforms", item) for item in features[place]]
+        out["features"] = features
     return out

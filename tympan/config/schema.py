@@ -20,7 +20,7 @@ from tympan.config.targets import bound_args, first_line, resolve_target
 from tympan.errors import ConfigError
 from tympan.grid import combinations
 
-STORE_FORMAT = 2  # bump when the feature store layout changes, so old stores are rebuilt
+STORE_FORMAT = 3  # bump when the feature store layout changes, so old stores are rebuilt
 
 
 class Block(BaseModel):
@@ -86,9 +86,38 @@ class DatasetConfig(Component):
     )
 
 
-class FeaturesConfig(Component):
+class FeaturesConfig(Block):
+    """The feature pipeline (tympan.transforms.pipeline): clips decoded to `sample_rate`, then the
+    `offline` transforms (run by preprocess, stored under `root`, versioned by DVC), then the
+    `online` ones (per clip in training and in the bundle)."""
+
     root: str = "data/features"
-    normalize: Literal["none", "utterance"] = "none"
+    sample_rate: int = Field(16000, gt=0, le=768000, description="every clip is decoded and resampled to this rate")
+    offline: list[Component] = Field(default_factory=list)
+    online: list[Component] = Field(default_factory=list)
+
+    def pipeline(self):
+        """The pipeline these transforms make (checked: a mismatched chain is a ValueError)."""
+        from tympan.transforms.pipeline import Pipeline
+
+        items = [c.model_dump(mode="json") for c in self.offline], [c.model_dump(mode="json") for c in self.online]
+        return Pipeline(self.sample_rate, *items, resolve=resolve_target)
+
+    def shared_args(self) -> dict[str, Any]:
+        """The transforms' arguments (defaults included) and the sample rate: an augmentation
+        takes what it shares by name from here (e.g. the Mel scale) unless it sets it."""
+        shared: dict[str, Any] = {}
+        for component in [*self.offline, *self.online]:
+            shared.update(component.all_args())
+        return {**shared, "sample_rate": self.sample_rate}
+
+    def stored_part(self) -> dict:
+        """What decides the stored features: the rate and the offline transforms (not online, not root)."""
+        return self.model_dump(mode="json", include={"sample_rate", "offline"})
+
+
+class TaskConfig(Component):
+    """The task (tympan.tasks): its target columns come from the dataset."""
 
 
 class ModelConfig(Component):
@@ -129,7 +158,6 @@ class TrainingConfig(Block):
     eval_batch_size: int = Field(64, ge=1)
     max_duration: float | None = Field(None, gt=0, description="crop training clips to at most this many seconds")
     bucketing: bool = Field(True, description="batch clips of similar length together")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
     eval_every: int = Field(1, ge=1, description="evaluate on dev every N epochs or steps (and at the end)")
     save_every: int = Field(1, ge=1, description="save the resumable last/ state every N epochs or steps")
     patience: int | None = Field(None, ge=1, description="stop after N evaluations without improvement")
@@ -157,6 +185,7 @@ class Config(Block):
     seed: int = 1
     dataset: DatasetConfig
     features: FeaturesConfig
+    task: TaskConfig
     model: ModelConfig
     optimizer: OptimizerConfig
     scheduler: SchedulerConfig | None = None

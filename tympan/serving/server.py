@@ -26,7 +26,8 @@ REPOSITORY_ROUTES = "/v2/repository"
 
 
 class ServedModel(kserve.Model):
-    """A tympan bundle as a KServe model: raw audio in; labels, probabilities and embeddings out."""
+    """A tympan bundle as a KServe model: raw audio in; the task's outputs (e.g. label and
+    probabilities, or one value per regression target) and embeddings out."""
 
     def __init__(
         self,
@@ -40,7 +41,7 @@ class ServedModel(kserve.Model):
         self.predictor = predictor
         self.limits = Limits(predictor.sample_rate, max_duration, max_clips)
         self.batcher = MicroBatcher(self.featurize, predictor.predict_features, max_batch)
-        self.labels_json = json.dumps(predictor.labels)
+        self.outputs = predictor.outputs()
         self.embedding_dim = 0
 
     def load(self) -> bool:
@@ -88,24 +89,30 @@ class ServedModel(kserve.Model):
         return self.v2_response(job)
 
     def v1_prediction(self, clip: Clip, result: bundle.Prediction) -> dict:
-        probabilities = dict(zip(self.predictor.labels, result.probabilities.tolist(), strict=True))
-        out = {"label": result.label, "probabilities": probabilities}
+        """Each output of the task: a value, or {column: value} for one with columns."""
+        out = {}
+        for spec in self.outputs:
+            value = result.outputs[spec.name]
+            if spec.columns is not None:
+                out[spec.name] = dict(zip(spec.columns, np.asarray(value, dtype=float).tolist(), strict=True))
+            else:
+                out[spec.name] = value.item() if isinstance(value, np.generic) else value
         if clip.embedding:
             out["embedding"] = result.embedding.tolist()
         return out
 
     def v2_response(self, job: Job) -> InferResponse:
         n, results = len(job.results), job.results
-        outputs = [
-            InferOutput("label", [n], "BYTES", np.array([r.label for r in results], dtype=object)),
-            InferOutput(
-                "probabilities",
-                [n, len(self.predictor.labels)],
-                "FP32",
-                np.stack([r.probabilities for r in results]).astype(np.float32),
-                {"labels": self.labels_json},
-            ),
-        ]
+        outputs = []
+        for spec in self.outputs:
+            values = [r.outputs[spec.name] for r in results]
+            if spec.datatype == "BYTES":
+                data = np.array([str(v) for v in values], dtype=object)
+            else:
+                data = np.stack([np.asarray(v, dtype=np.float32) for v in values])
+            shape = [n] if spec.columns is None else [n, len(spec.columns)]
+            parameters = {"labels": json.dumps(list(spec.columns))} if spec.columns is not None else None
+            outputs.append(InferOutput(spec.name, shape, spec.datatype, data, parameters))
         if job.clips[0].embedding:
             outputs.append(
                 InferOutput(
@@ -130,19 +137,24 @@ class ServedModel(kserve.Model):
         ]
 
     def get_output_types(self) -> list[dict]:
-        return [
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.predictor.labels)]},
-            {"name": "embedding", "datatype": "FP32", "shape": [-1, self.embedding_dim]},
+        """The task's outputs, then the embedding."""
+        types = [
+            {"name": o.name, "datatype": o.datatype, "shape": [-1] if o.columns is None else [-1, len(o.columns)]}
+            for o in self.outputs
         ]
+        return [*types, {"name": "embedding", "datatype": "FP32", "shape": [-1, self.embedding_dim]}]
 
     def metadata(self) -> dict:
         """`GET /v2/models/NAME`: KServe's fields plus the parameters its schema has no room for."""
         inputs, outputs = self.get_input_types(), self.get_output_types()
         inputs[0]["parameters"] = {"content": "encoded audio files (WAV, FLAC, OGG, ...), one per element"}
         inputs[1]["parameters"] = {"content": "mono samples in [-1, 1]; give parameters.sample_rate"}
-        outputs[1]["parameters"] = {"labels": self.labels_json}
-        outputs[2]["parameters"] = {"content": "only when parameters.embeddings is true or the output is requested"}
+        for output, spec in zip(outputs, self.outputs, strict=False):
+            if spec.columns is not None:
+                output["parameters"] = {"labels": json.dumps(list(spec.columns))}
+        outputs[-1]["parameters"] = {"content": "only when parameters.embeddings is true or the output is requested"}
+        task = self.predictor.task
+        columns = [o.columns for o in self.outputs if o.columns is not None]  # e.g. the class names
         return {
             "name": self.name,
             "versions": [self.predictor.manifest["run_id"]],
@@ -150,8 +162,9 @@ class ServedModel(kserve.Model):
             "inputs": inputs,
             "outputs": outputs,
             "parameters": {
-                "labels": self.labels_json,
-                "task": self.predictor.manifest["task"],
+                **({"labels": json.dumps(list(columns[0]))} if columns else {}),
+                "task": task.name,
+                "targets": json.dumps(task.targets),
                 "sample_rate": self.predictor.sample_rate,
                 "max_duration": self.limits.max_duration,
                 "max_clips": self.limits.max_clips,

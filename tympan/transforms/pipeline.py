@@ -1,0 +1,155 @@
+"""The feature pipeline: one object for the training data and the bundle, so serving replays
+training exactly.
+
+`offline` transforms run once per clip in `tympan preprocess` and their output is stored;
+`online` transforms run per clip when training and in the bundle. Every transform's declared
+kind is checked against its neighbour's when the pipeline is built (a config load builds it),
+so a mismatched chain fails with a message naming both sides.
+
+Augmentations are placed in the online chain by where they act: waveform augmentations run on
+the waveform just before the first online transform that turns it into something else (so the
+waveform must be what is stored), feature augmentations just before the first normalising
+transform (or at the end). Padding of a batch is here too, since how to pad depends on the kind.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tympan.transforms.spec import ShapeError, Spec, Transform, waveform
+
+Resolver = Callable[[str], Any]
+
+
+def build_transform(target: str, args: dict, spec: Spec, resolve: Resolver) -> Transform:
+    """Build one transform for input `spec`; `sample_rate` comes from the spec, not the user."""
+    cls = resolve(target)
+    params = inspect.signature(cls).parameters
+    if "sample_rate" in args:
+        raise ValueError(
+            f"{target}: remove 'sample_rate' from its args; it is features.sample_rate or the input's rate"
+        )
+    fixed = {"sample_rate": spec.sample_rate} if "sample_rate" in params else {}
+    transform = cls(**args, **fixed)
+    if not isinstance(transform, Transform):
+        raise ValueError(f"{target} is not a tympan Transform (tympan.transforms.spec.Transform)")
+    return transform
+
+
+class Pipeline:
+    """`sample_rate` (the waveform every clip is decoded to), `offline` and `online` transforms.
+
+    Each item of `offline`/`online` is `{"target": ..., "args": {...}}`; `resolve` turns a target
+    into a class (the bundle passes one that refuses code outside tympan).
+    """
+
+    def __init__(self, sample_rate: int, offline: Sequence[dict], online: Sequence[dict], resolve: Resolver):
+        self.sample_rate = sample_rate
+        self.items = {"offline": [dict(i) for i in offline], "online": [dict(i) for i in online]}
+        spec = waveform(sample_rate)
+        self.offline: list[Transform] = []
+        self.online: list[Transform] = []
+        self.specs: list[Spec] = [spec]  # the input of each online transform, then the output
+        for place in ("offline", "online"):
+            for i, item in enumerate(self.items[place]):
+                where = f"features.{place}.{i}"
+                try:
+                    transform = build_transform(item["target"], item.get("args") or {}, spec, resolve)
+                    transform.check(spec)
+                    spec = transform.output(spec)
+                except ShapeError as exc:
+                    raise ShapeError(f"{where}: {exc}") from None
+                except (ValueError, TypeError) as exc:  # refused arguments, or not a Transform
+                    raise ValueError(f"{where}: {item['target']}: {str(exc).strip().splitlines()[0]}") from None
+                getattr(self, place).append(transform.eval())
+                if place == "online":
+                    self.specs.append(spec)
+            if place == "offline":
+                self.stored = spec
+                self.specs = [spec]
+        self.output = spec
+
+    # ---- what the config and the bundle record
+    def describe(self) -> dict:
+        return {"sample_rate": self.sample_rate, **self.items}
+
+    @property
+    def fits(self) -> bool:
+        return any(t.fits for t in self.online)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The online transforms' fitted statistics, keyed `<i>.<name>`."""
+        return {f"{i}.{k}": v for i, t in enumerate(self.online) for k, v in t.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for i, transform in enumerate(self.online):
+            prefix = f"{i}."
+            transform.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+
+    # ---- running it
+    @torch.no_grad()
+    def extract(self, samples: np.ndarray) -> np.ndarray:
+        """The offline transforms on one decoded clip (float32 samples at `sample_rate`)."""
+        x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+        for transform in self.offline:
+            x = transform(x)
+        return x.numpy()
+
+    @torch.no_grad()
+    def apply(
+        self,
+        stored: torch.Tensor,
+        generator: torch.Generator | None = None,
+        waveform_augment: Callable | None = None,
+        features_augment: Callable | None = None,
+    ) -> torch.Tensor:
+        """The online transforms on one stored clip. With a `generator` (training), random
+        transforms draw from it and the augmentations run at their places; without, it is the
+        deterministic chain the bundle runs."""
+        x = stored
+        for i, transform in enumerate(self.online):
+            before, after = self.specs[i], self.specs[i + 1]
+            if waveform_augment and before.kind == "waveform" and after.kind != "waveform":
+                x, waveform_augment = waveform_augment(x, generator), None
+            if features_augment and transform.normalizes:
+                x, features_augment = features_augment(x, generator), None
+            x = transform(x, generator) if transform.random and generator is not None else transform(x)
+        if waveform_augment:
+            x = waveform_augment(x, generator)
+        if features_augment:
+            x = features_augment(x, generator)
+        return x
+
+    def fit(self, clips: Callable[[], Iterable[torch.Tensor]]) -> None:
+        """Fit the online transforms that need train statistics, in order: each sees the stored
+        train clips through the (deterministic) transforms before it. `clips()` iterates them."""
+        for i, transform in enumerate(self.online):
+            if transform.fits:
+                transform.fit(self._through(clips(), self.online[:i]))
+
+    @staticmethod
+    def _through(clips: Iterable[torch.Tensor], transforms: list[Transform]):
+        for x in clips:
+            for transform in transforms:
+                x = transform(x)
+            yield x
+
+    def pad(self, clips: list[torch.Tensor], min_length: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack clips of the output kind into a batch and their lengths. Variable-length kinds are
+        padded to the longest (at least `min_length`): waveforms with silence, frames with each
+        clip's own minimum (its quietest value, not a loud zero)."""
+        lengths = torch.tensor([len(x) for x in clips], dtype=torch.long)
+        if not self.output.variable_length:
+            return torch.stack(clips), torch.ones(len(clips), dtype=torch.long)
+        longest = max(min_length, int(lengths.max()))
+        if self.output.kind == "waveform":
+            padded = [F.pad(x, (0, longest - len(x))) for x in clips]
+        else:
+            padded = [F.pad(x, (0, 0, 0, longest - len(x)), value=float(x.min())) for x in clips]
+        return torch.stack(padded), lengths
