@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
 from tympan import checks
+from tympan.transforms.spec import Spec, Transform
+from tympan.transforms.waveform import check_rate
 
 
-class PannLogMel(nn.Module):
-    """Waveform (batch, samples) at `sample_rate` -> log-Mel (batch, frames, n_mels) in dB.
+class PannLogMel(Transform):
+    """Waveform (samples,) -> log-Mel (frames, n_mels) in dB; a batch (B, samples) gives (B, frames, n_mels).
 
-    Defaults are the PANN 16 kHz pipeline: Hann window 512, hop 160, 64 bins, 50-8000 Hz.
+    Defaults are the PANN 16 kHz pipeline: Hann window 512, hop 160, 64 bins, 50-8000 Hz. The
+    pipeline fills in `sample_rate` from its input.
     """
+
+    takes = ("waveform",)
 
     def __init__(
         self,
@@ -40,9 +44,14 @@ class PannLogMel(nn.Module):
             checks.positive_int(name, value)
         checks.frequency_range(fmin, fmax, sample_rate)
 
+    def output(self, spec: Spec) -> Spec:
+        self.check(spec)
+        check_rate(self, self.sample_rate, spec)
+        return Spec("frames", spec.sample_rate, frame_rate=self.sample_rate / self.hop_length, size=self.n_mels)
+
     @torch.no_grad()
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        if waveform.dim() == 1:
-            waveform = waveform.unsqueeze(0)
+    def forward(self, waveform: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        batch = waveform if waveform.dim() == 2 else waveform.unsqueeze(0)
         # torchlibrosa returns (batch, 1, frames, n_mels)
-        return self.logmel(self.spectrogram(waveform)).squeeze(1)
+        features = self.logmel(self.spectrogram(batch)).squeeze(1)
+        return features if waveform.dim() == 2 else features[0]

@@ -1,0 +1,307 @@
+"""The feature transforms on real FSDD audio: declared specs, their maths, and their refusals."""
+
+import inspect
+
+import pytest
+import torch
+import torchaudio
+from safetensors.torch import load_file, save_file
+from torchlibrosa.stft import LogmelFilterBank, Spectrogram
+
+from tympan import audio
+from tympan.config.presets import PRESETS
+from tympan.config.targets import bound_args, resolve_target
+from tympan.config.yaml12 import load_yaml
+from tympan.transforms import (
+    MFCC,
+    Crop,
+    Normalize,
+    NotFittedError,
+    OpenSmile,
+    Pad,
+    PannLogMel,
+    RandomCrop,
+    ShapeError,
+    Spec,
+    Waveform,
+    normalize,
+)
+from tympan.transforms import functional as F
+from tympan.transforms.spec import waveform
+
+RATE = 16000
+WAVE = waveform(RATE)
+LOGMEL = Spec("frames", RATE, frame_rate=100.0, size=64)
+
+
+@pytest.fixture(scope="module")
+def clips(fsdd_mirror) -> list[torch.Tensor]:
+    """Twelve real recordings (four speakers) as float32 waveforms at 16 kHz."""
+    paths = sorted((fsdd_mirror / "fsdd" / "recordings").glob("*.wav"))
+    chosen = [p for p in paths if p.stem.split("_")[2] in ("0", "1", "2")]
+    chosen = [p for p in chosen if p.stem.split("_")[1] in ("george", "jackson", "lucas", "yweweler")][:12]
+    return [torch.from_numpy(audio.load(p, RATE)[0]) for p in chosen]
+
+
+@pytest.fixture(scope="module")
+def logmels(clips) -> list[torch.Tensor]:
+    extractor = PannLogMel()
+    return [extractor(x) for x in clips]
+
+
+def build(cls, args: dict, spec: Spec):
+    """Build as the pipeline does: the input's rates fill the arguments of those names."""
+    params = inspect.signature(cls).parameters
+    rates = {"sample_rate": spec.sample_rate, "frame_rate": spec.frame_rate}
+    return cls(**args, **{k: v for k, v in rates.items() if k in params})
+
+
+def assert_fits(x: torch.Tensor, spec: Spec, seconds: float) -> None:
+    """`x` is one clip of `spec`; a variable-length one as long as `seconds` of audio at its frame rate."""
+    assert x.dtype == torch.float32
+    if spec.kind == "vector":
+        assert x.shape == (spec.size,)
+    elif spec.kind == "waveform":
+        assert x.dim() == 1
+    else:
+        assert x.dim() == 2 and x.shape[1] == spec.size
+    if spec.variable_length:
+        assert abs(len(x) - seconds * spec.frame_rate) <= 0.1 * spec.frame_rate
+
+
+@pytest.mark.parametrize(
+    "cls, args, kind, size",
+    [
+        (PannLogMel, {}, "frames", 64),
+        (MFCC, {"n_mfcc": 20}, "frames", 20),
+        (Waveform, {}, "waveform", None),
+        (OpenSmile, {}, "vector", 88),
+        (OpenSmile, {"feature_level": "LowLevelDescriptors"}, "frames", 25),
+    ],
+)
+def test_extractor_output_matches_its_spec(clips, cls, args, kind, size):
+    transform = build(cls, args, WAVE)
+    spec = transform.output(WAVE)
+    assert (spec.kind, spec.size, spec.sample_rate) == (kind, size, RATE)
+    x = clips[0]
+    assert_fits(transform(x), spec, len(x) / RATE)
+
+
+def test_logmel_port_keeps_its_numbers(fsdd_mirror, clips):
+    """Bit for bit torchlibrosa's PANN front end; one clip gives (frames, bins), a batch (B, frames, bins)."""
+    spectrogram = Spectrogram(n_fft=512, hop_length=160, win_length=512)
+    logmel = LogmelFilterBank(sr=RATE, n_fft=512, n_mels=64, fmin=50, fmax=8000, top_db=None)
+    extractor = PannLogMel()
+    x = clips[0]
+    expected = logmel(spectrogram(x[None]))[0, 0]
+    assert torch.equal(extractor(x), expected)
+    assert extractor(x).shape == (len(x) // 160 + 1, 64)
+    batch = extractor(torch.stack([x, x.flip(0)]))
+    assert batch.shape == (2, *expected.shape) and torch.allclose(batch[0], expected, atol=1e-4)  # batched conv: ulps
+    # numbers of the class before the port, on 0_george_0.wav
+    samples, _ = audio.load(fsdd_mirror / "fsdd" / "recordings" / "0_george_0.wav", RATE)
+    pinned = torch.tensor([-20.3428, -8.9212, -9.0304, -24.1783])
+    assert torch.allclose(extractor(torch.from_numpy(samples))[10, :4], pinned, atol=1e-3)
+
+
+def test_mfcc_equals_torchaudio(clips):
+    args = {
+        "n_mfcc": 13,
+        "n_fft": 512,
+        "hop_length": 256,
+        "n_mels": 40,
+        "f_min": 20.0,
+        "f_max": 7000.0,
+        "log_mels": True,
+    }
+    ours = MFCC(**args)
+    melkwargs = {k: args[k] for k in ("n_fft", "hop_length", "n_mels", "f_min", "f_max")}
+    theirs = torchaudio.transforms.MFCC(RATE, n_mfcc=13, log_mels=True, melkwargs=melkwargs)
+    x = clips[2]
+    assert torch.equal(ours(x), theirs(x).T)
+    assert ours.output(WAVE).frame_rate == RATE / 256
+    assert torch.equal(
+        MFCC()(x), torchaudio.transforms.MFCC(RATE, n_mfcc=40, melkwargs={"n_mels": 64, "hop_length": 160})(x).T
+    )
+
+
+def test_waveform_passes_through(clips):
+    assert Waveform().output(WAVE) == WAVE
+    assert torch.equal(Waveform()(clips[0]), clips[0])
+
+
+def test_opensmile_functionals_are_finite_and_deterministic(clips):
+    first, second = OpenSmile(), OpenSmile()
+    values = first(clips[3])
+    assert values.shape == (88,) and bool(torch.isfinite(values).all())
+    assert torch.equal(values, first(clips[3])) and torch.equal(values, second(clips[3]))
+    assert not torch.equal(values, first(clips[4]))  # it does depend on the audio
+    assert len(first.feature_names) == 88
+
+
+def test_opensmile_sizes_come_without_audio():
+    """The spec is known at config load: ComParE_2016 functionals are 6373 values."""
+    assert OpenSmile("ComParE_2016").output(WAVE) == Spec("vector", RATE, size=6373)
+    assert OpenSmile("ComParE_2016", "LowLevelDescriptors").output(WAVE) == Spec("frames", RATE, 100.0, 65)
+
+
+@pytest.mark.filterwarnings("ignore:Segment too short")
+def test_opensmile_refuses_a_too_short_clip_naming_its_length(clips):
+    with pytest.raises(ValueError, match=r"800 samples \(0\.050 s at 16000 Hz\)"):
+        OpenSmile()(clips[0][:800])
+
+
+def test_instance_normalize_gives_zero_mean_unit_std(logmels):
+    norm = Normalize()
+    for x in (logmels[0], OpenSmile()(torch.zeros(RATE) + torch.linspace(-0.1, 0.1, RATE))):
+        y = norm(x)
+        assert abs(float(y.mean())) < 1e-5 and abs(float(y.std()) - 1) < 1e-4
+    # the maths of the old per-utterance normalisation, so the default experiment keeps its numbers
+    assert torch.equal(norm(logmels[0]), normalize(logmels[0], "utterance"))
+    assert norm.output(LOGMEL) == LOGMEL and norm.normalizes and not norm.fits
+
+
+def test_train_normalize_standardizes_each_bin_over_the_train_clips(logmels):
+    train = logmels[:8]
+    norm = Normalize("train")
+    assert norm.fits and norm.normalizes
+    norm.fit(iter(train))  # one pass over a stream
+    y = torch.cat([norm(x) for x in train])
+    assert y.shape[1] == 64
+    assert y.mean(dim=0).abs().max() < 1e-4
+    assert (y.std(dim=0) - 1).abs().max() < 1e-3
+    # each bin on its own: a clip-level normaliser would not give this
+    assert not torch.allclose(norm(train[0]), Normalize()(train[0]), atol=1e-2)
+
+
+def test_train_normalize_is_saved_and_loaded(logmels, tmp_path):
+    norm = Normalize("train")
+    norm.fit(logmels[:8])
+    save_file(norm.state_dict(), tmp_path / "norm.safetensors")
+    fresh = Normalize("train")
+    fresh.load_state_dict(load_file(tmp_path / "norm.safetensors"))
+    assert torch.equal(fresh(logmels[9]), norm(logmels[9]))
+    with pytest.raises(ShapeError, match="fitted on 64 features, but its input is frames x 40 bins"):
+        fresh.output(LOGMEL.with_(size=40))
+
+
+def test_unfitted_train_normalize_is_refused(logmels):
+    with pytest.raises(NotFittedError, match="fit it on the train split"):
+        Normalize("train")(logmels[0])
+    with pytest.raises(ValueError, match="at least 2"):
+        Normalize("train").fit([])
+
+
+def test_train_normalize_on_vectors_is_per_element(clips):
+    smile = OpenSmile()
+    vectors = [smile(x) for x in clips[:6]]
+    norm = Normalize("train")
+    norm.fit(vectors)
+    y = torch.stack([norm(v) for v in vectors])
+    assert norm.mean.shape == (88,)
+    assert y.mean(dim=0).abs().max() < 1e-3
+
+
+def test_streamed_moments_equal_the_whole(logmels):
+    moments = (0, None, None)
+    for x in logmels:
+        moments = F.merge_moments(moments, x)
+    whole = torch.cat(logmels).double()
+    count, mean, m2 = moments
+    assert count == len(whole)
+    assert torch.allclose(mean, whole.mean(0)) and torch.allclose(m2 / (count - 1), whole.var(0))
+
+
+def test_crop_and_pad_lengths(clips, logmels):
+    x, frames = clips[0], logmels[0]
+    one_second = build(Crop, {"seconds": 1.0}, WAVE)
+    assert one_second.length == RATE and len(one_second(torch.cat([x] * 5))) == RATE
+    assert len(build(Crop, {"seconds": 0.25}, LOGMEL)(frames)) == 25  # seconds count frames at 100/s
+    assert torch.equal(Crop(frames=10, anchor="start")(frames), frames[:10])
+    assert torch.equal(Crop(frames=10, anchor="end")(frames), frames[-10:])
+    assert torch.equal(Crop(frames=10)(frames), frames[(len(frames) - 10) // 2 :][:10])
+    assert torch.equal(Crop(frames=10_000)(frames), frames)  # shorter clips pass as they are
+    padded = Pad(frames=len(x) + 100)(x)
+    assert len(padded) == len(x) + 100 and torch.equal(padded[: len(x)], x) and not padded[len(x) :].any()
+    padded = build(Pad, {"seconds": 2.0}, LOGMEL)(frames)
+    assert padded.shape == (200, 64) and torch.equal(padded[len(frames) :], frames.min().expand(200 - len(frames), 64))
+    assert torch.equal(Pad(frames=5)(frames), frames)
+
+
+def test_random_crop_draws_from_the_generator_and_is_centred_in_eval(logmels):
+    frames = logmels[0]
+    crop = RandomCrop(frames=10).train()
+
+    def draw(seed):
+        return crop(frames, torch.Generator().manual_seed(seed))
+
+    assert crop.random and all(draw(s).shape == (10, 64) for s in range(5))
+    assert torch.equal(draw(3), draw(3))
+    assert any(not torch.equal(draw(0), draw(s)) for s in range(1, 5))
+    # the same draw as the trainer's max_duration crop, so a run cropped either way sees the same windows
+    start = int(torch.randint(0, len(frames) - 10 + 1, (1,), generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(draw(7), frames[start : start + 10])
+    centre = Crop(frames=10)(frames)
+    assert torch.equal(crop(frames), centre)  # no generator
+    assert torch.equal(crop.eval()(frames, torch.Generator().manual_seed(3)), centre)
+
+
+@pytest.mark.parametrize(
+    "transform, spec, message",
+    [
+        (PannLogMel(), LOGMEL, "PannLogMel takes waveform, but its input is frames x 64 bins at 100 frames/s"),
+        (MFCC(), Spec("vector", RATE, size=88), "MFCC takes waveform, but its input is vector of 88"),
+        (Waveform(), LOGMEL, "Waveform takes waveform, but its input is frames x 64 bins"),
+        (Crop(frames=3), Spec("vector", RATE, size=88), "Crop takes waveform or frames, but its input is vector of 88"),
+        (Normalize("train"), WAVE, "Normalize takes frames or vector, but its input is waveform at 16000 Hz"),
+        (PannLogMel(), waveform(8000), "PannLogMel was built for 16000 Hz, but its input is waveform at 8000 Hz"),
+        (Crop(seconds=1.0, frame_rate=100.0), LOGMEL.with_(frame_rate=50.0), "counts 100 frames/s, but its input"),
+    ],
+)
+def test_a_wrong_input_is_refused_naming_both_sides(transform, spec, message):
+    with pytest.raises(ShapeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        transform.output(spec)
+
+
+@pytest.mark.parametrize(
+    "cls, args, message",
+    [
+        (PannLogMel, {"hop_length": 0}, "hop_length must be a positive integer"),
+        (PannLogMel, {"fmax": 9000}, "above the Nyquist frequency"),
+        (MFCC, {"n_mfcc": 80}, "n_mfcc=80 is more than n_mels=64"),
+        (MFCC, {"f_max": 9000}, "f_max=9000 is above the Nyquist frequency of 16000 Hz"),
+        (MFCC, {"f_min": 5000, "f_max": 4000}, "0 <= f_min < f_max"),
+        (MFCC, {"log_mels": "yes"}, "log_mels must be true or false"),
+        (OpenSmile, {"feature_set": "eGeMAPSv03"}, "unknown openSMILE feature_set 'eGeMAPSv03'; known: ComParE_2016"),
+        (OpenSmile, {"feature_level": "lld"}, "unknown openSMILE feature_level 'lld'"),
+        (OpenSmile, {"feature_level": "LowLevelDescriptors_Deltas"}, "not available for feature set 'eGeMAPSv02'"),
+        (Normalize, {"mode": "utterance"}, "unknown normalisation mode 'utterance'; expected one of instance, train"),
+        (Crop, {}, "give exactly one of seconds and frames"),
+        (Crop, {"seconds": 1.0, "frames": 100}, "give exactly one of seconds and frames"),
+        (Crop, {"seconds": -1}, "seconds must be a positive number, got -1"),
+        (Pad, {"frames": True}, "frames must be a positive integer, got True"),
+        (RandomCrop, {"frames": 2.5}, "frames must be a positive integer, got 2.5"),
+        (Crop, {"frames": 10, "anchor": "middle"}, "unknown anchor 'middle'"),
+    ],
+)
+def test_bad_args_are_refused_at_config_load_and_by_the_constructor(cls, args, message):
+    with pytest.raises(ValueError, match=message):
+        cls.validate_args(**bound_args(cls, args))  # what config load calls
+    with pytest.raises(ValueError, match=message):
+        build(cls, args, WAVE)
+
+
+def test_seconds_need_the_input_frame_rate():
+    with pytest.raises(ValueError, match=r"Crop\(seconds=1.0\) needs the input's frame_rate"):
+        Crop(seconds=1.0)
+
+
+@pytest.mark.parametrize("path", sorted((PRESETS / "transforms").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_transform_preset_builds(clips, path):
+    preset = load_yaml(path.read_text())
+    cls = resolve_target(preset["target"])
+    if hasattr(cls, "validate_args"):  # as config load does
+        cls.validate_args(**bound_args(cls, preset["args"]))
+    transform = build(cls, preset["args"], WAVE)
+    spec = transform.output(WAVE)
+    assert_fits(transform(torch.cat(clips)[:RATE]), spec, 1.0)
