@@ -1,11 +1,28 @@
-"""Seeded training-time augmentations of log-Mel features.
+"""Seeded training-time augmentations that say where they act: waveform, features or batch.
 
-Each augmentation is called on one clip, `aug(features, generator) -> features`, with
-features shaped (frames, bins) and a torch.Generator owned by the data loader, so a run's
-augmentations are a function of its seed alone.
+Clip-level ones are called `aug(x, generator) -> x`, batch-level ones (MixUp, CutMix)
+`aug(x, lengths, targets, generator) -> (x, lengths, targets)`, with a torch.Generator owned by
+the data loader, so a run's augmentations are a function of its seed alone (see base.py).
+Choice and Sequence nest; `build` makes any of them from config.
 """
 
+from tympan.augmentations.base import PLACES, Augmentation, build
+from tympan.augmentations.mix import CutMix, MixUp
+from tympan.augmentations.noise import BackgroundNoise, GaussianNoise
 from tympan.augmentations.spec_augment import SpecAugment
 from tympan.augmentations.speed import SpeedPerturb
+from tympan.augmentations.structure import Choice, Sequence
 
-__all__ = ["SpecAugment", "SpeedPerturb"]
+__all__ = [
+    "PLACES",
+    "Augmentation",
+    "BackgroundNoise",
+    "Choice",
+    "CutMix",
+    "GaussianNoise",
+    "MixUp",
+    "Sequence",
+    "SpecAugment",
+    "SpeedPerturb",
+    "build",
+]

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import torch
 
+from tympan.augmentations.base import Augmentation
 
-class SpecAugment:
+
+class SpecAugment(Augmentation):
     """Mask `time_masks` bands of up to `time_width` frames and `freq_masks` of up to `freq_width` bins.
 
-    Masks are set to the clip's mean so that they carry no level information.
+    Masks are set to the clip's mean so that they carry no level information. After the p draw,
+    one draw of two numbers per mask (its width, then its start), time masks first.
     """
+
+    place = "features"
+    takes = ("frames",)
 
     def __init__(
         self,
@@ -19,21 +25,39 @@ class SpecAugment:
         freq_width: int = 8,
         p: float = 1.0,
     ):
+        self.validate_args(time_masks, time_width, freq_masks, freq_width, p)
+        super().__init__(p)
         self.time_masks, self.time_width = time_masks, time_width
         self.freq_masks, self.freq_width = freq_masks, freq_width
-        self.p = p
 
-    def __call__(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        # one draw for everything: a width and a start per mask
-        draws = torch.rand(1 + 2 * (self.time_masks + self.freq_masks), generator=generator).tolist()
-        if draws[0] >= self.p:
-            return features
+    @staticmethod
+    def validate_args(time_masks=2, time_width=8, freq_masks=2, freq_width=8, p=1.0) -> None:
+        counts = {
+            "time_masks": time_masks,
+            "time_width": time_width,
+            "freq_masks": freq_masks,
+            "freq_width": freq_width,
+        }
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        Augmentation.validate_args(p)
+
+    def masks(self, shape: tuple[int, int], generator: torch.Generator) -> list[tuple[int, int, int]]:
+        """The masks for features of `shape` (frames, bins), as (axis, start, width)."""
+        draws = torch.rand(2 * (self.time_masks + self.freq_masks), generator=generator).tolist()
+        widths = [(0, self.time_width)] * self.time_masks + [(1, self.freq_width)] * self.freq_masks
+        masks = []
+        for k, (axis, max_width) in enumerate(widths):
+            size = shape[axis]
+            width = int(draws[2 * k] * (min(max_width, size) + 1))
+            start = int(draws[2 * k + 1] * (size - width + 1))
+            masks.append((axis, start, width))
+        return masks
+
+    def apply(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         out = features.clone()
         fill = float(features.mean())
-        masks = [(0, self.time_width)] * self.time_masks + [(1, self.freq_width)] * self.freq_masks
-        for k, (axis, max_width) in enumerate(masks):
-            size = out.shape[axis]
-            width = int(draws[1 + 2 * k] * (min(max_width, size) + 1))
-            start = int(draws[2 + 2 * k] * (size - width + 1))
+        for axis, start, width in self.masks(features.shape, generator):
             out.narrow(axis, start, width).fill_(fill)
         return out

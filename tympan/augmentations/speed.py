@@ -6,6 +6,9 @@ import librosa
 import numpy as np
 import torch
 
+from tympan.augmentations.base import Augmentation
+from tympan.transforms.spec import ShapeError, Spec
+
 
 def interpolation_matrix(positions: np.ndarray, size: int) -> np.ndarray:
     """A (len(positions), size) matrix whose product with a (size, ...) array reads it
@@ -21,15 +24,19 @@ def interpolation_matrix(positions: np.ndarray, size: int) -> np.ndarray:
     return matrix
 
 
-class SpeedPerturb:
+class SpeedPerturb(Augmentation):
     """Play a clip `rate` times faster: shorter in time and higher in pitch, like resampling.
 
     A waveform sped up by `rate` has its frames squeezed by `rate` and every frequency
     multiplied by `rate`. On a Mel axis the second is a non-linear warp, applied here by
     reading each output bin at the fractional input bin of frequency f / rate. Both are
     linear interpolations, so the whole perturbation is two small matrix products.
-    The Mel scale (`n_mels`, `fmin`, `fmax`) is taken from the features config.
+    The Mel scale (`n_mels`, `fmin`, `fmax`) is taken from the features config. After the p
+    draw, one draw gives the rate.
     """
+
+    place = "features"
+    takes = ("frames",)
 
     def __init__(
         self,
@@ -40,22 +47,32 @@ class SpeedPerturb:
         fmin: float = 50.0,
         fmax: float = 8000.0,
     ):
-        if not 0 < min_rate <= max_rate:
-            raise ValueError(f"need 0 < min_rate <= max_rate, got {min_rate}, {max_rate}")
-        self.min_rate, self.max_rate, self.p = min_rate, max_rate, p
+        self.validate_args(min_rate, max_rate, p)
+        super().__init__(p)
+        self.min_rate, self.max_rate = min_rate, max_rate
         self._centers = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
         self._mel_centers = librosa.hz_to_mel(self._centers)
+
+    @staticmethod
+    def validate_args(min_rate: float = 0.85, max_rate: float = 1.15, p: float = 1.0, **_) -> None:
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (min_rate, max_rate))
+        if not numbers or not 0 < min_rate <= max_rate:
+            raise ValueError(f"need 0 < min_rate <= max_rate, got {min_rate!r}, {max_rate!r}")
+        Augmentation.validate_args(p)
+
+    def check(self, spec: Spec) -> None:
+        """Frames with as many bins as the Mel scale this was built for."""
+        super().check(spec)
+        if spec.size != len(self._centers):
+            raise ShapeError(f"SpeedPerturb is built for {len(self._centers)} Mel bins, but gets {spec.describe()}")
 
     def _frequency_matrix(self, rate: float) -> np.ndarray:
         source_mel = librosa.hz_to_mel(self._centers / rate)
         bins = np.interp(source_mel, self._mel_centers, np.arange(len(self._centers)))
         return interpolation_matrix(bins, len(self._centers))
 
-    def __call__(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        draw = torch.rand(2, generator=generator).tolist()
-        if draw[0] >= self.p:
-            return features
-        rate = self.min_rate + draw[1] * (self.max_rate - self.min_rate)
+    def apply(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        rate = self.min_rate + float(torch.rand(1, generator=generator)) * (self.max_rate - self.min_rate)
         length = features.shape[0]
         frames = max(1, round(length / rate))
         # frame centres of the output, in input frames (half-pixel convention)

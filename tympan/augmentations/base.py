@@ -1,0 +1,118 @@
+"""What every augmentation shares: where it acts, its probability, and how it is built from config.
+
+An augmentation acts in one `place`:
+  waveform   on one clip's samples (samples,), before the features are computed
+  features   on one clip's features as the pipeline gives them, e.g. log-Mel (frames, bins)
+  batch      on a collated batch, after padding: `(x, lengths, targets)` with `targets` the float
+             soft targets (batch, n_outputs) of `task.soft`, so MixUp and CutMix can mix them
+
+Clip-level augmentations are called `aug(x, generator) -> x`, batch-level ones
+`aug(x, lengths, targets, generator) -> (x, lengths, targets)`. Every random number, the
+probability draw included, comes from that torch.Generator, so a run's augmentations are a
+function of its seed and a resumed run replays them exactly.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from tympan.config.targets import first_line, resolve_target
+from tympan.transforms.spec import KINDS, ShapeError, Spec
+
+PLACES = ("waveform", "features", "batch")
+
+
+def check_probability(p: Any) -> None:
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+        raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+
+
+class Augmentation:
+    """Base class: draws one uniform number for `p` first, then applies `apply` when it is below `p`.
+
+    The draw happens whatever `p` is, so p = 0 is the identity, p = 1 always applies, and the
+    draws that follow do not depend on `p`. A skipped augmentation draws nothing more.
+    Subclasses set `place` and `takes` (the kinds of input they work on) and implement
+    `apply(x, generator)`, or `apply(x, lengths, targets, generator)` for place "batch".
+    """
+
+    place: str = "features"
+    takes: tuple[str, ...] = KINDS
+
+    def __init__(self, p: float = 1.0):
+        check_probability(p)
+        self.p = p
+
+    @staticmethod
+    def validate_args(p: float = 1.0, **_) -> None:
+        """Config load calls this, so a bad value fails before training starts."""
+        check_probability(p)
+
+    def check(self, spec: Spec) -> None:
+        """Refuse an input kind this augmentation does not work on, naming both."""
+        if spec.kind not in self.takes:
+            raise ShapeError(f"{type(self).__name__} acts on {' or '.join(self.takes)}, but gets {spec.describe()}")
+
+    def __call__(self, x: torch.Tensor, *rest: Any):
+        """`(x, generator)` for a clip, `(x, lengths, targets, generator)` for a batch."""
+        expected = 3 if self.place == "batch" else 1
+        if len(rest) != expected:
+            call = "(x, lengths, targets, generator)" if expected == 3 else "(x, generator)"
+            raise TypeError(f"{type(self).__name__} acts on the {self.place}: call it with {call}")
+        if float(torch.rand(1, generator=rest[-1])) >= self.p:
+            return (x, *rest[:-1]) if rest[:-1] else x
+        return self.apply(x, *rest)
+
+    def apply(self, x: torch.Tensor, *rest: Any):
+        raise NotImplementedError
+
+
+def build(config: Any, shared: dict[str, Any] | None = None) -> Augmentation:
+    """Build an augmentation from `{target, args}` (or a config Component).
+
+    Arguments the class takes by name are filled in from `shared` (e.g. the features' Mel scale,
+    the sample rate) unless `args` sets them, down through Choice and Sequence to every child.
+    """
+    if not isinstance(config, dict):
+        config = {"target": config.target, "args": dict(config.args)}
+    return from_config(share(config, shared or {}), "augmentation")
+
+
+def share(config: Any, shared: dict[str, Any]) -> Any:
+    """`config` with `shared` values filled in where its class (or a nested child's) takes them."""
+    if not (isinstance(config, dict) and isinstance(config.get("target"), str)):
+        return config  # not a config: from_config refuses it with a clear message
+    cls = resolve_target(config["target"])
+    args = dict(config.get("args") or {})
+    children = getattr(cls, "children_arg", None)
+    if children and isinstance(args.get(children), list):
+        args[children] = [share(child, shared) for child in args[children]]
+    params = inspect.signature(cls).parameters
+    filled = {k: v for k, v in shared.items() if k in params and k not in args}
+    return {**config, "args": {**filled, **args}}
+
+
+def from_config(config: Any, where: str) -> Augmentation:
+    """An augmentation from `{target, args}` (or one already built); errors name `where`."""
+    if isinstance(config, Augmentation):
+        return config
+    if not (isinstance(config, dict) and isinstance(config.get("target"), str)) or set(config) - {"target", "args"}:
+        raise ValueError(f"{where}: expected {{target: package.module:Class, args: {{...}}}}, got {config!r}")
+    target, args = config["target"], config.get("args") or {}
+    if not isinstance(args, dict):
+        raise ValueError(f"{where}: args must be a mapping, got {args!r}")
+    cls = resolve_target(target)
+    if not (isinstance(cls, type) and issubclass(cls, Augmentation)):
+        raise ValueError(f"{where}: {target} is not an augmentation (a subclass of tympan.augmentations:Augmentation)")
+    params = inspect.signature(cls).parameters
+    unknown = [name for name in args if name not in params]
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise ValueError(f"{where}: {target} takes no argument {unknown[0]!r}; it takes: {', '.join(params)}")
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as exc:
+        message = str(exc).strip().splitlines()
+        raise ValueError(f"{where}: {target}: {message[0] if message else first_line(exc)}") from None

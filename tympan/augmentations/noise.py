@@ -1,0 +1,129 @@
+"""Additive noise on the waveform at a signal-to-noise ratio drawn from a range."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from tympan import audio
+from tympan.augmentations.base import Augmentation
+from tympan.errors import AudioError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+
+
+def mix_at_snr(signal: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch.Tensor:
+    """`signal` plus `noise` scaled so that their power ratio is `snr_db`. A silent signal or
+    silent noise leaves the signal as it is (no level to measure the ratio against)."""
+    signal_power = float(signal.double().square().mean())
+    noise_power = float(noise.double().square().mean())
+    if signal_power == 0 or noise_power == 0:
+        return signal
+    scale = math.sqrt(signal_power / (noise_power * 10 ** (snr_db / 10)))
+    return signal + scale * noise
+
+
+def check_snr_range(min_snr_db, max_snr_db) -> None:
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (min_snr_db, max_snr_db))
+    if not numbers or not min_snr_db <= max_snr_db:
+        raise ValueError(f"need numbers min_snr_db <= max_snr_db, got {min_snr_db!r}, {max_snr_db!r}")
+
+
+class SnrNoise(Augmentation):
+    """What the noises share: place waveform and an SNR drawn uniformly from a range."""
+
+    place = "waveform"
+    takes = ("waveform",)
+
+    def __init__(self, min_snr_db: float, max_snr_db: float, p: float):
+        check_snr_range(min_snr_db, max_snr_db)
+        super().__init__(p)
+        self.min_snr_db, self.max_snr_db = min_snr_db, max_snr_db
+
+    def snr(self, generator: torch.Generator) -> float:
+        return self.min_snr_db + float(torch.rand(1, generator=generator)) * (self.max_snr_db - self.min_snr_db)
+
+
+class GaussianNoise(SnrNoise):
+    """White Gaussian noise at an SNR drawn from [min_snr_db, max_snr_db] (draws: p, SNR, noise)."""
+
+    def __init__(self, min_snr_db: float = 10.0, max_snr_db: float = 30.0, p: float = 1.0):
+        super().__init__(min_snr_db, max_snr_db, p)
+
+    @staticmethod
+    def validate_args(min_snr_db: float = 10.0, max_snr_db: float = 30.0, p: float = 1.0) -> None:
+        check_snr_range(min_snr_db, max_snr_db)
+        Augmentation.validate_args(p)
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        snr = self.snr(generator)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return mix_at_snr(x, noise, snr)
+
+
+def noise_files(folder) -> list[Path]:
+    """The audio files under `folder` (recursively, sorted so picks are reproducible)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"noise folder {root}: {'not a directory' if root.exists() else 'no such directory'}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"noise folder {root} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return files
+
+
+class BackgroundNoise(SnrNoise):
+    """Noise from a folder of audio files, mixed in at an SNR drawn from [min_snr_db, max_snr_db].
+
+    Each application picks a file, an SNR and a start, in that order after p; the noise is read
+    circularly from the start, so a file shorter than the clip repeats. Files are decoded with
+    tympan.audio at the clip's `sample_rate` (filled in from the features) when first used, and the
+    last few are kept in memory.
+    """
+
+    cache_size = 16
+
+    def __init__(
+        self,
+        folder: str,
+        min_snr_db: float = 0.0,
+        max_snr_db: float = 20.0,
+        sample_rate: int | None = None,
+        p: float = 1.0,
+    ):
+        super().__init__(min_snr_db, max_snr_db, p)
+        self.files = noise_files(folder)
+        self.sample_rate = sample_rate
+        self._cache: dict[int, torch.Tensor] = {}
+
+    @staticmethod
+    def validate_args(
+        folder: str, min_snr_db: float = 0.0, max_snr_db: float = 20.0, sample_rate: int | None = None, p: float = 1.0
+    ) -> None:
+        check_snr_range(min_snr_db, max_snr_db)
+        Augmentation.validate_args(p)
+        noise_files(folder)
+
+    def noise(self, index: int) -> torch.Tensor:
+        """File `index`'s samples at the clip's rate."""
+        if index not in self._cache:
+            if self.sample_rate is None:
+                raise ValueError(
+                    "BackgroundNoise needs the clip's sample_rate (filled in from the features, or in args)"
+                )
+            samples, _ = audio.load(self.files[index], self.sample_rate)
+            if len(samples) == 0:
+                raise AudioError(self.files[index], "no samples")
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[index] = torch.from_numpy(samples)
+        return self._cache[index]
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noise = self.noise(int(torch.randint(0, len(self.files), (1,), generator=generator)))
+        snr = self.snr(generator)
+        start = int(torch.randint(0, len(noise), (1,), generator=generator))
+        positions = (start + torch.arange(len(x))) % len(noise)
+        return mix_at_snr(x, noise[positions].to(x.dtype), snr)
