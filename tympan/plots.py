@@ -83,3 +83,33 @@ def _legend_below(fig, ax, handles: list) -> None:
         if legend.get_window_extent(renderer).width <= fig.bbox.width or columns == 1:
             return
         legend.remove()
+
+
+def average_precision(classes: list[str], values: list[float], path: Path, title: str | None = None) -> None:
+    """Average precision per class as horizontal bars, one row a class (a missing value, a class
+    without positives, is left blank and marked n/a)."""
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(classes) + 1)))
+    known = [0.0 if np.isnan(v) else v for v in values]
+    ax.barh(range(len(classes)), known, color="tab:blue")
+    for row, value in enumerate(values):
+        ax.text(known[row] + 0.01, row, "n/a" if np.isnan(value) else f"{value:.2f}", va="center", fontsize=7)
+    ax.set(yticks=range(len(classes)), yticklabels=classes, xlim=(0, 1.08), xlabel="average precision")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def predicted_vs_true(true: dict[str, np.ndarray], predicted: dict[str, np.ndarray], path: Path) -> None:
+    """One scatter panel per target, predictions against true values in the same units, with the
+    identity line that perfect predictions would lie on."""
+    fig, axes = plt.subplots(1, len(true), figsize=(4 * len(true), 4), squeeze=False)
+    for ax, name in zip(axes[0], true, strict=True):
+        ax.scatter(true[name], predicted[name], s=8, alpha=0.6)
+        values = np.concatenate([true[name], predicted[name]])
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        ax.plot([low, high], [low, high], color="grey", linewidth=1, linestyle="--")
+        ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=name)
+        ax.grid(alpha=0.3)
+    _save(fig, path)

@@ -1,5 +1,10 @@
-"""Tasks: what a target is, its loss, metrics, decoding and outputs (see tasks/base.py)."""
+"""Tasks: what a target is, its loss, metrics, decoding and outputs (see tasks/base.py).
 
-from tympan.tasks._old_classification import Classification
+A `task:` block names one by import path (presets in tympan/presets/tasks/)."""
 
-__all__ = ["Classification"]
+from tympan.tasks.base import Output, Task
+from tympan.tasks.classification import Classification
+from tympan.tasks.multilabel import MultiLabel
+from tympan.tasks.regression import Regression
+
+__all__ = ["Classification", "MultiLabel", "Output", "Regression", "Task"]
