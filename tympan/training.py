@@ -21,7 +21,7 @@ import yaml
 from safetensors import SafetensorError
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tympan import bundle, checkpoint, feature_store, plots, progress, tracking
+from tympan import augmentations, bundle, checkpoint, feature_store, plots, progress, tracking
 from tympan import config as configuration
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader, sample_seed
@@ -146,7 +146,7 @@ class Trainer:
         shared = self.config.features.shared_args()
         by_place: dict[str, list] = {"waveform": [], "features": [], "batch": []}
         for component in self.config.augmentation:
-            augmentation = component.build_sharing(shared)
+            augmentation = augmentations.build(component, shared)
             by_place[getattr(augmentation, "place", "features")].append(augmentation)
         return by_place
 

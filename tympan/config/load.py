@@ -111,11 +111,23 @@ def _check_chain(config: Config, source: str) -> None:
         check_accepts(resolve_target(config.model.target), pipeline.output)
     except ValueError as exc:
         raise ConfigError(f"{source}: model: {first_line(exc).partition(': ')[2]}") from None
+    from tympan.augmentations import build
+
     for i, component in enumerate(config.augmentation):
-        place = getattr(component.build_sharing(config.features.shared_args()), "place", "features")
+        where = f"{source}: augmentation.{i} ({component.target})"
+        try:
+            augmentation = build(component, config.features.shared_args())
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}: {first_line(exc).partition(': ')[2]}") from None
+        place = getattr(augmentation, "place", "features")
         problem = _misplaced(place, pipeline)
         if problem:
-            raise ConfigError(f"{source}: augmentation.{i} ({component.target}) acts on the {place}, but {problem}")
+            raise ConfigError(f"{where} acts on the {place}, but {problem}")
+        if hasattr(augmentation, "check"):
+            try:
+                augmentation.check(pipeline.spec_for(place))
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {first_line(exc).partition(': ')[2]}") from None
     if config.training.max_duration is not None and not pipeline.stored.variable_length:
         raise ConfigError(
             f"{source}: training.max_duration crops stored clips, but the stored features are a "

@@ -81,17 +81,17 @@ class Crop(_Length):
 
 
 class RandomCrop(_Length):
-    """Keep a window of at most `length` at a random place while training; the centre in eval.
+    """Keep a window of at most `length` at a random place while training; the centre otherwise.
 
-    Training draws the start from the generator it is given (so a resumed run draws the same);
-    without a generator, or after `.eval()`, it crops the centre, so inference is deterministic.
+    The pipeline passes a generator only when training, and the start is drawn from it (so a
+    resumed run draws the same); without one it crops the centre, so inference is deterministic.
     """
 
     random = True
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]
-        if self.training and generator is not None:
+        if generator is not None:
             start = F.random_start(n, self.length, generator)
         else:
             start = F.centre_start(n, self.length)

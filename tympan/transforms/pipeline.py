@@ -28,14 +28,14 @@ Resolver = Callable[[str], Any]
 
 
 def build_transform(target: str, args: dict, spec: Spec, resolve: Resolver) -> Transform:
-    """Build one transform for input `spec`; `sample_rate` comes from the spec, not the user."""
+    """Build one transform for input `spec`; its rates come from the spec, not the user."""
     cls = resolve(target)
     params = inspect.signature(cls).parameters
-    if "sample_rate" in args:
-        raise ValueError(
-            f"{target}: remove 'sample_rate' from its args; it is features.sample_rate or the input's rate"
-        )
-    fixed = {"sample_rate": spec.sample_rate} if "sample_rate" in params else {}
+    rates = {"sample_rate": spec.sample_rate, "frame_rate": spec.frame_rate}
+    for name in rates:
+        if name in args:
+            raise ValueError(f"remove {name!r} from its args: the pipeline fills it in from its input")
+    fixed = {k: v for k, v in rates.items() if k in params}
     transform = cls(**args, **fixed)
     if not isinstance(transform, Transform):
         raise ValueError(f"{target} is not a tympan Transform (tympan.transforms.spec.Transform)")
@@ -74,6 +74,15 @@ class Pipeline:
                 self.stored = spec
                 self.specs = [spec]
         self.output = spec
+
+    def spec_for(self, place: str) -> Spec:
+        """What an augmentation acting on `place` receives (see the module docstring)."""
+        if place == "waveform":
+            return self.stored
+        if place == "features":
+            first = next((i for i, t in enumerate(self.online) if t.normalizes), len(self.online))
+            return self.specs[first]
+        return self.output
 
     # ---- what the config and the bundle record
     def describe(self) -> dict:
