@@ -146,16 +146,23 @@ def _check_row(file: Path, line: int, row: dict) -> dict:
 class AudioDataset(abc.ABC):
     """One corpus: how to get its raw files (`download`) and how to index them (`prepare`).
 
-    Subclasses set `name` (the directory name, lower-case) and `target_column`,
-    and may override `verify` (check the gathered files) and `copy_from`
-    (take files from a local mirror or directory).
+    Subclasses set `name` (the directory name, lower-case), `target_column` (or `targets`,
+    when a task reads several columns) and `default_task`, and may override `verify` (check
+    the gathered files) and `copy_from` (take files from a local mirror or directory).
     """
 
     name: str
     target_column: str = "label"
+    #: The task preset used when the config has no `task:` block.
+    default_task: str = "classification"
     #: An explicit local directory or archive (set by subclasses that accept one);
     #: when set, it wins over the `TYMPAN_DATA_MIRROR` mirror.
     source: str | None = None
+
+    @property
+    def targets(self) -> list[str]:
+        """The index columns a task reads (subclasses with several targets override this)."""
+        return [self.target_column]
 
     @abc.abstractmethod
     def download(self, dest: Path) -> None:

@@ -1,0 +1,432 @@
+"""Your own data (a CSV table, class folders) over real FSDD recordings, and the generated toy datasets."""
+
+import csv
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+import yaml
+from torch import nn
+
+from tests.conftest import TINY
+from tympan import audio
+from tympan.cli import main
+from tympan.config import DatasetConfig
+from tympan.config.presets import available_presets, load_preset
+from tympan.datasets import INDEX_FILE, read_index
+from tympan.datasets.folder import Folder, shares
+from tympan.datasets.table import Table
+from tympan.datasets.toy import ToyClassification, ToyMultiLabel, ToyRegression
+from tympan.errors import ConfigError, DataError
+
+SPEAKERS = {"george": "train", "yweweler": "Dev", "jackson": "test"}  # "Dev": case does not matter
+DIGITS, TAKES = ("0", "1", "2"), (0, 1)
+
+
+@pytest.fixture(autouse=True)
+def no_mirror(monkeypatch):
+    """Own data never needs the mirror; the one test that sets it checks it is ignored."""
+    monkeypatch.delenv("TYMPAN_DATA_MIRROR", raising=False)
+
+
+@pytest.fixture
+def clips(fsdd_mirror, tmp_path):
+    """18 FSDD recordings below `<tmp>/clips/<speaker>/`, and their CSV rows (file, split, label, speaker)."""
+    root = tmp_path / "clips"
+    rows = []
+    for speaker, split in SPEAKERS.items():
+        (root / speaker).mkdir(parents=True)
+        for digit in DIGITS:
+            for take in TAKES:
+                name = f"{digit}_{speaker}_{take}.wav"
+                shutil.copyfile(fsdd_mirror / "fsdd" / "recordings" / name, root / speaker / name)
+                rows.append({"file": f"{speaker}/{name}", "split": split, "label": digit, "speaker": speaker})
+    return root, rows
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns or list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def assert_nothing_left(data: Path, name: str):
+    assert not (data / name).exists()
+    assert not (data / f".{name}.partial").exists()
+
+
+# ---------------------------------------------------------------- Table
+
+
+def test_table_fetch_keeps_paths_targets_and_metadata(clips, tmp_path, fsdd_mirror, monkeypatch):
+    root, rows = clips
+    write_csv(root / "index.csv", rows)
+    monkeypatch.setenv("TYMPAN_DATA_MIRROR", str(fsdd_mirror))  # a mirror with an fsdd/ folder is ignored
+    table = Table(root, targets=["label"], name="fsdd")
+    assert table.targets == ["label"] and table.default_task == "classification"
+
+    index = read_index(table.fetch(tmp_path / "data"))
+
+    assert len(index) == 18  # the CSV's rows, not the mirror's 2,500 recordings
+    assert index.columns == ["path", "split", "label", "speaker"]
+    first = index.rows[0]
+    assert first == {"path": "george/0_george_0.wav", "split": "train", "label": "0", "speaker": "george"}
+    assert {r["split"] for r in index if r["speaker"] == "yweweler"} == {"dev"}
+    assert [len(index.split(s)) for s in ("train", "dev", "test")] == [6, 6, 6]
+    assert index.path_of(first).read_bytes() == (root / "george/0_george_0.wav").read_bytes()
+
+
+def test_table_refetch_follows_the_csv(clips, tmp_path):
+    root, rows = clips
+    write_csv(root / "index.csv", rows[:12])
+    table = Table(root, targets=["label"])
+    dataset = table.fetch(tmp_path / "data")
+
+    rows[0]["split"] = "validation"  # an alias of dev; the file is already there: only the index changes
+    write_csv(root / "index.csv", rows[:13])  # and one more file: taken on the next fetch
+    index = read_index(table.fetch(tmp_path / "data"))
+
+    assert len(index) == 13 and index.rows[0]["split"] == "dev"
+    assert index.path_of(index.rows[12]).is_file()
+    assert dataset == tmp_path / "data" / "table"
+
+
+def test_table_index_elsewhere_and_several_targets(clips, tmp_path):
+    root, rows = clips
+    rows = [{**r, "snr_db": str(10 + i), "rate": "1.0"} for i, r in enumerate(rows)]
+    csv_file = write_csv(tmp_path / "elsewhere.csv", rows)
+    table = Table(root, index=csv_file, targets=["snr_db", "rate"], default_task="regression")
+    index = read_index(table.fetch(tmp_path / "data"))
+    assert table.targets == ["snr_db", "rate"] and table.target_column == "snr_db"
+    assert index.columns == ["path", "split", "snr_db", "rate", "label", "speaker"]
+    assert index.rows[3]["snr_db"] == "13"
+
+
+def _missing(rows):
+    return rows + [{**rows[0], "file": f"gone/{i}.wav"} for i in range(5)]
+
+
+TABLE_ERRORS = {
+    "missing files": (_missing, {}, ["5 audio file(s) not found", "gone/0.wav, gone/1.wav, gone/2.wav (and 2 more)"]),
+    "empty dev": (lambda rows: [r for r in rows if r["split"] != "Dev"], {}, ["the dev split has no rows"]),
+    "empty train": (lambda rows: [r for r in rows if r["split"] != "train"], {}, ["the train split has no rows"]),
+    "unknown target": (lambda rows: rows, {"targets": ["snr", "label"]}, ["unknown target column(s) 'snr'", "file"]),
+    "no file column": (lambda rows: rows, {"file_column": "wav"}, ["no file_column 'wav'", "split, label, speaker"]),
+    "no split column": (lambda rows: rows, {"split_column": "fold"}, ["no split_column 'fold'"]),
+    "bad split": (lambda rows: [{**rows[0], "split": "holdout"}, *rows[1:]], {}, ["line 2", "'holdout'"]),
+    "twice": (lambda rows: [*rows, rows[0]], {}, ["line 20", "listed twice (first on line 2)"]),
+    "outside root": (lambda rows: [{**rows[0], "file": "../x.wav"}, *rows[1:]], {}, ["line 2", "'../x.wav'"]),
+    "no target value": (lambda rows: [*rows[:4], {**rows[4], "label": " "}], {}, ["line 6", "'label'"]),
+    "clash": (lambda rows: [{**r, "path": "x"} for r in rows], {}, ["column 'path' is the index's own"]),
+}
+
+
+@pytest.mark.parametrize("case", TABLE_ERRORS)
+def test_table_errors_name_the_csv_and_leave_nothing(clips, tmp_path, case):
+    root, rows = clips
+    change, args, needles = TABLE_ERRORS[case]
+    write_csv(root / "index.csv", change(rows))
+    table = Table(root, **{"targets": ["label"], **args})
+    with pytest.raises(DataError) as err:
+        table.fetch(tmp_path / "data")
+    message = str(err.value)
+    assert "\n" not in message and str(root / "index.csv") in message
+    for needle in needles:
+        assert needle in message
+    assert_nothing_left(tmp_path / "data", "table")
+
+
+def test_table_refuses_empty_or_bad_targets_when_built(tmp_path):
+    with pytest.raises(ValueError, match=r"target column\(s\) of .*index.csv"):
+        Table(tmp_path, targets=[])
+    config = DatasetConfig(target="tympan.datasets.table:Table", args={"root": str(tmp_path), "targets": "label"})
+    with pytest.raises(ConfigError, match="dataset.args: .*the string 'label'"):
+        config.build_checked("dataset")
+    with pytest.raises(ValueError, match="different columns"):
+        Table(tmp_path, targets=["file"])
+
+
+def test_table_mixed_sample_rates_load_at_one_rate(fsdd_mirror, tmp_path):
+    root = tmp_path / "clips"
+    root.mkdir()
+    source = fsdd_mirror / "fsdd" / "recordings" / "3_george_0.wav"
+    samples, rate = sf.read(source, dtype="float32")
+    assert rate == 8000
+    shutil.copyfile(source, root / "8k.wav")
+    sf.write(root / "16k.wav", audio.resample(samples, 8000, 16000), 16000, subtype="FLOAT")
+    rows = [{"file": "8k.wav", "split": "train", "label": "3"}, {"file": "16k.wav", "split": "dev", "label": "3"}]
+    write_csv(root / "index.csv", rows)
+    index = read_index(Table(root).fetch(tmp_path / "data"))
+
+    low, high = (audio.load(index.path_of(row), 16000) for row in index)
+    assert low[1] == high[1] == 16000
+    assert len(low[0]) == len(high[0]) == 2 * len(samples)
+    assert np.abs(low[0] - high[0]).max() < 1e-6
+
+
+def test_table_through_the_cli_from_config_alone(clips, tmp_path):
+    root, rows = clips
+    write_csv(root / "index.csv", rows)
+    dataset = {
+        "target": "tympan.datasets.table:Table",
+        "args": {"root": str(root), "index": str(root / "index.csv"), "targets": ["label"], "name": "digits"},
+        "root": str(tmp_path / "data"),
+    }
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "dataset": dataset}))
+    result = subprocess.run(
+        [sys.executable, "-m", "tympan.cli", "fetch", str(config)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"dataset: {tmp_path / 'data' / 'digits'}" in result.stdout
+    assert len(read_index(tmp_path / "data" / "digits")) == 18
+
+
+def test_table_error_is_one_cli_line(clips, tmp_path, capsys):
+    root, rows = clips
+    write_csv(root / "index.csv", _missing(rows))
+    dataset = {"preset": "Table", "args": {"root": str(root)}, "root": str(tmp_path / "data")}
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "dataset": dataset}))
+    assert main(["fetch", str(config)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tympan: error:")]
+    assert len(errors) == 1 and "5 audio file(s) not found" in errors[0]
+
+
+# ---------------------------------------------------------------- Folder
+
+
+@pytest.fixture
+def tree(fsdd_mirror, tmp_path):
+    """`<tmp>/digits/<digit>/<speaker>_<take>.wav`: 10 recordings of each of three digits, plus clutter."""
+    root = tmp_path / "digits"
+    for digit in DIGITS:
+        (root / digit).mkdir(parents=True)
+        for take in range(10):
+            source = fsdd_mirror / "fsdd" / "recordings" / f"{digit}_george_{take}.wav"
+            shutil.copyfile(source, root / digit / f"george_{take}.wav")
+    (root / "0" / "notes.txt").write_text("not audio\n")
+    (root / "1" / ".hidden.wav").write_bytes(b"")
+    (root / ".cache").mkdir()
+    return root
+
+
+def test_folder_ratio_split_is_stratified_and_seeded(tree, tmp_path):
+    index = read_index(Folder(tree).fetch(tmp_path / "data"))
+
+    assert index.columns == ["path", "split", "label"] and len(index) == 30
+    for digit in DIGITS:
+        rows = [r for r in index if r["label"] == digit]
+        assert all(r["path"].startswith(f"{digit}/") for r in rows)
+        assert [sum(r["split"] == s for r in rows) for s in ("train", "dev", "test")] == [8, 1, 1]
+    assert index.path_of(index.rows[0]).read_bytes() == (tree / index.rows[0]["path"]).read_bytes()
+
+    again = Folder(tree).listing()
+    other_seed = Folder(tree, seed=1).listing()
+    assert again == index.rows and other_seed != index.rows
+    (tree / "2" / "extra.wav").write_bytes((tree / "2" / "george_0.wav").read_bytes())
+    grown = Folder(tree).listing()
+    assert [r for r in grown if r["label"] != "2"] == [r for r in index.rows if r["label"] != "2"]
+
+
+def test_folder_split_by_csv(tree, tmp_path, caplog):
+    rows = [{"file": f"{d}/george_{t}.wav", "split": "train" if t < 3 else "val"} for d in DIGITS for t in range(4)]
+    split = write_csv(tmp_path / "split.csv", rows)
+    with caplog.at_level(logging.WARNING):
+        index = read_index(Folder(tree, split=str(split)).fetch(tmp_path / "data"))
+    assert len(index) == 12 and len(index.split("dev")) == 3 and not index.split("test")
+    assert index.rows[3] == {"path": "0/george_3.wav", "split": "dev", "label": "0"}
+    assert "18 audio file(s)" in caplog.text  # the unlisted ones, left out
+
+
+def test_folder_errors(tree, tmp_path):
+    data = tmp_path / "data"
+    with pytest.raises(DataError, match="no such folder"):
+        Folder(tmp_path / "nowhere").fetch(data)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no class folders"):
+        Folder(tmp_path / "empty").fetch(data)
+    with pytest.raises(DataError, match="the dev split has no rows"):
+        Folder(tree, split=str(write_csv(tmp_path / "s.csv", [{"file": "0/george_0.wav", "split": "train"}]))).fetch(
+            data
+        )
+    missing = [{"file": "0/george_0.wav", "split": "train"}, {"file": "1/gone.wav", "split": "dev"}]
+    with pytest.raises(DataError, match=r"s2.csv: 1 audio file\(s\) not found .*: 1/gone.wav"):
+        Folder(tree, split=str(write_csv(tmp_path / "s2.csv", missing))).fetch(data)
+    with pytest.raises(DataError, match="not in a class folder"):
+        Folder(tree, split=str(write_csv(tmp_path / "s3.csv", [{"file": "x.wav", "split": "dev"}]))).fetch(data)
+    (tree / "3").mkdir()
+    (tree / "3" / "readme.txt").write_text("no audio here\n")
+    with pytest.raises(DataError, match="3: a class folder without audio files"):
+        Folder(tree).fetch(data)
+    assert_nothing_left(data, "folder")
+    with pytest.raises(ValueError, match="adding up to 1"):
+        Folder(tree, ratios=[0.8, 0.3, 0.1])
+    with pytest.raises(ValueError, match="train and dev a share"):
+        Folder(tree, ratios=[1.0, 0.0, 0.0])
+
+
+def test_shares_give_every_asked_split_one_when_possible():
+    assert shares(10, (0.8, 0.1, 0.1)) == [8, 1, 1]
+    assert shares(3, (0.8, 0.1, 0.1)) == [1, 1, 1]
+    assert shares(2, (0.8, 0.1, 0.1)) == [1, 1, 0]
+    assert shares(7, (0.5, 0.5, 0.0)) == [4, 3, 0]
+    assert all(sum(shares(n, (0.7, 0.2, 0.1))) == n for n in range(50))
+
+
+# ---------------------------------------------------------------- toy datasets
+
+TOYS = {
+    ToyClassification: ["label"],
+    ToyMultiLabel: ["tone", "chirp", "noise"],
+    ToyRegression: ["frequency_hz", "duration_ms"],
+}
+
+
+@pytest.mark.parametrize("toy", TOYS, ids=lambda t: t.__name__)
+def test_toy_is_deterministic_indexed_and_decodes(toy, tmp_path):
+    small = {"train": 6, "dev": 3, "test": 3}
+    first = toy(seed=5, **small).fetch(tmp_path / "a")
+    second = toy(seed=5, **small).fetch(tmp_path / "b")
+    other = toy(seed=6, **small).fetch(tmp_path / "c")
+    index = read_index(first)
+
+    assert toy().targets == TOYS[toy] and index.columns == ["path", "split", *TOYS[toy]]
+    assert [len(index.split(s)) for s in ("train", "dev", "test")] == [6, 3, 3]
+    files = sorted(p.relative_to(first) for p in first.rglob("*.wav"))
+    assert len(files) == 12 and files == sorted(p.relative_to(second) for p in second.rglob("*.wav"))
+    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+    assert (first / INDEX_FILE).read_bytes() == (second / INDEX_FILE).read_bytes()
+    assert any((first / f).read_bytes() != (other / f).read_bytes() for f in files)
+    for row in index:
+        samples, rate = audio.load(index.path_of(row), 16000)
+        assert sf.info(index.path_of(row)).samplerate == 16000 and 0.5 * rate <= len(samples) <= rate
+        assert 0.01 < np.abs(samples).max() <= 1.0
+
+
+def test_toy_targets_are_what_each_task_needs(tmp_path):
+    labels = read_index(ToyClassification().fetch(tmp_path))
+    assert {r["label"] for r in labels} == {"tone", "chirp", "noise"} and len(labels.split("train")) == 60
+    mixes = read_index(ToyMultiLabel().fetch(tmp_path))
+    assert all({r[c] for c in TOYS[ToyMultiLabel]} <= {"0", "1"} for r in mixes)
+    assert all(any(r[c] == "1" for c in TOYS[ToyMultiLabel]) for r in mixes)  # never an empty label set
+    values = read_index(ToyRegression().fetch(tmp_path))
+    for column in TOYS[ToyRegression]:
+        numbers = [int(r[column]) for r in values]
+        assert 200 <= min(numbers) < 300 and 700 < max(numbers) <= 800
+    defaults = {ToyClassification: "classification", ToyMultiLabel: "multilabel", ToyRegression: "regression"}
+    assert all(toy.default_task == task for toy, task in defaults.items())
+
+
+def test_toy_refetch_with_other_settings_generates_again(tmp_path):
+    dataset = ToyRegression(seed=1, train=4, dev=2, test=0).fetch(tmp_path)
+    before = (dataset / "train/train_0000.wav").read_bytes()
+    ToyRegression(seed=2, train=4, dev=2, test=0).fetch(tmp_path)
+    after = read_index(dataset)
+    assert (dataset / "train/train_0000.wav").read_bytes() != before
+    assert after.rows == ToyRegression(seed=2, train=4, dev=2, test=0).prepare(dataset)
+
+
+@pytest.fixture
+def one_thread():
+    """Timings that do not depend on how busy the other cores are."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_toys_are_learnable_by_a_small_model_in_seconds(tmp_path, one_thread):
+    """Each toy set trains to well above chance in 20 epochs of a tiny CNN on normalised log-Mel."""
+    torch.manual_seed(0)
+    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=512, hop_length=160, n_mels=64, f_min=50, f_max=8000)
+
+    def features(index, split):
+        clips = [torch.log(mel(torch.from_numpy(audio.load(index.path_of(r))[0])) + 1e-6).T for r in index.split(split)]
+        clips = [(c - c.mean()) / c.std() for c in clips]
+        return nn.utils.rnn.pad_sequence(clips, batch_first=True)
+
+    def targets(dataset, index, split):
+        values = [[r[c] for c in dataset.targets] for r in index.split(split)]
+        if isinstance(dataset, ToyClassification):
+            return torch.tensor([["tone", "chirp", "noise"].index(v[0]) for v in values])
+        scaled = torch.tensor([[float(x) for x in v] for v in values])
+        return (scaled - 500) / 173 if isinstance(dataset, ToyRegression) else scaled
+
+    losses = {
+        ToyClassification: nn.CrossEntropyLoss(),
+        ToyMultiLabel: nn.BCEWithLogitsLoss(),
+        ToyRegression: nn.MSELoss(),
+    }
+    results = {}
+    for toy, loss in losses.items():
+        dataset = toy()
+        index = read_index(dataset.fetch(tmp_path))
+        x, y, x_dev, y_dev = (
+            features(index, "train"),
+            targets(dataset, index, "train"),
+            features(index, "dev"),
+            targets(dataset, index, "dev"),
+        )
+        model = _tiny_cnn(3 if toy is not ToyRegression else 2)
+        optimizer = torch.optim.AdamW(model.parameters(), 0.01)
+        for _ in range(20):
+            model.train()
+            for batch in torch.randperm(len(x)).split(16):
+                optimizer.zero_grad()
+                loss(model(x[batch]), y[batch]).backward()
+                optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            out = model(x_dev)
+        if toy is ToyClassification:
+            results[toy] = (out.argmax(1) == y_dev).float().mean().item()
+        elif toy is ToyMultiLabel:
+            results[toy] = ((out > 0).float() == y_dev).float().mean().item()
+        else:
+            results[toy] = ((out - y_dev).abs() * 173).mean().item()  # in Hz and ms; chance is about 150
+    assert results[ToyClassification] >= 0.9 and results[ToyMultiLabel] >= 0.85 and results[ToyRegression] < 80, results
+
+
+def _tiny_cnn(n_outputs: int) -> nn.Module:
+    """Conv blocks, then a mean over Mel bins and max + mean over frames (as tympan's CNNs pool)."""
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            blocks = []
+            for i, o in ((1, 8), (8, 16), (16, 16)):
+                blocks += [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2)]
+            self.features, self.head = nn.Sequential(*blocks[:-1]), nn.Linear(16, n_outputs)
+
+        def forward(self, x):
+            z = self.features(x.unsqueeze(1)).mean(dim=3)
+            return self.head(z.max(dim=2).values + z.mean(dim=2))
+
+    return Tiny()
+
+
+# ---------------------------------------------------------------- presets
+
+
+def test_every_own_data_preset_builds(tmp_path):
+    fsdd = DatasetConfig(**load_preset("datasets", "FSDD")).build_checked("dataset")
+    assert fsdd.targets == ["label"] and fsdd.default_task == "classification"  # the base class's defaults
+    for name in ["Table", "Folder", "ToyClassification", "ToyMultiLabel", "ToyRegression"]:
+        assert name in available_presets("datasets")
+        preset = load_preset("datasets", name)
+        dataset = DatasetConfig(**preset).build_checked("dataset")
+        assert dataset.targets and dataset.default_task in ("classification", "multilabel", "regression")
+    table = load_preset("datasets", "Table")
+    args = {**table["args"], "root": str(tmp_path), "targets": ["snr_db", "rate"], "default_task": "regression"}
+    dataset = DatasetConfig(target=table["target"], args=args).build_checked("dataset")
+    assert dataset.targets == ["snr_db", "rate"] and dataset.index == tmp_path / "index.csv"
