@@ -23,7 +23,7 @@ from tympan.datasets.base import INDEX_FILE, SPLITS, AudioDataset, link_or_copy
 from tympan.errors import DataError
 from tympan.progress import bar
 
-__all__ = ["LocalAudio", "Table", "read_csv", "split_name"]
+__all__ = ["LocalAudio", "Table", "check_name", "read_csv", "relative_path", "split_name"]
 
 log = logging.getLogger(__name__)
 

@@ -89,7 +89,7 @@ class Toy(AudioDataset):
         except (OSError, ValueError):
             found = None
         if found != self.settings():
-            raise DataError(f"{dest / SETTINGS}: generated with other settings ({found}); generating again")
+            raise DataError(f"{dest / SETTINGS}: generated with other settings ({found}), not {self.settings()}")
 
     def prepare(self, dest: Path) -> list[dict[str, str]]:
         return [
