@@ -19,13 +19,13 @@ def test_bundle_reproduces_the_dev_accuracy_of_training(tiny_workspace, tiny_run
     root, _ = tiny_workspace
     run_dir, summary = tiny_run
     predictor = bundle.load(run_dir / "bundle")
-    assert predictor.labels == [str(d) for d in range(10)] and predictor.sample_rate == 16000
+    assert predictor.task.labels == [str(d) for d in range(10)] and predictor.sample_rate == 16000
     dev = [row for row in open(root / "data/raw/fsdd/index.csv").read().splitlines()[1:] if ",dev," in row]
     correct = 0
     for line in dev:
         path, _, label, _ = line.split(",")
         samples, rate = audio.load(root / "data/raw/fsdd" / path)  # 8 kHz: the bundle resamples
-        correct += predictor.predict(samples, rate).label == label
+        correct += predictor.predict(samples, rate).outputs["label"] == label
     assert correct / len(dev) == pytest.approx(summary["dev"]["accuracy"], abs=1e-9)
 
 
@@ -39,9 +39,8 @@ def test_features_match_the_feature_store(tiny_workspace, tiny_run):
     split = open_split(store_dir(configuration.parse(raw), "fsdd"), "dev")
     samples, rate = audio.load(root / "data/raw/fsdd" / split.rows[0]["path"])
     stored = torch.from_numpy(np.array(split.clip(0)))
-    from tympan.transforms.normalize import normalize
-
-    assert torch.allclose(predictor.features(samples, rate), normalize(stored, "utterance"), atol=1e-4)
+    std, mean = torch.std_mean(stored)  # the tiny experiment's online per-clip normalisation
+    assert torch.allclose(predictor.features(samples, rate), (stored - mean) / (std + 1e-5), atol=1e-4)
 
 
 def test_predictions_do_not_depend_on_batching(tiny_workspace, tiny_run):
@@ -53,9 +52,9 @@ def test_predictions_do_not_depend_on_batching(tiny_workspace, tiny_run):
     together = predictor.predict_features(clips, embeddings=True)
     for clip, result in zip(clips, together, strict=True):
         alone = predictor.predict_features([clip], embeddings=True)[0]
-        np.testing.assert_allclose(alone.probabilities, result.probabilities, atol=1e-5)
+        np.testing.assert_allclose(alone.scores, result.scores, atol=1e-5)
         assert alone.embedding.shape == result.embedding.shape == (16,)
-    assert abs(together[0].probabilities.sum() - 1) < 1e-5
+    assert abs(together[0].scores.sum() - 1) < 1e-5
 
 
 def test_sliding_windows_cover_a_long_recording(tiny_workspace, tiny_run):
@@ -66,7 +65,8 @@ def test_sliding_windows_cover_a_long_recording(tiny_workspace, tiny_run):
     spans, windows, mean = predictor.predict_windows(long, 16000, window=0.5, hop=0.25)
     assert spans[0][0] == 0 and spans[-1][1] == pytest.approx(len(long) / 16000, abs=0.011)
     assert all(b[0] - a[0] == pytest.approx(0.25) for a, b in zip(spans[:-2], spans[1:-1], strict=True))
-    np.testing.assert_allclose(mean.probabilities, np.mean([w.probabilities for w in windows], axis=0), rtol=1e-6)
+    np.testing.assert_allclose(mean.scores, np.mean([w.scores for w in windows], axis=0), rtol=1e-6)
+    assert mean.outputs["label"] == predictor.task.labels[int(mean.scores.argmax())]
 
 
 def test_not_a_bundle(tmp_path):
@@ -134,17 +134,28 @@ DAMAGES = {
     ),
     "manifest not JSON": (lambda c: (c / bundle.MANIFEST).write_text("{not json"), "bundle.json: not valid JSON"),
     "manifest a list": (lambda c: (c / bundle.MANIFEST).write_text("[]"), "must hold a JSON object"),
-    "no labels": (_edit_manifest(lambda m: m.pop("labels")), "missing key 'labels'"),
+    "no task": (_edit_manifest(lambda m: m.pop("task")), "missing key 'task'"),
     "no model target": (_edit_manifest(lambda m: m["model"].pop("target")), "missing key 'model.target'"),
-    "args not a mapping": (
-        _edit_manifest(lambda m: m["features"].update(args=[1, 2])),
-        "'features.args' has the wrong type (list)",
+    "offline not a list": (
+        _edit_manifest(lambda m: m["features"].update(offline={"a": 1})),
+        "'features.offline' has the wrong type (dict)",
+    ),
+    "transform args not a mapping": (
+        _edit_manifest(lambda m: m["features"]["online"][0].update(args=[1, 2])),
+        "'features.online.0' must be an object with a 'target' and 'args'",
     ),
     "labels not strings": (
-        _edit_manifest(lambda m: m.update(labels=[1, 2])),
-        "'labels' must be a non-empty list of strings",
+        _edit_manifest(lambda m: m["task"]["state"].update(labels=[1, 2])),
+        "task.state: ",
     ),
-    "unknown normalisation": (_edit_manifest(lambda m: m.update(normalize="loud")), "'normalize' is 'loud'"),
+    "unknown normalisation": (
+        _edit_manifest(lambda m: m["features"]["online"][0]["args"].update(mode="loud")),
+        "the feature pipeline does not build",
+    ),
+    "mismatched chain": (
+        _edit_manifest(lambda m: m["features"]["online"].insert(0, {"target": "tympan.transforms.mfcc:MFCC"})),
+        "MFCC takes waveform, but its input is frames",
+    ),
     "args the class refuses": (
         _edit_manifest(lambda m: m["model"]["args"].update(nope=1)),
         "cannot build the model tympan.models.cnn:SmallCNN",

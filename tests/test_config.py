@@ -20,7 +20,7 @@ def test_presets_expand_and_inline_overrides_merge():
     assert cfg.model.target == "tympan.models.cnn:SmallCNN"
     assert cfg.optimizer.target == "torch.optim:AdamW"
     assert cfg.optimizer.args == {"lr": 0.01, "weight_decay": 0.01}  # preset key kept, lr overridden
-    assert cfg.features.args["hop_length"] == 160
+    assert cfg.features.offline[0].args["hop_length"] == 160
 
 
 def test_params_yaml_of_the_repo_is_valid():
@@ -151,6 +151,9 @@ def test_a_target_file_that_fails_to_import_names_the_file_and_the_error(tmp_pat
     assert f"model.target: target '{path}:Net': importing {path} failed ({error}" in str(err.value)
 
 
+LOGMEL = "tympan.transforms.logmel:PannLogMel"
+
+
 @pytest.mark.parametrize(
     ("block", "message"),
     [
@@ -179,9 +182,16 @@ def test_the_default_scheduler_builds_at_load_for_steps_and_epochs():
         ({"model": {"preset": "SmallCNN", "args": {"channels": []}}}, r"model\.args: channels .*non-empty"),
         ({"model": {"preset": "SmallCNN", "args": {"channels": [8, True]}}}, r"model\.args: channels .*\[8, True\]"),
         ({"model": {"preset": "Cnn10", "args": {"dropout": 1.5}}}, r"model\.args: dropout must be .*1\.5"),
-        ({"features": {"preset": "PannLogMel16k", "args": {"sample_rate": -16000}}}, r"features\.args: sample_rate"),
-        ({"features": {"preset": "PannLogMel16k", "args": {"fmin": 9000}}}, r"features\.args: fmin and fmax"),
-        ({"features": {"preset": "PannLogMel16k", "args": {"sample_rate": 8000}}}, r"features\.args: fmax=8000"),
+        ({"features": {"preset": "PannLogMel16k", "sample_rate": -16000}}, r"features\.sample_rate"),
+        (
+            {"features": {"offline": [{"target": LOGMEL, "args": {"fmin": 9000}}]}},
+            r"features\.offline\.0\.args: fmin and fmax",
+        ),
+        ({"features": {"preset": "PannLogMel16k", "sample_rate": 8000}}, r"features\.offline\.0: .*fmax=8000"),
+        (
+            {"features": {"offline": [{"target": LOGMEL, "args": {"sample_rate": 8000}}]}},
+            r"features\.offline\.0\.args: .*sample_rate",
+        ),
     ],
 )
 def test_model_and_feature_arguments_are_checked_at_load(block, message):
@@ -227,13 +237,13 @@ def test_exponents_without_a_dot_are_numbers(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text(
         "dataset: FSDD\nfeatures: PannLogMel16k\nmodel: SmallCNN\n"
-        "optimizer: {preset: Adam, args: {lr: 1e-3}}\ntraining: {label_smoothing: 5E-2}\n"
+        "optimizer: {preset: Adam, args: {lr: 1e-3}}\ntask: {preset: classification, args: {label_smoothing: 5E-2}}\n"
     )
     cfg = configuration.load(path)
-    assert cfg.optimizer.args["lr"] == 0.001 and cfg.training.label_smoothing == 0.05
+    assert cfg.optimizer.args["lr"] == 0.001 and cfg.task.args["label_smoothing"] == 0.05
     assert configuration.load(path, {"optimizer.args.lr": configuration.load_yaml("3e-4")}).optimizer.args["lr"] == 3e-4
-    with pytest.raises(ConfigError, match="training.label_smoothing.*write numbers unquoted"):
-        configuration.parse({**BASE, "training": {"label_smoothing": "1e-1"}})
+    with pytest.raises(ConfigError, match="training.grad_clip.*write numbers unquoted"):
+        configuration.parse({**BASE, "training": {"grad_clip": "1e-1"}})
 
 
 def test_a_saved_config_gives_its_run_id_without_parsing():

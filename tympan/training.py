@@ -374,6 +374,9 @@ class Trainer:
                 summary[split] = {}
                 continue
             result = self.evaluate(split)
+            if split == "dev":  # e.g. multi-label thresholds, fitted on dev before test is seen
+                self.task.tune(result["scores"], result["targets"])
+                result["metrics"] = self.task.metrics(result["scores"], result["targets"])
             summary[split] = result["metrics"]
             self.task.plots(result["scores"], result["targets"], self.run_dir / "plots", split)
         metrics = {k: v for k, v in summary.items() if k in ("dev", "test")}

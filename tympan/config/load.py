@@ -64,7 +64,8 @@ def parse(raw: dict, source: str = "config") -> Config:
         lines = [_describe(e, Config) for e in exc.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
     checks = [
-        *[(f"features.{p}.{i}", c, ("sample_rate",)) for p in ("offline", "online")
+        ("dataset", config.dataset, ()),
+        *[(f"features.{p}.{i}", c, ("sample_rate", "frame_rate")) for p in ("offline", "online")
           for i, c in enumerate(getattr(config.features, p))],
         ("task", config.task, ("targets",)),
         ("model", config.model, SIZES),
@@ -95,7 +96,11 @@ def _with_default_task(raw: dict) -> dict:
         dataset = resolve_target(str(raw["dataset"].get("target")))
     except ValueError:
         return raw  # validation names the bad target
-    return {**raw, "task": expand("tasks", getattr(dataset, "default_task", "classification"))}
+    args = raw["dataset"].get("args") if isinstance(raw["dataset"].get("args"), dict) else {}
+    default = args.get("default_task", getattr(dataset, "default_task", "classification"))
+    if not isinstance(default, str):
+        return raw  # the dataset's own argument check names it
+    return {**raw, "task": expand("tasks", default)}
 
 
 def _check_chain(config: Config, source: str) -> None:

@@ -116,6 +116,11 @@ class Task(abc.ABC):
     def plots(self, scores: np.ndarray, targets: np.ndarray, directory: Path, split: str) -> None:
         """The task's report plots (and their data as CSV) for one split into `directory`."""
 
+    def tune(self, scores: np.ndarray, targets: np.ndarray) -> Task:
+        """Adjust the fitted decision state on the best model's dev scores (multi-label thresholds);
+        training calls it before the final dev and test evaluation. Most tasks have nothing to tune."""
+        return self
+
     def is_better(self, value: float, best: float | None) -> bool:
         return best is None or (value > best if self.direction == "max" else value < best)
 
