@@ -1,11 +1,16 @@
-"""Model zoo: one module per family. Every model maps features (batch, frames, bins) to outputs.
+"""Model zoo: one module per family, all keeping the contract in `base` (`AudioModel`).
 
-Constructors take `n_mels` and `n_outputs`, which training fills in from the data; the rest
-comes from the config's `model.args`.
+A model declares the input kinds it `accepts`; training fills in its sizes from the feature
+pipeline's output (`sizes`: `n_mels`/`n_bins`, `input_dim`, `sample_rate`, `in_channels`) and
+`n_outputs` from the task; the rest comes from the config's `model.args`. Pretrained weights go
+through `weights.load_weights`.
 """
 
-from tympan.models.base import AudioModel
+from tympan.models.base import AudioModel, check_accepts, sizes
 from tympan.models.cnn import SmallCNN
+from tympan.models.ffnn import FFNN
 from tympan.models.pann import Cnn10, Cnn14
+from tympan.models.waveform_cnn import WaveformCNN
+from tympan.models.weights import load_weights
 
-__all__ = ["AudioModel", "Cnn10", "Cnn14", "SmallCNN"]
+__all__ = ["FFNN", "AudioModel", "Cnn10", "Cnn14", "SmallCNN", "WaveformCNN", "check_accepts", "load_weights", "sizes"]

@@ -1,27 +1,76 @@
-"""The contract every tympan model keeps."""
+"""The contract every tympan model keeps, and how a model learns its sizes from the features.
+
+A model takes a batch of one input kind (see tympan.transforms.spec): waveform (batch, samples),
+frames (batch, frames, bins), vector (batch, size) or image (batch, channels, height, width).
+`lengths` (a LongTensor (batch,)) gives each clip's valid first-axis length in a padded batch of
+a variable-length kind; None means every clip fills the batch.
+"""
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from torch import nn
 
+from tympan.transforms.spec import ShapeError, Spec
+
+# the constructor arguments tympan fills in (see `sizes`); a config must not set them
+SIZE_NAMES: tuple[str, ...] = ("n_outputs", "n_mels", "n_bins", "input_dim", "sample_rate", "in_channels")
+
 
 class AudioModel(nn.Module):
-    """Features (batch, frames, bins) -> embedding (batch, dim) -> outputs (batch, n_outputs).
+    """Input (batch, ...) -> embedding (batch, dim) -> outputs (batch, n_outputs).
 
-    `min_frames` is the shortest input the architecture accepts; shorter batches are padded.
+    `accepts` names the input kinds the model takes (checked at config load). `min_frames` is
+    the shortest first-axis length the architecture accepts; shorter batches are padded up to it.
     """
 
+    accepts: tuple[str, ...] = ("frames",)
     min_frames: int = 1
 
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def head(self, embedding: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(features))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.embed(x, lengths))
+
+
+def sizes(spec: Spec, n_outputs: int, model_class: type | None = None) -> dict[str, int]:
+    """The size arguments for a model fed `spec` with `n_outputs` outputs.
+
+    With `model_class`, only the names its constructor takes (all of them if it takes **kwargs).
+    """
+    found: dict[str, int] = {"n_outputs": n_outputs, "sample_rate": spec.sample_rate}
+    if spec.kind == "frames":
+        found["n_mels"] = found["n_bins"] = spec.size
+    elif spec.kind == "vector":
+        found["input_dim"] = spec.size
+    elif spec.kind == "image":
+        found["in_channels"] = spec.shape[0]
+    if model_class is None:
+        return found
+    params = inspect.signature(model_class).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return found
+    return {k: v for k, v in found.items() if k in params}
+
+
+def check_accepts(model_class: type, spec: Spec) -> None:
+    """Refuse features of a kind the model does not take, naming both sides."""
+    accepts = getattr(model_class, "accepts", AudioModel.accepts)
+    if spec.kind not in accepts:
+        raise ShapeError(
+            f"{model_class.__name__} accepts {' or '.join(accepts)}, but the features give {spec.describe()}"
+        )
+
+
+def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """(batch,) valid lengths -> (batch, size) bool, True where a position is valid."""
+    return torch.arange(size, device=lengths.device) < lengths.unsqueeze(1)
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,8 @@ class SmallCNN(AudioModel):
         checks.positive_ints("channels", channels)
         checks.probability("dropout", dropout)
 
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
+    def embed(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, frames, bins) -> (batch, channels); `lengths` is ignored (padding is the clip's minimum)."""
         return global_pool(self.features(features.unsqueeze(1)))
 
     def head(self, embedding: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """PANN CNNs (Kong et al., 2020, "PANNs: Large-Scale Pretrained Audio Neural Networks").
 
 Same layer layout as the paper's Cnn10 and Cnn14 so that their published weights map onto
-these modules; the log-Mel front end lives in tympan.transforms, not in the model.
+these modules (`pretrained=` a checkpoint, read through PANN_KEYS); the log-Mel front end lives
+in tympan.transforms, not in the model.
 """
 
 from __future__ import annotations
@@ -12,6 +13,16 @@ from torch import nn
 
 from tympan import checks
 from tympan.models.base import AudioModel, global_pool
+from tympan.models.weights import load_weights
+
+# PANN checkpoints ({"model": state_dict}) name the blocks conv_block1.. and the AudioSet head
+# fc_audioset, and carry their STFT and Mel filters, which tympan keeps in its transforms
+PANN_KEYS: dict[str, str | None] = {
+    **{f"conv_block{i + 1}.": f"blocks.{i}." for i in range(6)},
+    "fc_audioset.": "fc_out.",
+    "spectrogram_extractor.": None,
+    "logmel_extractor.": None,
+}
 
 
 class ConvBlock(nn.Module):
@@ -34,9 +45,16 @@ class ConvBlock(nn.Module):
 class _PannCNN(AudioModel):
     channels: tuple[int, ...] = ()
 
-    def __init__(self, n_mels: int = 64, n_outputs: int = 527, dropout: float = 0.2, head_dropout: float = 0.5):
+    def __init__(
+        self,
+        n_mels: int = 64,
+        n_outputs: int = 527,
+        dropout: float = 0.2,
+        head_dropout: float = 0.5,
+        pretrained: str | None = None,
+    ):
         super().__init__()
-        self.validate_args(dropout=dropout, head_dropout=head_dropout)
+        self.validate_args(dropout=dropout, head_dropout=head_dropout, pretrained=pretrained)
         self.bn0 = nn.BatchNorm2d(n_mels)
         widths = (1, *self.channels)
         # PANN halves time and frequency after each of the first five blocks only
@@ -46,14 +64,20 @@ class _PannCNN(AudioModel):
         self.fc1 = nn.Linear(self.channels[-1], self.channels[-1])
         self.fc_out = nn.Linear(self.channels[-1], n_outputs)
         self.min_frames = 2 ** sum(p[0] == 2 for p in pools)
+        if pretrained is not None:
+            # the head is replaced where the task's outputs differ from AudioSet's 527
+            load_weights(self, pretrained, head="fc_out", key_map=PANN_KEYS, nested="model")
 
     @staticmethod
-    def validate_args(dropout, head_dropout, **_) -> None:
+    def validate_args(dropout, head_dropout, pretrained=None, **_) -> None:
         """Config load calls this too: F.dropout would refuse a bad rate only in the first batch."""
         checks.probability("dropout", dropout)
         checks.probability("head_dropout", head_dropout)
+        if pretrained is not None and (not isinstance(pretrained, str) or not pretrained):
+            raise ValueError(f"pretrained must be the path of a weights file, got {pretrained!r}")
 
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
+    def embed(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, frames, bins) -> (batch, channels); `lengths` is ignored (padding is the clip's minimum)."""
         # batch-norm each Mel bin over the batch, as PANN's bn0 does
         x = self.bn0(features.unsqueeze(1).transpose(1, 3)).transpose(1, 3)
         for block in self.blocks:
