@@ -33,6 +33,7 @@ def find_audio(paths: list[str | Path]) -> list[Path]:
 @dataclass
 class Results:
     rows: list[dict] = field(default_factory=list)
+    columns: set[str] = field(default_factory=set)  # the per-column outputs' table columns (prob_<class>)
     embeddings: list[np.ndarray] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
 
@@ -56,7 +57,8 @@ def run(
     progress: bool = True,
 ) -> Results:
     """Predict every file; with `window`, one row per window plus a `mean` row per file."""
-    results = Results()
+    columns = {f"{o.prefix}{c}" for o in predictor.outputs() if o.columns for c in o.columns}
+    results = Results(columns=columns)
     files = find_audio(paths)
     if not files:
         raise DataError(f"no audio files in {', '.join(map(str, paths))}")
@@ -116,10 +118,12 @@ _PLACE = ("file", "window", "start", "end")
 
 
 def to_text(results: Results) -> str:
-    """A compact table for the terminal when no output file is given."""
+    """A compact table for the terminal when no output file is given: each file (and window) with
+    its one-value outputs (a label, a label set, regression values), not the per-class columns."""
     lines = []
     for row in results.rows:
         where = f" [{row['window']}: {row['start']}-{row['end']} s]" if "window" in row else ""
-        values = [f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items() if k not in _PLACE]
+        values = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                  if k not in _PLACE and k not in results.columns]  # fmt: skip
         lines.append("\t".join([f"{row['file']}{where}", *values]))
     return "\n".join(lines)
