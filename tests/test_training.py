@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
+from tympan import augmentations, feature_store, stages
 from tympan import config as configuration
-from tympan import feature_store, stages
 from tympan.augmentations import SpecAugment, SpeedPerturb
 from tympan.data import BucketBatchSampler
 from tympan.errors import ConfigError, DataError
@@ -28,7 +28,7 @@ def test_feature_store_is_packed_per_split(tiny_workspace):
     store = feature_store.store_dir(config, "fsdd")
     meta = feature_store.read_meta(store)
     assert meta["clips"] == {"train": 1000, "dev": 500, "test": 500}
-    assert meta["labels"] == [str(d) for d in range(10)] and meta["frame_rate"] == 100.0
+    assert meta["targets"] == ["label"] and feature_store.stored_spec(meta).frame_rate == 100.0
     assert sorted(p.name for p in (store / "train").iterdir()) == ["features.npy", "index.csv", "offsets.npy"]
     dev = feature_store.open_split(store, "dev")
     assert isinstance(dev.features, np.memmap) and dev.features.shape[1] == 64
@@ -58,7 +58,8 @@ def test_run_directory_and_identical_metrics_for_the_same_seed(tiny_workspace, t
         assert (first / name).is_file(), name
     assert (first / "metrics.csv").read_bytes() == (second / "metrics.csv").read_bytes()
     assert json.loads((first / "summary.json").read_text()) == summary
-    assert set(summary) == {"run", "dev", "test"} and 0 <= summary["dev"]["accuracy"] <= 1
+    assert set(summary) == {"task", "run", "dev", "test"} and 0 <= summary["dev"]["accuracy"] <= 1
+    assert summary["task"] == {"name": "classification", "tracking_metric": "accuracy", "direction": "max"}
     with open(first / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -112,13 +113,15 @@ def test_augmentations_share_the_mel_scale_of_the_features():
     cfg = configuration.parse(
         {
             "dataset": "FSDD",
-            "features": {"preset": "PannLogMel16k", "args": {"n_mels": 40, "fmax": 7000}},
+            "features": {
+                "offline": [{"target": "tympan.transforms.logmel:PannLogMel", "args": {"n_mels": 40, "fmax": 7000}}]
+            },
             "model": "SmallCNN",
             "optimizer": "Adam",
             "augmentation": [{"target": "tympan.augmentations:SpeedPerturb", "args": {"fmin": 20}}],
         }
     )
-    speed = cfg.augmentation[0].build_sharing(cfg.features.all_args())
+    speed = augmentations.build(cfg.augmentation[0], cfg.features.shared_args())
     assert len(speed._centers) == 40 and speed._centers.max() < 7000
     assert speed._centers.min() < SpeedPerturb(fmin=50)._centers.min()  # its own fmin wins
 
@@ -144,7 +147,7 @@ def test_eval_every_early_stopping_and_clipping(tiny_workspace, tmp_path):
         "    def __init__(self, n_mels, n_outputs):\n"
         "        super().__init__()\n"
         "        self.out = torch.nn.Linear(n_mels, n_outputs)\n"
-        "    def embed(self, x):\n"
+        "    def embed(self, x, lengths=None):\n"
         "        return x.mean(dim=1)\n"
         "    def head(self, e):\n"
         "        return self.out(e)\n"
