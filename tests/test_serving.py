@@ -94,7 +94,7 @@ def clips(tiny_workspace, predictor):
     for path in sorted((root / "data/raw/fsdd/recordings").glob("*_yweweler_*.wav"))[:16]:
         samples, rate = audio.load(path)
         expected = predictor.predict(samples, rate, embeddings=True)
-        top = np.sort(expected.probabilities)
+        top = np.sort(expected.scores)
         if top[-1] - top[-2] > 1e-3:
             out.append((path.read_bytes(), samples, rate, expected))
     assert len(out) >= 8
@@ -106,8 +106,8 @@ def b64(data: bytes) -> str:
 
 
 def assert_matches(label, probabilities, expected):
-    assert label == expected.label
-    np.testing.assert_allclose(probabilities, expected.probabilities, atol=1e-5)
+    assert label == expected.outputs["label"]
+    np.testing.assert_allclose(probabilities, expected.scores, atol=1e-5)
 
 
 # ---------------------------------------------------------------- health and metadata
@@ -131,8 +131,9 @@ def test_model_metadata_describes_tensors_and_classes(server, predictor):
     outputs = {t["name"]: t for t in meta["outputs"]}
     assert outputs["label"]["datatype"] == "BYTES" and outputs["probabilities"]["shape"] == [-1, 10]
     assert outputs["embedding"]["shape"] == [-1, 16]
-    assert json.loads(outputs["probabilities"]["parameters"]["labels"]) == predictor.labels
-    assert json.loads(meta["parameters"]["labels"]) == predictor.labels
+    assert json.loads(outputs["probabilities"]["parameters"]["labels"]) == predictor.task.labels
+    assert json.loads(meta["parameters"]["labels"]) == predictor.task.labels
+    assert meta["parameters"]["task"] == "classification" and json.loads(meta["parameters"]["targets"]) == ["label"]
     assert meta["parameters"]["sample_rate"] == predictor.sample_rate
     assert meta["parameters"]["max_clips"] == 64 and meta["parameters"]["max_duration"] == 5
 
@@ -162,7 +163,7 @@ def test_model_repository_routes_are_refused_and_the_model_keeps_answering(serve
     assert httpx.get(f"{server}/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
     response = httpx.post(f"{server}{V1}", json={"instances": [{"b64": b64(clips[0][0])}]})
     assert response.status_code == 200, response.text
-    assert response.json()["predictions"][0]["label"] == clips[0][3].label
+    assert response.json()["predictions"][0]["label"] == clips[0][3].outputs["label"]
 
 
 def test_readiness_and_liveness_follow_the_batcher(predictor):
@@ -407,7 +408,7 @@ def test_a_body_over_the_limit_gets_413_and_one_at_the_limit_is_served(server, c
     assert over.status_code == 413 and f"limit of {MAX_BODY} bytes" in over.json()["error"]
     at = httpx.post(f"{server}{V1}", content=padded(body, MAX_BODY), headers=JSON)
     assert at.status_code == 200, at.text
-    assert at.json()["predictions"][0]["label"] == clips[0][3].label
+    assert at.json()["predictions"][0]["label"] == clips[0][3].outputs["label"]
 
 
 def test_a_body_sent_without_length_is_limited_too(server, clips):
@@ -477,7 +478,7 @@ def test_a_small_request_is_not_starved_by_a_big_one(server, clips):
         time.sleep(0.1)
         small_response = send("small", small)
         assert big_response.result().status_code == 200 and small_response.status_code == 200
-    assert small_response.json()["predictions"][0]["label"] == clips[0][3].label
+    assert small_response.json()["predictions"][0]["label"] == clips[0][3].outputs["label"]
     took = {key: round(t - started, 3) for key, t in finished.items()}
     assert took["small"] < took["big"], took
 
@@ -518,7 +519,7 @@ def test_batcher_takes_requests_in_turn_off_the_loop_and_isolates_failures():
         batches.append(features)
         if "bad" in features:
             raise RuntimeError("boom")
-        return [bundle.Prediction(np.ones(1), feature) for feature in features]
+        return [bundle.Prediction(np.ones(1), {"label": feature}) for feature in features]
 
     async def together():
         batcher = MicroBatcher(featurize, predict, max_batch=4)
@@ -527,7 +528,8 @@ def test_batcher_takes_requests_in_turn_off_the_loop_and_isolates_failures():
         return await asyncio.gather(*requests, return_exceptions=True)
 
     big, small, bad, unreadable = asyncio.run(together())
-    assert [p.label for p in big] == ["a1", "a2", "a3", "a4", "a5", "a6"] and [p.label for p in small] == ["b1"]
+    labels = [[p.outputs["label"] for p in request] for request in (big, small)]
+    assert labels == [["a1", "a2", "a3", "a4", "a5", "a6"], ["b1"]]
     assert isinstance(bad, RuntimeError) and isinstance(unreadable, InvalidInput)
     assert batches == [
         ["a1", "b1", "bad", "c1"],
@@ -545,9 +547,11 @@ def test_load_with_malformed_requests_mixed_in(server, clips):
     """2,000 requests from 8 threads, every tenth malformed: each good one gets the in-process label."""
     good = []
     for wav, _, _, expected in clips:
-        good.append((V1, {"instances": [{"b64": b64(wav)}]}, expected.label))
+        good.append((V1, {"instances": [{"b64": b64(wav)}]}, expected.outputs["label"]))
         tensor = {"name": "audio", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(wav) + 4}}
-        good.append((V2, binary_body({"inputs": [tensor]}, len(wav).to_bytes(4, "little") + wav), expected.label))
+        good.append(
+            (V2, binary_body({"inputs": [tensor]}, len(wav).to_bytes(4, "little") + wav), expected.outputs["label"])
+        )
     bad = [(path, body, None) for path, body, _ in BAD.values()]
     goods, bads = cycle(good), cycle(bad)
     plan = [next(bads) if i % 10 == 9 else next(goods) for i in range(2000)]
