@@ -92,7 +92,6 @@ class Trainer:
     def __init__(self, config: Config, features_dir: Path, run_dir: Path):
         self.config, self.run_dir = config, Path(run_dir)
         cfg = config.training
-        seed_everything(config.seed, cfg.deterministic)
         self.device = pick_device(cfg.device)
         self.meta = meta = feature_store.read_meta(features_dir)
         self.pipeline = config.features.pipeline()
@@ -110,6 +109,9 @@ class Trainer:
             self.pipeline.fit(lambda: self._stored_clips("train"))
 
         sizes = model_sizes(resolve_target(config.model.target), self.pipeline.output, self.task.n_outputs)
+        # seeded here, after building transforms (whose layers draw initial weights too), so the
+        # model's initial weights are a function of the seed alone
+        seed_everything(config.seed, cfg.deterministic)
         self.model = config.model.build_checked("model", **sizes)
         self.model_args = {**config.model.args, **sizes}
         self.model.to(self.device)
