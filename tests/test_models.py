@@ -178,7 +178,7 @@ def test_waveform_cnn_embedding_does_not_depend_on_the_batch_padding(digits):
 
 
 def test_waveform_cnn_needs_exactly_min_frames_samples():
-    model = WaveformCNN(sample_rate=16000, n_outputs=3, channels=[8, 8, 8, 8]).eval()
+    model = WaveformCNN(sample_rate=16000, n_outputs=3, channels=[8, 8, 8, 8], window_ms=10, hop_ms=5).eval()
     assert (model.window, model.hop) == (160, 80)
     assert model.min_frames == 160 + 80 * 3  # two poolings: four frames
     with torch.no_grad():
@@ -224,7 +224,7 @@ def test_ffnn_without_hidden_layers_is_linear():
         (lambda: FFNN(input_dim=0), "input_dim must be a positive integer, got 0"),
         (lambda: WaveformCNN(window_ms=0), "window_ms must be a positive number of milliseconds, got 0"),
         (lambda: WaveformCNN(hop_ms=True), "hop_ms must be a positive number of milliseconds, got True"),
-        (lambda: WaveformCNN(hop_ms=20), "hop_ms=20 is longer than window_ms=10.0"),
+        (lambda: WaveformCNN(hop_ms=20), "hop_ms=20 is longer than window_ms=2.5"),
         (lambda: WaveformCNN(channels=[]), "channels must be a non-empty list of positive integers"),
         (lambda: WaveformCNN(sample_rate=0), "sample_rate must be a positive integer, got 0"),
         (lambda: Cnn10(pretrained=""), "pretrained must be the path of a weights file, got ''"),

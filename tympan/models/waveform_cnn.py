@@ -11,9 +11,14 @@ from tympan.models.base import AudioModel, length_mask
 
 
 class WaveformCNN(AudioModel):
-    """A strided 1-D conv over `window_ms` windows every `hop_ms` (the learnt filterbank, with
-    `channels[0]` filters), then one 3-tap conv + batch-norm + ReLU stage per further width, each
-    but the last followed by 2x max pooling, then max + mean over time.
+    """A strided 1-D conv over `window_ms` windows every `hop_ms`, with `channels[0]` filters,
+    whose magnitudes are log-compressed (a learnt log-spectrogram), then one 3-tap conv +
+    batch-norm + ReLU stage per further width, each but the last followed by 2x max pooling,
+    then max + mean over time.
+
+    The defaults come from FSDD (8 kHz, train on four speakers, dev on a fifth, speed
+    perturbation, mean of three seeds): 2.5 ms windows instead of 10 ms took dev accuracy from
+    0.80 to 0.89, the log compression to 0.91.
 
     Padding is ignored: after every stage the frames past a clip's length are zeroed, as the
     convolution's own zero padding would be for the clip alone, and the pooling over time reads
@@ -27,8 +32,8 @@ class WaveformCNN(AudioModel):
         sample_rate: int = 16000,
         n_outputs: int = 10,
         channels: tuple[int, ...] | list[int] = (64, 64, 128, 128, 256),
-        window_ms: float = 10.0,
-        hop_ms: float = 5.0,
+        window_ms: float = 2.5,
+        hop_ms: float = 1.25,
         dropout: float = 0.2,
     ):
         super().__init__()
@@ -67,7 +72,7 @@ class WaveformCNN(AudioModel):
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
         lengths = lengths.clamp(self.min_frames, x.shape[1])
         frames = (lengths - self.window) // self.hop + 1
-        h = _masked(F.relu(self.front_bn(self.front(x.unsqueeze(1)))), frames)
+        h = _masked(F.relu(self.front_bn(torch.log1p(self.front(x.unsqueeze(1)).abs()))), frames)
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
             h = F.relu(bn(conv(h)))
             if i < self.pools:
