@@ -75,7 +75,7 @@ def test_user_model_from_a_file_path(tmp_path):
                 self.proj = torch.nn.Linear(n_mels, width)
                 self.out = torch.nn.Linear(width, n_outputs)
 
-            def embed(self, x):
+            def embed(self, x, lengths=None):
                 return self.proj(x).mean(dim=1)
 
             def head(self, e):

@@ -126,6 +126,21 @@ def test_check_accepts_names_the_model_and_the_features(cls, spec, message):
     assert str(err.value) == message
 
 
+def test_check_accepts_refuses_a_model_whose_embed_takes_no_lengths():
+    class Old(AudioModel):  # the contract before lengths
+        def embed(self, x):
+            return x.mean(dim=1)
+
+    with pytest.raises(ValueError, match=r"^Old.embed takes no lengths: define it as embed\(self, x, lengths=None\)$"):
+        check_accepts(Old, FRAMES)
+
+    class New(Old):
+        def embed(self, x, lengths=None):
+            return x.mean(dim=1)
+
+    check_accepts(New, FRAMES)
+
+
 def test_frame_models_ignore_lengths_and_keep_their_numbers():
     """SmallCNN and the PANNs take `lengths` but compute what they did before it existed."""
     torch.manual_seed(0)

@@ -60,12 +60,22 @@ def sizes(spec: Spec, n_outputs: int, model_class: type | None = None) -> dict[s
 
 
 def check_accepts(model_class: type, spec: Spec) -> None:
-    """Refuse features of a kind the model does not take, naming both sides."""
+    """Refuse features of a kind the model does not take, naming both sides; and a model whose
+    `embed` takes no `lengths` (written for the contract before lengths), which training, that
+    passes them with every batch, would otherwise stop at with a TypeError."""
     accepts = getattr(model_class, "accepts", AudioModel.accepts)
     if spec.kind not in accepts:
         raise ShapeError(
             f"{model_class.__name__} accepts {' or '.join(accepts)}, but the features give {spec.describe()}"
         )
+    embed = getattr(model_class, "embed", None)
+    if embed is not None and not _takes(embed, "lengths"):
+        raise ValueError(f"{model_class.__name__}.embed takes no lengths: define it as embed(self, x, lengths=None)")
+
+
+def _takes(function, name: str) -> bool:
+    params = inspect.signature(function).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
