@@ -53,8 +53,8 @@ def load_weights(
     keys (reported in the result), never a shape mismatch.
     """
     path = Path(path)
-    state = _state_dict(read(path), nested, path)
-    state = rename(state, key_map, path)
+    state = _state_dict(_read(path), nested, path)
+    state = _rename(state, key_map, path)
     own = model.state_dict()
     under_head = _prefix_test(head)
     result, mismatched = Loaded(), []
@@ -80,7 +80,7 @@ def load_weights(
     return result
 
 
-def read(path: Path) -> object:
+def _read(path: Path) -> object:
     """The file's content: a safetensors file (told by its header, whatever its name) or a torch
     file loaded with weights_only=True."""
     if not path.is_file():
@@ -96,7 +96,7 @@ def read(path: Path) -> object:
             raise DataError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (an untrusted file can fail in any way)
+    except Exception as exc:  # an untrusted file can fail in any way
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if found:
             raise DataError(
@@ -106,7 +106,7 @@ def read(path: Path) -> object:
         raise DataError(f"{path}: not a safetensors file, nor a torch file of tensors ({first_line(exc)})") from None
 
 
-def rename(state: dict[str, torch.Tensor], key_map: KeyMap | None, path: Path) -> dict[str, torch.Tensor]:
+def _rename(state: dict[str, torch.Tensor], key_map: KeyMap | None, path: Path) -> dict[str, torch.Tensor]:
     """The state dict with its keys renamed by `key_map` (None drops a key)."""
     if key_map is None:
         return state
