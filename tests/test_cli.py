@@ -131,7 +131,7 @@ def tympan_here(capsys, *args):
         ("optimizer.args.lr=-1", ["optimizer.args", "Invalid learning rate: -1"]),
         ("model.args.channels=abc", ["model.args", "channels", "'abc'"]),
         ("model.args.channels=[]", ["model.args", "channels", "[]"]),
-        ("features.args.sample_rate=-16000", ["features.args", "sample_rate", "-16000"]),
+        ("features.sample_rate=-16000", ["features.sample_rate", "greater than 0", "-16000"]),
     ],
 )
 def test_bad_values_fail_at_load_in_one_line(override, needles, tmp_path, monkeypatch, capsys):

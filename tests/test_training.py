@@ -212,3 +212,13 @@ def test_a_run_dir_holding_another_config_yaml_is_refused_untouched(tiny_workspa
         stages.train(config, run_dir)
     assert [p.name for p in run_dir.iterdir()] == ["config.yaml"]
     assert (run_dir / "config.yaml").read_text() == content
+
+
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_no_training_batch_holds_a_single_clip(bucketing):
+    """Batch norm cannot train on one clip: a last batch of one joins the batch before it."""
+    for n in (33, 65, 97):
+        sampler = BucketBatchSampler(np.arange(n), 32, seed=1, bucketing=bucketing)
+        batches = sampler.batches()
+        assert min(len(b) for b in batches) > 1 and len(batches) == len(sampler) == n // 32
+        assert sorted(np.concatenate(batches).tolist()) == list(range(n))

@@ -16,10 +16,16 @@ from tympan.errors import DataError
 
 
 def copy_bundle(tiny_run, tmp_path, name="bundle", **changes):
-    """The tiny run's bundle copied to tmp_path/name, with top-level bundle.json keys replaced."""
+    """The tiny run's bundle copied to tmp_path/name, with top-level bundle.json keys replaced; a
+    `features` change is one transform, put first in the online chain."""
     copy = tmp_path / name
     shutil.copytree(tiny_run[0] / "bundle", copy)
     manifest = json.loads((copy / "bundle.json").read_text())
+    if "features" in changes:
+        features = manifest["features"]
+        changes["features"] = {**features, "online": [changes["features"], *features["online"]]}
+    if "task" in changes:
+        changes["task"] = {**manifest["task"], **changes["task"]}
     (copy / "bundle.json").write_text(json.dumps({**manifest, **changes}))
     return copy
 
@@ -45,6 +51,10 @@ def refused_targets(tmp_path, marker, manifest):
         ("model", {"target": "tympan.models.cnn:torch", "args": {}}),  # in tympan, but not a class
         ("model", {"target": "tympan.transforms.logmel:PannLogMel", "args": {}}),  # a class of the other role
         ("features", {"target": "tympan.transforms.logmel:torch.nn.Module", "args": {}}),
+        ("features", {"target": "tympan.models.cnn:SmallCNN", "args": {}}),  # a class of another role
+        ("task", {"target": "subprocess:Popen", "args": {"args": ["touch", str(marker)]}}),
+        ("task", {"target": f"{evil}:Evil", "args": {}}),
+        ("task", {"target": "tympan.tasks.base:Path", "args": {}}),  # in tympan.tasks, but not a Task
         ("model", {"target": "tympan.models.cnn:SmallCNN:x", "args": model_args}),
         ("model", {"target": "tympan.models/../../evil.py:Evil", "args": {}}),
     ]
@@ -88,8 +98,8 @@ def test_trust_code_builds_ones_own_class(tiny_run, tiny_workspace, tmp_path, ca
     trusted = bundle.load(custom, trust_code=True)
     assert marker.exists() and type(trusted.model).__name__ == "MyCNN"
     samples, rate = audio.load(clip)
-    expected = bundle.load(tiny_run[0] / "bundle").predict(samples, rate).probabilities
-    np.testing.assert_allclose(trusted.predict(samples, rate).probabilities, expected)
+    expected = bundle.load(tiny_run[0] / "bundle").predict(samples, rate).scores
+    np.testing.assert_allclose(trusted.predict(samples, rate).scores, expected)
     assert main(["inference", str(custom), str(clip), "--trust-code"]) == 0
 
 
@@ -195,4 +205,5 @@ def test_register_and_load_a_custom_class_only_with_trust(tiny_run, tiny_workspa
     samples, rate = audio.load(wav(tiny_workspace))
     model = mlflow.pyfunc.load_model("models:/custom/1", model_config={"trust_code": True})
     table = model.predict(samples[None, :], params={"sample_rate": rate})
-    assert table["label"][0] == bundle.load("models:/custom/1", trust_code=True).predict(samples, rate).label
+    expected = bundle.load("models:/custom/1", trust_code=True).predict(samples, rate)
+    assert table["label"][0] == expected.outputs["label"]

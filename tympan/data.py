@@ -104,19 +104,28 @@ class BucketBatchSampler(Sampler):
         order = rng.permutation(len(self.lengths))
         size = self.batch_size
         if not self.bucketing:
-            return [order[i : i + size] for i in range(0, len(order), size)]
+            return self._no_single([order[i : i + size] for i in range(0, len(order), size)])
         batches = []
         for start in range(0, len(order), size * self.pool):
             pool = order[start : start + size * self.pool]
             pool = pool[np.argsort(self.lengths[pool], kind="stable")]
             batches += [pool[i : i + size] for i in range(0, len(pool), size)]
+        batches = self._no_single(batches)
         return [batches[i] for i in rng.permutation(len(batches))]
+
+    @staticmethod
+    def _no_single(batches: list[np.ndarray]) -> list[np.ndarray]:
+        """A last batch of one clip joins the one before: batch norm cannot train on one clip."""
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches = [*batches[:-2], np.concatenate(batches[-2:])]
+        return batches
 
     def __iter__(self):
         return iter([b.tolist() for b in self.batches()])
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        n, size = len(self.lengths), self.batch_size
+        return -(-n // size) - (n > size and n % size == 1)
 
 
 def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:

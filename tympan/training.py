@@ -4,7 +4,6 @@ best state by the task's tracking metric."""
 from __future__ import annotations
 
 import errno
-import inspect
 import json
 import logging
 import math
@@ -40,12 +39,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def model_sizes(cls: type, spec, n_outputs: int) -> dict:
-    """The sizes a model class takes (of those training fills in), from the pipeline's output."""
-    params = inspect.signature(cls).parameters
-    return {k: v for k, v in input_sizes(spec, n_outputs).items() if k in params}
 
 
 def pick_device(name: str) -> torch.device:
@@ -105,15 +98,18 @@ class Trainer:
             raise DataError(f"{features_dir}: the train and dev splits must not be empty")
         self.task = config.task.build_checked("task", targets=meta["targets"])
         self.task.fit(self.splits["train"].rows)
+        # every split's targets now: a value that cannot be encoded stops the run before it starts
+        self.targets = {s: self.task.encode(data.rows, where=f"{s} split") for s, data in self.splits.items()}
         if self.pipeline.fits:  # e.g. normalisation with train statistics
             self.pipeline.fit(lambda: self._stored_clips("train"))
 
-        sizes = model_sizes(resolve_target(config.model.target), self.pipeline.output, self.task.n_outputs)
+        sizes = input_sizes(self.pipeline.output, self.task.n_outputs, resolve_target(config.model.target))
         # seeded here, after building transforms (whose layers draw initial weights too), so the
         # model's initial weights are a function of the seed alone
         seed_everything(config.seed, cfg.deterministic)
         self.model = config.model.build_checked("model", **sizes)
-        self.model_args = {**config.model.args, **sizes}
+        # the bundle rebuilds the model from these; pretrained weights are already in its weights
+        self.model_args = {**{k: v for k, v in config.model.args.items() if k != "pretrained"}, **sizes}
         self.model.to(self.device)
         self.optimizer = config.optimizer.build(params=self.model.parameters())
         self.augmentations = self._augmentations()
@@ -156,7 +152,7 @@ class Trainer:
         data = self.splits[split]
         return ClipDataset(
             data,
-            self.task.encode(data.rows, where=f"{split} split"),
+            self.targets[split],
             self.pipeline,
             augmentations=self.augmentations if train else None,
             max_frames=self.max_frames if train else None,
