@@ -73,8 +73,8 @@ def real_path(trainer: Trainer, epochs: range) -> tuple[float, list[tuple[int, i
     hook = trainer.model.register_forward_pre_hook(lambda _, inputs: shapes.append(tuple(inputs[0].shape)))
     started = time.perf_counter()
     for epoch in epochs:
-        for features, targets in epoch_batches(trainer, epoch):
-            trainer._train_step(features, targets)
+        for x, lengths, targets in epoch_batches(trainer, epoch):
+            trainer._train_step(x, lengths, targets)
     elapsed = time.perf_counter() - started
     hook.remove()
     return sum(s[0] for s in shapes) / elapsed, shapes
@@ -85,8 +85,8 @@ def train_steps(trainer: Trainer, seconds: float | None = None, steps: int | Non
     or `steps` are done; returns the steps done."""
     done, epoch, deadline = 0, 1, time.perf_counter() + (seconds or float("inf"))
     while True:
-        for features, targets in epoch_batches(trainer, epoch):
-            trainer._train_step(features, targets)
+        for x, lengths, targets in epoch_batches(trainer, epoch):
+            trainer._train_step(x, lengths, targets)
             done += 1
             if done == steps or time.perf_counter() >= deadline:
                 return done
