@@ -443,3 +443,19 @@ def test_every_augmentation_is_an_augmentation_with_a_place():
         cls = getattr(augmentations, name)
         if isinstance(cls, type) and cls is not Augmentation:
             assert issubclass(cls, Augmentation) and cls.place in augmentations.PLACES, name
+
+
+def test_waveform_speed_shortens_by_the_drawn_rate_and_keeps_the_sound(waves):
+    from tympan.augmentations import WaveformSpeed
+
+    x = waves[0]
+    fast = WaveformSpeed(min_rate=1.25, max_rate=1.25)(x, torch.Generator().manual_seed(0))
+    assert fast.dtype == x.dtype and len(fast) == round(len(x) / 1.25)
+    assert torch.allclose(fast[0], x[0], atol=1e-3)  # read from the start, just faster
+    drawn = [len(WaveformSpeed()(x, torch.Generator().manual_seed(s))) for s in range(20)]
+    assert len(set(drawn)) > 10 and all(len(x) / 1.15 - 1 <= n <= len(x) / 0.85 + 1 for n in drawn)
+    a, b = (WaveformSpeed()(x, torch.Generator().manual_seed(3)) for _ in range(2))
+    assert torch.equal(a, b)
+    assert torch.equal(WaveformSpeed(p=0.0)(x, torch.Generator().manual_seed(3)), x)
+    with pytest.raises(ValueError, match="min_rate <= max_rate"):
+        WaveformSpeed(min_rate=1.2, max_rate=1.1)

@@ -10,7 +10,7 @@ from tympan.augmentations.base import PLACES, Augmentation, build
 from tympan.augmentations.mix import CutMix, MixUp
 from tympan.augmentations.noise import BackgroundNoise, GaussianNoise
 from tympan.augmentations.spec_augment import SpecAugment
-from tympan.augmentations.speed import SpeedPerturb
+from tympan.augmentations.speed import SpeedPerturb, WaveformSpeed
 from tympan.augmentations.structure import Choice, Sequence
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "Sequence",
     "SpecAugment",
     "SpeedPerturb",
+    "WaveformSpeed",
     "build",
 ]

@@ -80,3 +80,27 @@ class SpeedPerturb(Augmentation):
         in_time = torch.from_numpy(interpolation_matrix(positions, length))
         in_frequency = torch.from_numpy(self._frequency_matrix(rate).T.copy())
         return in_time @ features @ in_frequency
+
+
+class WaveformSpeed(Augmentation):
+    """Play a waveform `rate` times faster (shorter and higher, as a tape played fast): the clip is
+    read at `rate`-spaced positions by linear interpolation. Draws: p, then the rate."""
+
+    place = "waveform"
+    takes = ("waveform",)
+
+    def __init__(self, min_rate: float = 0.85, max_rate: float = 1.15, p: float = 1.0):
+        self.validate_args(min_rate, max_rate, p)
+        super().__init__(p)
+        self.min_rate, self.max_rate = min_rate, max_rate
+
+    @staticmethod
+    def validate_args(min_rate: float = 0.85, max_rate: float = 1.15, p: float = 1.0, **_) -> None:
+        if not 0 < min_rate <= max_rate:
+            raise ValueError(f"need 0 < min_rate <= max_rate, got {min_rate}, {max_rate}")
+        Augmentation.validate_args(p)
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        rate = self.min_rate + float(torch.rand(1, generator=generator)) * (self.max_rate - self.min_rate)
+        length = max(1, round(len(x) / rate))
+        return torch.nn.functional.interpolate(x[None, None], size=length, mode="linear", align_corners=False)[0, 0]
