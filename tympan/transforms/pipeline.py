@@ -7,9 +7,9 @@ kind is checked against its neighbour's when the pipeline is built (a config loa
 so a mismatched chain fails with a message naming both sides.
 
 Augmentations are placed in the online chain by where they act: waveform augmentations run on
-the waveform just before the first online transform that turns it into something else (so the
-waveform must be what is stored), feature augmentations just before the first normalising
-transform (or at the end). Padding of a batch is here too, since how to pad depends on the kind.
+the stored clip before any online transform (so the waveform must be what is stored), feature
+augmentations just before the first normalising transform (or at the end). Padding of a batch
+is here too, since how to pad depends on the kind.
 """
 
 from __future__ import annotations
@@ -121,16 +121,11 @@ class Pipeline:
         """The online transforms on one stored clip. With a `generator` (training), random
         transforms draw from it and the augmentations run at their places; without, it is the
         deterministic chain the bundle runs."""
-        x = stored
-        for i, transform in enumerate(self.online):
-            before, after = self.specs[i], self.specs[i + 1]
-            if waveform_augment and before.kind == "waveform" and after.kind != "waveform":
-                x, waveform_augment = waveform_augment(x, generator), None
+        x = waveform_augment(stored, generator) if waveform_augment else stored
+        for transform in self.online:
             if features_augment and transform.normalizes:
                 x, features_augment = features_augment(x, generator), None
             x = transform(x, generator) if transform.random and generator is not None else transform(x)
-        if waveform_augment:
-            x = waveform_augment(x, generator)
         if features_augment:
             x = features_augment(x, generator)
         return x
