@@ -89,7 +89,12 @@ def test_classification_fit_encode_state(fsdd_rows):
     assert dev.dtype == np.int64 and dev.tolist() == [int(r["label"]) for r in fsdd_rows["dev"]]
     again = roundtrip(task, Classification(["label"]))
     assert again.labels == task.labels and np.array_equal(again.encode(fsdd_rows["dev"], "dev"), dev)
-    assert task.summary() == {"name": "classification", "tracking_metric": "accuracy", "direction": "max"}
+    assert task.summary() == {
+        "name": "classification",
+        "tracking_metric": "accuracy",
+        "direction": "max",
+        "headline": ["accuracy", "uar", "macro_f1", "weighted_f1"],
+    }
 
 
 def test_classification_labels_sort_as_strings():
@@ -373,7 +378,12 @@ def test_regression_metrics_by_hand():
 def test_regression_tracking_follows_the_loss():
     for loss in ("mse", "mae"):
         task = Regression(["y"], loss=loss)
-        assert task.summary() == {"name": "regression", "tracking_metric": "mae", "direction": "min"}
+        assert task.summary() == {
+            "name": "regression",
+            "tracking_metric": "mae",
+            "direction": "min",
+            "headline": ["mse", "mae", "pearson", "ccc"],
+        }
         assert task.is_better(0.2, 0.3) and not task.is_better(0.4, 0.3)
     task = Regression(["y"], loss="ccc")
     assert (task.tracking_metric, task.direction) == ("ccc", "max") and task.is_better(0.4, 0.3)

@@ -54,6 +54,7 @@ class Task(abc.ABC):
     name: str
     tracking_metric: str
     direction: Direction = "max"
+    headline: tuple[str, ...] = ()  # the metrics a terminal summary shows (all when empty)
 
     def __init__(self, targets: list[str] | tuple[str, ...]):
         if isinstance(targets, str):
@@ -139,7 +140,12 @@ class Task(abc.ABC):
 
     def summary(self) -> dict:
         """What summary.json records about the task, for every consumer that ranks runs."""
-        return {"name": self.name, "tracking_metric": self.tracking_metric, "direction": self.direction}
+        return {
+            "name": self.name,
+            "tracking_metric": self.tracking_metric,
+            "direction": self.direction,
+            "headline": list(self.headline),
+        }
 
     def column(self, rows: list[dict[str, str]], column: str, where: str) -> list[str]:
         """The values of one target column, a DataError naming `where` when it is missing."""

@@ -36,6 +36,7 @@ class Classification(Task):
     name = "classification"
     tracking_metric = "accuracy"
     direction = "max"
+    headline = ("accuracy", "uar", "macro_f1", "weighted_f1")
 
     def __init__(self, targets: list[str], label_smoothing: float = 0.0, class_weights: str = "none"):
         super().__init__(targets)

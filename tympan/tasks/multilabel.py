@@ -30,6 +30,7 @@ class MultiLabel(Task):
     name = "multilabel"
     tracking_metric = "mAP"
     direction = "max"
+    headline = ("mAP", "micro_f1", "macro_f1")
 
     def __init__(self, targets: list[str], threshold: float = 0.5, tune_thresholds: bool = False):
         super().__init__(targets)

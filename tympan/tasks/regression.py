@@ -31,6 +31,8 @@ class Regression(Task):
     (lower is better).
     """
 
+    headline = ("mse", "mae", "pearson", "ccc")  # averaged over the targets
+
     name = "regression"
 
     def __init__(self, targets: list[str], loss: str = "mse", scaling: str = "zscore"):
