@@ -18,7 +18,6 @@ from tympan import bundle
 from tympan.audio import check_rates, decode_bytes
 from tympan.errors import AudioError
 
-OUTPUTS = ("label", "probabilities", "embedding")
 FLOATS = {"FP32": np.float32, "FP64": np.float64}
 
 
@@ -187,8 +186,9 @@ def v1_clip(item, where: str, embedding: bool, limits: Limits) -> Clip:
     return Clip(where, check_samples(samples, rate, where, limits), rate, embedding=embedding)
 
 
-def v2_clips(request: InferRequest, limits: Limits) -> list[Clip]:
-    """The clips of a V2 request: one BYTES input of encoded files or one FP32 input of samples."""
+def v2_clips(request: InferRequest, limits: Limits, outputs: list[str]) -> list[Clip]:
+    """The clips of a V2 request: one BYTES input of encoded files or one FP32 input of samples.
+    `outputs` names what the model can answer, which is all a request may ask for."""
     if len(request.inputs) != 1:
         names = [tensor.name for tensor in request.inputs]
         raise InvalidInput(f"expected exactly one input ('audio' BYTES or 'samples' FP32), got {names}")
@@ -201,7 +201,7 @@ def v2_clips(request: InferRequest, limits: Limits) -> list[Clip]:
         raise InvalidInput(
             f"input '{tensor.name}' has datatype {tensor.datatype}; send BYTES (audio files) or FP32 ([batch, time])"
         )
-    embedding = v2_wants_embeddings(request)
+    embedding = v2_wants_embeddings(request, outputs)
     for clip in clips:
         clip.embedding = embedding
     return clips
@@ -250,11 +250,12 @@ def flatten(data) -> list:
     return [item for part in data for item in flatten(part)]
 
 
-def v2_wants_embeddings(request: InferRequest) -> bool:
-    """True when the request says `embeddings: true` or asks for the `embedding` output."""
+def v2_wants_embeddings(request: InferRequest, outputs: list[str]) -> bool:
+    """True when the request says `embeddings: true` or asks for the `embedding` output; an output
+    the model does not have (`outputs`) is refused."""
     asked = [output.name for output in request.request_outputs or []]
-    unknown = [name for name in asked if name not in OUTPUTS]
+    unknown = [name for name in asked if name not in outputs]
     if unknown:
-        raise InvalidInput(f"unknown outputs {unknown}; this model has {list(OUTPUTS)}")
+        raise InvalidInput(f"unknown outputs {unknown}; this model has {outputs}")
     flag = as_flag((request.parameters or {}).get("embeddings", False), "parameters.embeddings")
     return flag or "embedding" in asked

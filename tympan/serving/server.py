@@ -58,7 +58,7 @@ class ServedModel(kserve.Model):
 
     async def preprocess(self, payload, headers=None) -> Job:
         if isinstance(payload, InferRequest):
-            return Job(v2_clips(payload, self.limits), v2=payload)
+            return Job(v2_clips(payload, self.limits, [t["name"] for t in self.get_output_types()]), v2=payload)
         return Job(v1_clips(payload, self.limits))
 
     async def predict(self, job: Job, headers=None, response_headers=None) -> Job:
