@@ -5,6 +5,8 @@ They run in the tympan images (images/images.env) with `install_kfp_package=Fals
 never pip-installs at run time (air-gapped clusters), and the same components run under
 `kfp.local` in the current environment."""
 
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -71,38 +73,50 @@ def train(config: str, features: Input[Dataset], model: Output[Model]):
 def collect(
     runs: Input[list[Model]],
     metric: str,
+    direction: str,
     report: Output[Markdown],
     report_html: Output[HTML],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     best: Output[Model],
-) -> float:
-    """Compare the grid's runs (postprocess report), pick the best on `metric`, and return its score."""
+) -> NamedTuple("Collected", [("score", float), ("metric", str), ("direction", str)]):
+    """Compare the grid's runs (postprocess report) and pick the best on `metric` in `direction`
+    (empty: the runs' tracking metric and its direction). Returns its score and what it was
+    ranked on. `metrics` holds the best run's scalar metrics; `confusion` its dev confusion
+    matrix, for a task that writes one (classification), else it stays empty."""
     import shutil
     import tempfile
+    from collections import namedtuple
 
     from tympan import postprocess, stages
 
-    result = stages.collect([r.path for r in runs], tempfile.mkdtemp(prefix="collect-"), metric)
+    out = tempfile.mkdtemp(prefix="collect-")
+    result = stages.collect([r.path for r in runs], out, metric or None, direction or None)
     shutil.copyfile(result["report"] / "report.md", report.path)
     shutil.copyfile(result["report"] / "report.html", report_html.path)
     for name, value in result["metrics"].items():
         metrics.log_metric(name, value)
-    labels, matrix = postprocess.read_confusion(result["best"], "dev")
-    confusion.log_confusion_matrix(labels, matrix.tolist())
+    found = postprocess.read_confusion(result["best"], "dev")
+    if found is not None:
+        confusion.log_confusion_matrix(found[0], found[1].tolist())
     shutil.copytree(result["best"], best.path)
-    best.metadata.update({"framework": "pytorch", "mlflow_model_uri": "", **result["metrics"]})
-    return result["score"]
+    ranked = {"tympan.metric": result["metric"], "tympan.direction": result["direction"]}
+    best.metadata.update({"framework": "pytorch", "mlflow_model_uri": "", **ranked, **result["metrics"]})
+    collected = namedtuple("Collected", ["score", "metric", "direction"])
+    return collected(result["score"], result["metric"], result["direction"])
 
 
 @cpu_component
-def champion(name: str, metric: str, threshold: float, mlflow_uri: str, s3_endpoint: str) -> float:
-    """The score to beat: the registered champion's `metric`, or `threshold` if that is higher."""
+def champion(
+    name: str, score: float, metric: str, direction: str, threshold: str, mlflow_uri: str, s3_endpoint: str
+) -> bool:
+    """The gate: whether `score` beats the registered champion's `metric` in `direction`, and
+    `threshold` (a floor for max, a ceiling for min; empty: none)."""
     from tympan import stages
 
     stages.environment(s3_endpoint, mlflow_uri)
-    score = stages.champion_score(name, metric, uri=mlflow_uri or None)
-    return threshold if score is None else max(threshold, score)
+    bar = float(threshold) if threshold.strip() else None
+    return stages.beats_champion(score, name, metric, direction, bar, uri=mlflow_uri or None)
 
 
 @cpu_component
@@ -116,7 +130,7 @@ def register(
     from tympan import stages
 
     stages.environment(s3_endpoint, mlflow_uri)
-    result = stages.register_best(best.path, name, metric, uri=mlflow_uri or None)
+    result = stages.register_best(best.path, name, metric or None, uri=mlflow_uri or None)
     shutil.copytree(Path(best.path) / "bundle", registered.path)
     registered.metadata.update(
         {

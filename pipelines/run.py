@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -51,14 +52,33 @@ def read_config(config: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def arguments(config: str, grid: str = "", mlflow_uri: str = "", s3_endpoint: str = "", **extra) -> dict:
-    """The pipeline's run-time parameters (secrets never: those come from Kubernetes secrets)."""
+def arguments(
+    config: str, grid: str = "", mlflow_uri: str = "", s3_endpoint: str = "", threshold: float | None = None, **extra
+) -> dict:
+    """The pipeline's run-time parameters (secrets never: those come from Kubernetes secrets).
+    Unset ones (None) take the pipeline's defaults; `threshold` travels as text ("": none)."""
+    from tympan.results import DIRECTIONS
+
+    if extra.get("direction") not in (None, *DIRECTIONS):
+        raise ConfigError(f"direction must be max or min, got {extra['direction']!r}")
     args = {"config": read_config(config), "grid": grid, "mlflow_uri": mlflow_uri, "s3_endpoint": s3_endpoint}
+    if threshold is not None:
+        args["threshold"] = _number(threshold, "threshold")
     if "://" not in config:
         from tympan import stages
 
         stages.plan(args["config"], grid)  # a bad config or grid fails here, naming the key, not in a task
     return {**args, **{k: v for k, v in extra.items() if v is not None}}
+
+
+def _number(value, name: str) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return repr(number)
 
 
 @contextlib.contextmanager
@@ -76,12 +96,16 @@ def run_local(
     root: str | Path = "runs/pipeline",
     grid: str = "",
     mlflow_uri: str | None = None,
-    threshold: float = 0.0,
+    threshold: float | None = None,
     model_name: str = "tympan",
-    metric: str = "dev.accuracy",
+    metric: str | None = None,
     cache: bool = True,
+    direction: str | None = None,
 ) -> dict:
     """Run the pipeline with kfp.local (one subprocess per task, in this environment).
+
+    Runs are ranked on their tracking metric unless `metric` (and `direction`) name another;
+    `threshold` is a floor (higher-is-better) or ceiling (lower-is-better) the best must beat.
 
     Resource limits and kfp-kubernetes settings are ignored locally. The grid runs one task at a
     time (sqlite MLflow stores do not take parallel writers). Returns {"best": the best run's
@@ -92,7 +116,9 @@ def run_local(
 
     root = Path(root).resolve()
     uri = mlflow_uri or f"sqlite:///{root / 'mlflow.db'}"
-    params = arguments(config, grid, uri, threshold=threshold, model_name=model_name, metric=metric)
+    params = arguments(
+        config, grid, uri, threshold=threshold, model_name=model_name, metric=metric, direction=direction
+    )
     root.mkdir(parents=True, exist_ok=True)
     pipeline = training.build(clusters.Cluster(parallelism=1))
     mirror = os.environ.get("TYMPAN_DATA_MIRROR")
@@ -130,6 +156,7 @@ def submit(
     namespace: str | None = None,
     cron: str | None = None,
     token: str | None = None,
+    direction: str | None = None,
 ) -> dict:
     """Upload the pipeline and start a run, or with `cron` (6 fields, seconds first) a recurring run.
 
@@ -139,7 +166,9 @@ def submit(
 
     if cron is not None and len(str(cron).split()) != 6:
         raise ConfigError(f"--cron {cron!r}: KFP cron expressions have 6 fields, seconds first (0 0 2 * * *)")
-    params = arguments(config, grid, mlflow_uri, s3_endpoint, threshold=threshold, model_name=model_name, metric=metric)
+    params = arguments(
+        config, grid, mlflow_uri, s3_endpoint, threshold, model_name=model_name, metric=metric, direction=direction
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(package) if package else compile_pipeline(Path(tmp) / "training.yaml", cluster)
         if not path.is_file():

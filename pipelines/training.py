@@ -1,7 +1,13 @@
 """The training pipeline; it reads like the diagram:
 
     plan -> fetch -> preprocess -> ParallelFor(grid) { train } -> collect (report, best run)
-         -> If(best score > champion or threshold) { register -> deploy }
+         -> champion (does the best beat the registered champion and the threshold?)
+         -> If(it does) { register -> deploy }
+
+Runs are ranked on their task's tracking metric in its direction (summary.json: dev.accuracy
+higher is better, dev.mae lower is better), unless `metric` (and `direction`: max or min) name
+another. `threshold` is a floor for a higher-is-better metric and a ceiling for a lower-is-better
+one (a number as text; empty: none).
 
 `build(cluster)` returns the pipeline function with the cluster settings (pipelines/cluster.py)
 applied; the config, grid and endpoints are run-time parameters."""
@@ -50,9 +56,10 @@ def build(cluster: Cluster):
         grid: str = "",
         mlflow_uri: str = "",
         s3_endpoint: str = "",
-        threshold: float = 0.0,
+        threshold: str = "",
         model_name: str = "tympan",
-        metric: str = "dev.accuracy",
+        metric: str = "",
+        direction: str = "",
     ) -> dsl.Model:
         planned = cpu(c.plan(config=config, grid=grid)).set_caching_options(False)
         fetched = cpu(c.fetch(dataset_config=planned.outputs["dataset_config"], s3_endpoint=s3_endpoint))
@@ -62,19 +69,25 @@ def build(cluster: Cluster):
         with dsl.ParallelFor(planned.outputs["Output"], parallelism=cluster.parallelism, name="grid") as run:
             trained = _place(c.train(config=run, features=features.outputs["features"]), cluster.train, cluster)
             trained.set_caching_options(True).set_display_name("train")
-        collected = cpu(c.collect(runs=dsl.Collected(trained.outputs["model"]), metric=metric))
+        collected = cpu(c.collect(runs=dsl.Collected(trained.outputs["model"]), metric=metric, direction=direction))
         collected.set_caching_options(False)
-        bar = cpu(
+        gate = cpu(
             c.champion(
-                name=model_name, metric=metric, threshold=threshold, mlflow_uri=mlflow_uri, s3_endpoint=s3_endpoint
+                name=model_name,
+                score=collected.outputs["score"],
+                metric=collected.outputs["metric"],
+                direction=collected.outputs["direction"],
+                threshold=threshold,
+                mlflow_uri=mlflow_uri,
+                s3_endpoint=s3_endpoint,
             )
         ).set_caching_options(False)
-        with dsl.If(collected.outputs["Output"] > bar.output, name="beats-champion"):
+        with dsl.If(gate.output == True, name="beats-champion"):  # noqa: E712 (a KFP condition, not Python's)
             registered = cpu(
                 c.register(
                     best=collected.outputs["best"],
                     name=model_name,
-                    metric=metric,
+                    metric=collected.outputs["metric"],
                     mlflow_uri=mlflow_uri,
                     s3_endpoint=s3_endpoint,
                 )

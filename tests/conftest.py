@@ -73,6 +73,48 @@ def tiny_workspace(fsdd_mirror, tmp_path_factory):
     return root, raw
 
 
+TOY_REGRESSION = {
+    "experiment": "toy-regression",
+    "seed": 1,
+    "scheduler": None,
+    "dataset": {"preset": "ToyRegression"},
+    "features": {
+        "preset": "PannLogMel16k",
+        "online": [{"target": "tympan.transforms.normalize:Normalize", "args": {"mode": "instance"}}],
+    },
+    "task": {"preset": "regression"},  # tracks dev.mae, lower is better
+    "model": {"preset": "SmallCNN", "args": {"channels": [4, 8, 8]}},
+    "optimizer": {"preset": "AdamW", "args": {"lr": 0.003}},
+    "training": {"epochs": 2, "batch_size": 16, "progress": False},
+}
+
+
+@pytest.fixture(scope="session")
+def toy_regression_workspace(tmp_path_factory):
+    """Raw data and features of a tiny regression experiment (generated tones, no mirror needed):
+    `(root, raw config)`; its runs track dev.mae, lower is better."""
+    from tympan import config as configuration
+    from tympan import stages
+
+    root = tmp_path_factory.mktemp("toy-regression")
+    raw = {**TOY_REGRESSION, "dataset": {**TOY_REGRESSION["dataset"], "root": str(root / "data/raw")}}
+    raw["features"] = {**TOY_REGRESSION["features"], "root": str(root / "data/features")}
+    config = configuration.parse(raw)
+    stages.fetch(config)
+    stages.preprocess(config)
+    return root, raw
+
+
+@pytest.fixture(scope="session")
+def toy_regression_run(toy_regression_workspace, tmp_path_factory):
+    """A finished tiny regression run with its bundle: `(run_dir, summary)`."""
+    from tympan import config as configuration
+    from tympan import stages
+
+    _, raw = toy_regression_workspace
+    return stages.train(configuration.parse(raw), tmp_path_factory.mktemp("runs") / "toy-regression")
+
+
 def wait_for(url: str, what: str, seconds: float) -> None:
     """Poll `url` until a server answers there; fail the test if none does in time."""
     deadline = time.monotonic() + seconds

@@ -93,7 +93,7 @@ def test_compiled_spec_loads_back_with_its_parameters(compiled):
     assert spec.pipeline_info.name == "tympan-training"
     loaded = components.load_component_from_file(str(path))
     params = set(loaded.component_spec.inputs)
-    assert {"config", "grid", "mlflow_uri", "s3_endpoint", "threshold", "model_name", "metric"} <= params
+    assert {"config", "grid", "mlflow_uri", "s3_endpoint", "threshold", "model_name", "metric", "direction"} <= params
     assert loaded.component_spec.outputs["Output"].type == "system.Model@0.0.1"
 
 
@@ -199,9 +199,11 @@ def test_images_caching_and_no_runtime_pip(compiled):
     # the deploy task serves with the serving image, fixed at compile time
     deploy_image = condition.dag.tasks["deploy"].inputs.parameters["image"].runtime_value.constant
     assert deploy_image.string_value == images["SERVE_IMAGE"]
-    # the gate compares the best score with the champion's, both run-time values
+    # the gate is the champion task's verdict, from collect's score, metric and direction at run time
     gate = next(t for t in tasks.values() if t.component_ref.name == "comp-condition-2")
-    assert "collect-Output" in gate.trigger_policy.condition and "champion-Output" in gate.trigger_policy.condition
+    assert "champion-Output" in gate.trigger_policy.condition
+    inputs = tasks["champion"].inputs.parameters
+    assert {inputs[k].task_output_parameter.producer_task for k in ("score", "metric", "direction")} == {"collect"}
 
 
 def test_bad_cluster_file_names_the_key_and_writes_nothing(tmp_path):
@@ -264,7 +266,11 @@ def test_local_run_registers_the_best_run_with_the_cli_results(fsdd_mirror, tiny
 
     # typed outputs of collect: metrics, and a confusion matrix whose diagonal is the dev accuracy
     collected = _outputs(pipeline_run / "collect")
-    assert collected["parameterValues"]["Output"] == best_summary["dev"]["accuracy"]
+    assert collected["parameterValues"] == {
+        "score": best_summary["dev"]["accuracy"],
+        "metric": "dev.accuracy",
+        "direction": "max",
+    }
     [metrics] = collected["artifacts"]["metrics"]["artifacts"]
     assert metrics["metadata"]["test.accuracy"] == best_summary["test"]["accuracy"]
     [confusion] = collected["artifacts"]["confusion"]["artifacts"]
@@ -303,6 +309,50 @@ def test_local_run_registers_the_best_run_with_the_cli_results(fsdd_mirror, tiny
     assert "1 runs, 1 finished" in (second / "collect/report").read_text()
     assert (second / "champion").is_dir() and not (second / "register").exists()
     assert len(client.search_model_versions("name='tiny-kfp'")) == 1
+
+
+def test_local_run_of_a_regression_ranks_and_gates_on_the_lowest_mae(tmp_path):
+    """Runs that track dev.mae (lower is better): collect picks the lowest, its metrics artifacts
+    carry no confusion matrix, and the champion gate reads the threshold as a ceiling."""
+    import mlflow
+
+    from tests.conftest import TOY_REGRESSION
+    from tympan import cli, stages
+
+    (tmp_path / "tones.yaml").write_text(
+        yaml.safe_dump({**TOY_REGRESSION, "grid": {"optimizer.args.lr": [0.01, 0.003]}})
+    )
+    root = tmp_path / "pipe"
+    argv = ["pipeline", "run-local", str(tmp_path / "tones.yaml"), "--root", str(root), "--model-name", "tones"]
+    assert cli.main([*argv, "--threshold", "1000"]) == 0  # a mean absolute error below 1000 Hz/ms
+    [pipeline_run] = list((root / "kfp").glob("tympan-training-*"))
+    summaries = [json.loads(p.read_text()) for p in pipeline_run.glob("for-loop-*/train/model/summary.json")]
+    maes = sorted(s["dev"]["mae"] for s in summaries)
+    assert len(maes) == 2 and maes[0] < maes[1]
+
+    collected = _outputs(pipeline_run / "collect")
+    assert collected["parameterValues"] == {"score": maes[0], "metric": "dev.mae", "direction": "min"}
+    [metrics] = collected["artifacts"]["metrics"]["artifacts"]
+    assert metrics["metadata"]["dev.mae"] == maes[0] and "test.mae" in metrics["metadata"]
+    [confusion] = collected["artifacts"]["confusion"]["artifacts"]
+    assert "confusionMatrix" not in confusion.get("metadata", {})
+    [best] = collected["artifacts"]["best"]["artifacts"]
+    assert (best["metadata"]["tympan.metric"], best["metadata"]["tympan.direction"]) == ("dev.mae", "min")
+    assert "ranked on dev.mae (lower is better)" in (pipeline_run / "collect/report").read_text()
+    assert _outputs(pipeline_run / "champion")["parameterValues"]["Output"] is True
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    version = mlflow.MlflowClient(uri).get_model_version_by_alias("tones", "champion")
+    assert (version.tags["tympan.metric"], float(version.tags["dev.mae"])) == ("dev.mae", maes[0])
+
+    # the gate: strictly below the champion's mae, and below the threshold when one is set
+    def beats(score, threshold=None, metric="dev.mae", direction="min"):
+        return stages.beats_champion(score, "tones", metric, direction, threshold, uri=uri)
+
+    assert beats(maes[0] - 1) and not beats(maes[0]) and not beats(maes[0] + 1)
+    assert beats(maes[0] - 1, threshold=maes[0] - 0.5) and not beats(maes[0] - 1, threshold=maes[0] - 2)
+    assert stages.beats_champion(1e6, "no-champion-yet", "dev.mae", "min", uri=uri)
+    with pytest.raises(ConfigError, match="tones@champion .* has no metric 'dev.accuracy'"):
+        beats(0.99, metric="dev.accuracy", direction="max")
 
 
 # ---- submit to a Kubeflow Pipelines server ---------------------------------------------------
@@ -389,7 +439,7 @@ def test_submit_uploads_the_spec_and_the_run_parameters(kfp_server, tmp_path, ca
     params = run["runtime_config"]["parameters"]
     assert params["config"] == config.read_text()
     assert params["mlflow_uri"] == "http://mlflow:5000" and params["s3_endpoint"] == "http://minio:9000"
-    assert params["threshold"] == 0.8
+    assert params["threshold"] == "0.8"  # text: empty means no threshold
     assert not [k for k in params if "secret" in k or "key" in k]
 
     # a recurring run in the same (now existing) experiment, with a 6-field cron
@@ -399,7 +449,7 @@ def test_submit_uploads_the_spec_and_the_run_parameters(kfp_server, tmp_path, ca
     [job] = _posted("/apis/v2beta1/recurringruns")
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * *"
     assert job["experiment_id"] == "exp-1" and int(job["max_concurrency"]) == 1 and job["no_catchup"] is True
-    assert job["runtime_config"]["parameters"]["threshold"] == 0.8
+    assert job["runtime_config"]["parameters"]["threshold"] == "0.8"
     assert job["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "tympan-training"
 
 

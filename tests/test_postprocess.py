@@ -10,9 +10,9 @@ import matplotlib.image
 import pytest
 import yaml
 
+from tympan import cli, postprocess, results, stages
 from tympan import config as configuration
-from tympan import postprocess, stages
-from tympan.errors import ConfigError
+from tympan.errors import ConfigError, DataError
 
 
 def make_grid(tiny_workspace, root, lrs=(0.003, 0.001), seeds=(1, 2)):
@@ -111,11 +111,12 @@ def test_mixed_runs_count_once_with_short_labels_and_a_readable_plot(tiny_worksp
     other = {
         **raw,
         "seed": 7,
-        "features": {**raw["features"], "normalize": "none"},
+        "features": {**raw["features"], "online": []},  # no per-instance normalisation
         "model": {**raw["model"], "args": {"channels": [4, 8, 8]}},
         "optimizer": {**raw["optimizer"], "args": {"lr": 0.01, "weight_decay": 0.001}},
         "augmentation": [{"target": "tympan.augmentations:SpeedPerturb"}],
-        "training": {**raw["training"], "epochs": 2, "batch_size": 16, "label_smoothing": 0.1, "grad_clip": 1.0},
+        "task": {"preset": "classification", "args": {"label_smoothing": 0.1}},
+        "training": {**raw["training"], "epochs": 2, "batch_size": 16, "grad_clip": 1.0},
     }
     trained, summary = stages.train(configuration.parse(other), tmp_path / "pipeline-run")
     real = copy_like_the_pipeline_and_mlflow(trained, root / "pipeline")
@@ -127,7 +128,7 @@ def test_mixed_runs_count_once_with_short_labels_and_a_readable_plot(tiny_worksp
     assert [g["runs"] for g in read_csv(out / "groups.csv")] == ["1", "1"]
     report = (out / "report.md").read_text()
     assert "2 runs, 2 finished" in report and "2 more directories are copies" in report
-    assert "Warning: these runs differ in their data or features (features.normalize)" in report
+    assert "Warning: these runs differ in their data or features (features.online)" in report
     # labels are the run ids; the labels table beside the plot maps them to directories and configs
     assert all(f"| {i} | {i} | " in report for i in runs)
     assert f"| {summary['run']['id']} | {summary['run']['id']} | {real} | " in report
@@ -145,3 +146,98 @@ def test_mixed_runs_count_once_with_short_labels_and_a_readable_plot(tiny_worksp
     with pytest.raises(ConfigError, match="--by optimizer.lr: no run has this config key"):
         postprocess.report(root, ["optimizer.lr"], output=tmp_path / "typo")
     assert not (tmp_path / "typo").exists()
+
+
+# ---- ranking on the task's tracking metric, in its direction ---------------------------------
+
+
+def test_a_summary_gives_its_metrics_and_what_it_is_ranked_on():
+    regression = {
+        "task": {"name": "regression", "tracking_metric": "mae", "direction": "min"},
+        "run": {"id": "abc", "best_epoch": 2},
+        "dev": {"mae": 2.5, "ccc": 0.1},
+        "test": {"mae": 3.0},
+    }
+    assert results.metric_values(regression) == {"dev.mae": 2.5, "dev.ccc": 0.1, "test.mae": 3.0}
+    assert results.tracking(regression) == ("dev.mae", "min")
+    before_tasks = {"run": {"id": "def"}, "dev": {"accuracy": 0.9}, "test": {}}  # summaries of older runs
+    assert results.metric_values(before_tasks) == {"dev.accuracy": 0.9}
+    assert results.tracking(before_tasks) == ("dev.accuracy", "max")
+    with pytest.raises(DataError, match=r"runs/x/summary.json: the task block needs .* direction \(max or min\)"):
+        results.tracking({"task": {"tracking_metric": "mae", "direction": "down"}}, "runs/x/summary.json")
+
+    scored = [("a", 3.0), ("b", 1.0), ("c", 1.0), ("d", 3.0)]
+    assert results.best(scored, "min") == ("b", 1.0) and results.best(scored, "max") == ("a", 3.0)  # ties: first
+    assert results.better(1.0, None, "min") and not results.better(1.0, 1.0, "min") and results.better(2.0, 1.0, "max")
+
+    mae, accuracy = ("dev.mae", "min"), ("dev.accuracy", "max")
+    assert results.ranking([mae, mae]) == mae and results.ranking([]) == accuracy
+    assert results.ranking([mae], "dev.mae") == mae  # the tracked metric keeps its task's direction
+    assert results.ranking([mae], "dev.pearson") == ("dev.pearson", "max")  # any other: higher is better...
+    assert results.ranking([mae], "dev.mse", "min") == ("dev.mse", "min")  # ...unless said otherwise
+    both = r"track different metrics \(dev.accuracy \(higher is better\); dev.mae \(lower is better\)\)"
+    with pytest.raises(ConfigError, match=both):
+        results.ranking([accuracy, mae])
+    with pytest.raises(ConfigError, match="dev.mae is ranked min by the runs' task; direction max contradicts it"):
+        results.ranking([mae], None, "max")
+    with pytest.raises(ConfigError, match="direction must be max or min, got 'lowest'"):
+        results.ranking([mae], None, "lowest")
+
+
+def retrain(workspace, root, seed):
+    """Another tiny regression run of the workspace's config, one epoch, with its own seed."""
+    _, raw = workspace
+    config = configuration.parse({**raw, "seed": seed, "training": {**raw["training"], "epochs": 1}})
+    return stages.train(config, root / f"seed{seed}")
+
+
+def test_report_ranks_a_lower_is_better_metric_lowest(toy_regression_workspace, toy_regression_run, tmp_path, capsys):
+    root = tmp_path / "runs"
+    shutil.copytree(toy_regression_run[0], root / "seed1")
+    summaries = [toy_regression_run[1], retrain(toy_regression_workspace, root, 2)[1]]
+    summaries.append(retrain(toy_regression_workspace, root, 3)[1])
+    maes = {s["run"]["id"]: s["dev"]["mae"] for s in summaries}
+    assert len(set(maes.values())) == 3
+
+    out = postprocess.report(root, [])  # one group: the best of all three
+    [best] = read_csv(out / "best.csv")
+    assert best["id"] == min(maes, key=maes.get) and float(best["dev.mae"]) == min(maes.values())
+    report = (out / "report.md").read_text()
+    assert "Best runs are ranked on dev.mae (lower is better);" in report
+    assert "## Best run per group, on dev.mae (lower is better)" in report
+
+    # another metric: higher is better unless --lower-is-better says otherwise
+    mses = {s["run"]["id"]: s["dev"]["mse"] for s in summaries}
+    [best] = read_csv(postprocess.report(root, [], "dev.pearson", tmp_path / "pearson") / "best.csv")
+    assert best["id"] == max(summaries, key=lambda s: s["dev"]["pearson"])["run"]["id"]
+    assert cli.main(["postprocess", str(root), "--by", "seed", "--metric", "dev.mse", "--lower-is-better"]) == 0
+    assert "Best run per group, on dev.mse (lower is better)" in capsys.readouterr().out
+    assert len(read_csv(root / "report/best.csv")) == 3  # one run per seed
+    assert cli.main(["postprocess", str(root), "--by", "", "--metric", "dev.mse", "--lower-is-better"]) == 0
+    assert read_csv(root / "report/best.csv")[0]["id"] == min(mses, key=mses.get)
+    with pytest.raises(ConfigError, match="--metric dev.mea: no run has it; they have dev.ccc, "):
+        postprocess.report(root, [], "dev.mea", tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_runs_of_other_tracking_metrics_need_a_metric_and_old_summaries_rank_on_accuracy(
+    toy_regression_run, tiny_run, tmp_path, capsys
+):
+    before_tasks = tmp_path / "old/classification"
+    shutil.copytree(tiny_run[0], before_tasks, ignore=shutil.ignore_patterns("best", "last"))
+    summary = json.loads((before_tasks / "summary.json").read_text())
+    del summary["task"]  # what a run trained before tasks wrote
+    (before_tasks / "summary.json").write_text(json.dumps(summary))
+    out = postprocess.report(tmp_path / "old")
+    assert "ranked on dev.accuracy (higher is better)" in (out / "report.md").read_text()
+    assert float(read_csv(out / "best.csv")[0]["dev.accuracy"]) == summary["dev"]["accuracy"]
+
+    shutil.copytree(toy_regression_run[0], tmp_path / "old/regression", ignore=shutil.ignore_patterns("best", "last"))
+    assert cli.main(["postprocess", str(tmp_path / "old"), "--output", str(tmp_path / "mixed")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "these runs track different metrics" in err[0]
+    assert "dev.accuracy (higher is better)" in err[0] and "dev.mae (lower is better)" in err[0]
+    assert not (tmp_path / "mixed").exists()
+    # naming the metric compares them on it: only the runs that have it are ranked
+    out = postprocess.report(tmp_path / "old", [], "dev.accuracy", tmp_path / "on-accuracy")
+    assert [r["id"] for r in read_csv(out / "best.csv")] == [summary["run"]["id"]]

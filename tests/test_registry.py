@@ -15,6 +15,7 @@ import yaml
 from tests.conftest import free_port
 from tympan import audio, bundle, registry
 from tympan.cli import main
+from tympan.errors import ConfigError
 
 
 @pytest.fixture
@@ -25,14 +26,17 @@ def sqlite_store(tmp_path, monkeypatch):
     return uri
 
 
-def better_copy(run_dir, tmp_path, accuracy):
-    """The same run with another dev accuracy in its summary: a second candidate for promotion."""
-    copy = tmp_path / f"run-{accuracy}"
-    shutil.copytree(run_dir, copy)
+def with_dev(run_dir, copy, **figures):
+    """The same run with other dev figures in its summary: another candidate for promotion."""
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("best", "last"))
     summary = json.loads((copy / "summary.json").read_text())
-    summary["dev"]["accuracy"] = accuracy
+    summary["dev"].update(figures)
     (copy / "summary.json").write_text(json.dumps(summary))
     return copy
+
+
+def better_copy(run_dir, tmp_path, accuracy):
+    return with_dev(run_dir, tmp_path / f"run-{accuracy}", accuracy=accuracy)
 
 
 def dev_clips(tiny_workspace, n=4):
@@ -68,14 +72,14 @@ def test_register_promote_and_load_anywhere(sqlite_store, tiny_run, tiny_workspa
     # the champion loads as a bundle and as an MLflow pyfunc, on clips of different lengths
     clips = dev_clips(tiny_workspace)
     local = bundle.load(run_dir / "bundle")
-    expected = [local.predict(c, 8000).label for c in clips]
+    expected = [local.predict(c, 8000).outputs["label"] for c in clips]
     cache, scratch = tmp_path / "cache", tmp_path / "tmp"
     scratch.mkdir()
     with monkeypatch.context() as patch:
         patch.setenv("TYMPAN_CACHE", str(cache))
         patch.setattr(tempfile, "tempdir", str(scratch))
         for _ in range(2):
-            assert [bundle.load("models:/digits@champion").predict(c, 8000).label for c in clips] == expected
+            assert [bundle.load("models:/digits@champion").predict(c, 8000).outputs["label"] for c in clips] == expected
         assert bundle.load("models:/digits/2").directory == bundle.load("models:/digits@champion").directory
     assert list(scratch.iterdir()) == [], "a models:/ load leaves nothing in the temp directory"
     [copy] = (cache / "mlflow").iterdir()  # one download of version 2, reused
@@ -120,7 +124,7 @@ def test_remote_tracking_server(mlflow_server, tiny_run, tiny_workspace, tmp_pat
     assert promoted["download_uri"].startswith("mlflow-artifacts:")
     clip = dev_clips(tiny_workspace, 1)[0]
     served = bundle.load("models:/remote-digits@champion").predict(clip, 8000)
-    assert served.label == bundle.load(tiny_run[0] / "bundle").predict(clip, 8000).label
+    assert served.outputs["label"] == bundle.load(tiny_run[0] / "bundle").predict(clip, 8000).outputs["label"]
     local = set(os.listdir(tmp_path)) - {"server.db", "artifacts"}  # the server's own files
     assert local == set(), "nothing tracked locally"
 
@@ -157,3 +161,67 @@ def test_a_tracking_server_that_is_down_fails_fast(tiny_run, tmp_path, monkeypat
             call()
         assert time.monotonic() - start < 20
         assert str(error.value) == f"cannot reach the MLflow tracking server at {down} ({what}): is it running?"
+
+
+def test_a_lower_is_better_metric_promotes_the_lowest(
+    mlflow_server, toy_regression_run, tiny_run, tmp_path, monkeypatch, capsys
+):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    run_dir, _ = toy_regression_run  # tracks dev.mae, lower is better
+    for number, (mae, pearson) in {"1": (30.0, 0.9), "2": (10.0, 0.5), "3": (50.0, 0.7)}.items():
+        candidate = with_dev(run_dir, tmp_path / f"candidate-{number}", mae=mae, pearson=pearson)
+        assert registry.register(candidate, "tones")["version"] == number
+    tags = mlflow.MlflowClient(mlflow_server).get_model_version("tones", "1").tags
+    assert (tags["tympan.metric"], tags["tympan.direction"], tags["dev.mae"]) == ("dev.mae", "min", "30.0")
+
+    promoted = registry.promote("tones")
+    assert (promoted["version"], promoted["metric"], promoted["direction"]) == ("2", "dev.mae", "min")
+    assert registry.alias_metric("tones") == 10.0
+    # another metric is higher-is-better unless said otherwise; the tracked one keeps its task's direction
+    assert registry.promote("tones", "dev.pearson")["version"] == "1"
+    assert registry.promote("tones", "dev.pearson", direction="min")["version"] == "2"
+    assert not registry.promote("tones", "dev.mae")["changed"]
+    with pytest.raises(ConfigError, match="dev.mae is ranked min by the runs' task; direction max contradicts it"):
+        registry.promote("tones", direction="max")
+    other_task = r"tones@champion \(version 2\) has no metric 'dev.accuracy'; it is ranked on dev.mae \(lower is"
+    with pytest.raises(ConfigError, match=other_task):
+        registry.alias_metric("tones", "dev.accuracy")
+    assert main(["promote", "--name", "tones", "--metric", "dev.mse", "--lower-is-better"]) == 0  # all equal: stays
+    assert main(["promote", "--name", "tones", "--metric", "dev.pearson"]) == 0
+    assert main(["promote", "--name", "tones"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-3].startswith("tones@champion stays at version 2 (dev.mse ")
+    assert out[-2:] == [
+        "tones@champion -> version 1 (dev.pearson 0.9) (was 2)",
+        "tones@champion -> version 2 (dev.mae 10.0) (was 1)",
+    ]
+
+    # a version of another task under the same name: no comparison without naming the metric
+    assert registry.register(tiny_run[0], "tones")["version"] == "4"
+    capsys.readouterr()  # MLflow's own log lines
+    assert main(["promote", "--name", "tones"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "tympan: error: these runs track different metrics (dev.accuracy (higher is better); dev.mae (lower is "
+        "better)): name the one to compare with --metric"
+    ]
+    assert registry.promote("tones", "dev.mae")["version"] == "2"
+
+
+def test_versions_registered_before_tasks_rank_on_dev_accuracy(mlflow_server, tiny_run, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    client = mlflow.MlflowClient(mlflow_server)
+    for number, accuracy in {"1": 0.8, "2": 0.2}.items():
+        registry.register(with_dev(tiny_run[0], tmp_path / f"v{number}", accuracy=accuracy), "old")
+        for tag in ("tympan.metric", "tympan.direction"):  # such versions have only their metrics as tags
+            client.delete_model_version_tag("old", number, tag)
+    assert "tympan.metric" not in client.get_model_version("old", "2").tags
+    promoted = registry.promote("old")
+    assert (promoted["version"], promoted["metric"], promoted["direction"]) == ("1", "dev.accuracy", "max")
+    assert registry.alias_metric("old") == 0.8

@@ -55,6 +55,11 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
     print(f"run: {run_dir}")
 
 
+def _direction(lower_is_better: bool) -> str | None:
+    """--lower-is-better as a ranking direction; without it, the task's (or max for other metrics)."""
+    return "min" if lower_is_better else None
+
+
 def _kubeflow():
     """pipelines/run.py of the repository checkout (components/ and pipelines/ are not installed
     with the package): from the working directory, else beside an editable install."""
@@ -83,14 +88,21 @@ class PipelineCommands:
         root: str = "runs/pipeline",
         grid: str = "",
         mlflow_uri: str | None = None,
-        threshold: float = 0.0,
+        threshold: float | None = None,
         model_name: str = "tympan",
-        metric: str = "dev.accuracy",
+        metric: str | None = None,
+        lower_is_better: bool = False,
         cache: bool = True,
     ) -> None:
         """Run the pipeline here with kfp.local (tasks as subprocesses; cluster settings are ignored).
-        MLflow defaults to a sqlite store in --root."""
-        result = _kubeflow().run_local(config, root, grid, mlflow_uri, threshold, model_name, metric, cache)
+        MLflow defaults to a sqlite store in --root.
+
+        The best run is registered when it beats the champion on --metric (default: the runs' tracking
+        metric, in its direction; --lower-is-better for another metric that is) and --threshold (a floor,
+        or a ceiling for a lower-is-better metric)."""
+        result = _kubeflow().run_local(
+            config, root, grid, mlflow_uri, threshold, model_name, metric, cache, _direction(lower_is_better)
+        )
         best = result["best"]
         _print_summary(best, json.loads((best / "summary.json").read_text()))
         print(f"mlflow: {result['tracking_uri']}")
@@ -105,6 +117,7 @@ class PipelineCommands:
         threshold: float | None = None,
         model_name: str | None = None,
         metric: str | None = None,
+        lower_is_better: bool = False,
         package: str | None = None,
         cluster: str | None = None,
         experiment: str = "tympan",
@@ -114,14 +127,15 @@ class PipelineCommands:
         token: str | None = None,
     ) -> None:
         """Start a run on the Kubeflow Pipelines server at --host (compiled now, or --package FILE);
-        --cron '0 0 2 * * *' (6 fields, seconds first) creates a recurring run instead."""
+        --cron '0 0 2 * * *' (6 fields, seconds first) creates a recurring run instead. --metric,
+        --lower-is-better and --threshold: as for run-local."""
         if not host:
             raise TympanError(
                 "say where Kubeflow Pipelines is: --host URL (e.g. https://kubeflow.example.com/pipeline)"
             )
         result = _kubeflow().submit(
             host, config, grid, mlflow_uri, s3_endpoint, threshold, model_name, metric, package, cluster,
-            experiment, run_name, namespace, cron, token,
+            experiment, run_name, namespace, cron, token, _direction(lower_is_better),
         )  # fmt: skip
         for key, value in result.items():
             print(f"{key}: {value}")
@@ -162,19 +176,25 @@ class Commands:
             _print_summary(run, summary)
 
     def postprocess(
-        self, runs: str, by: str | list[str] | None = None, metric: str = "dev.accuracy", output: str | None = None
+        self,
+        runs: str,
+        by: str | list[str] | None = None,
+        metric: str | None = None,
+        output: str | None = None,
+        lower_is_better: bool = False,
     ) -> None:
         """Compare the runs below RUNS: tables, mean ± std per group, best runs, curves, confusions.
 
         Writes to --output (default RUNS/report): tables (CSV, Markdown, HTML), mean ± std per group
         (--by keys, default every varying key but seed), the best run per group, overlaid curves,
-        confusion matrices summed per group."""
+        confusion matrices summed per group. The best runs are best on --metric (default: the runs'
+        tracking metric, e.g. dev.mae, in its direction; --lower-is-better for another metric that is)."""
         from tympan import postprocess
 
         keys = [by] if isinstance(by, str) else by
         if keys is not None:
             keys = [k for key in keys for k in str(key).split(",") if k]
-        out = postprocess.report(runs, keys, metric, output)
+        out = postprocess.report(runs, keys, metric, output, _direction(lower_is_better))
         print((out / "report.md").read_text().split("## All runs")[0].rstrip())
         print(f"\nreport: {out / 'report.md'}, {out / 'report.html'}")
 
@@ -298,7 +318,7 @@ class Commands:
     def promote(
         self,
         name: str,
-        metric: str = "dev.accuracy",
+        metric: str | None = None,
         alias: str = "champion",
         version: str | None = None,
         lower_is_better: bool = False,
@@ -307,13 +327,16 @@ class Commands:
     ) -> None:
         """Move ALIAS (default champion) to the version of NAME best on METRIC, or to --version.
 
+        METRIC defaults to the one the versions were ranked on in training (e.g. dev.accuracy, highest
+        wins; dev.mae, lowest wins); --lower-is-better for another metric where lower is better.
+
         --print-uri also prints the storage URI of that version's files (what a KServe
         InferenceService's storageUri needs).
         """
         from tympan import registry
 
-        result = registry.promote(name, metric, alias, version, lower_is_better, tracking_uri)
-        value = f" ({metric} {result['value']})" if result["value"] is not None else ""
+        result = registry.promote(name, metric, alias, version, _direction(lower_is_better), tracking_uri)
+        value = f" ({result['metric']} {result['value']})" if result["value"] is not None else ""
         if result["changed"]:
             print(f"{name}@{alias} -> version {result['version']}{value} (was {result['previous'] or 'unset'})")
         else:

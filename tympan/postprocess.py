@@ -21,7 +21,8 @@ import yaml
 from tympan.config import flatten, run_id_of
 from tympan.errors import ConfigError, DataError
 from tympan.fileio import write_csv, write_text
-from tympan.results import metric_values
+from tympan.results import best as best_of
+from tympan.results import describe, metric_values, ranking, tracking
 
 log = logging.getLogger("tympan")
 
@@ -77,6 +78,7 @@ def load_run(run_dir: Path) -> dict:
     if row["status"] == "finished":
         summary = json.loads((run_dir / "summary.json").read_text())
         row["metrics"] = metric_values(summary)
+        row["tracking"] = tracking(summary, str(run_dir / "summary.json"))
         row["best_epoch"] = summary.get("run", {}).get("best_epoch")
     row["id"] = _run_id(raw, summary)
     return row
@@ -155,16 +157,15 @@ def aggregate(runs: list[dict], by: list[str]) -> list[dict]:
     return rows
 
 
-def best_per_group(runs: list[dict], by: list[str], metric: str) -> list[dict]:
-    best: dict[tuple, dict] = {}
+def best_per_group(runs: list[dict], by: list[str], metric: str, direction: str = "max") -> list[dict]:
+    """The best run of each group on `metric` in `direction` (max: highest)."""
+    groups: dict[tuple, list] = {}
     for run in runs:
-        if metric not in run["metrics"]:
-            continue
-        key = _values(run, by)
-        if key not in best or run["metrics"][metric] > best[key]["metrics"][metric]:
-            best[key] = run
+        if metric in run["metrics"]:
+            groups.setdefault(_values(run, by), []).append((run, run["metrics"][metric]))
     rows = []
-    for key, run in best.items():
+    for key, scored in groups.items():
+        run = best_of(scored, direction)[0]
         row = {**dict(zip(by, key, strict=True)), "group": run.get("group", ""), "id": run["id"], "run": run["run"]}
         rows.append({**row, metric: run["metrics"][metric]})
     return rows
@@ -282,10 +283,17 @@ def _config_text(run: dict, keys: list[str]) -> str:
 
 
 def report(
-    root: str | Path, by: list[str] | None = None, metric: str = "dev.accuracy", output: str | Path | None = None
+    root: str | Path,
+    by: list[str] | None = None,
+    metric: str | None = None,
+    output: str | Path | None = None,
+    direction: str | None = None,
 ) -> Path:
     """Write runs.csv, groups.csv, best.csv, report.md, report.html, curves.png and one summed
     confusion matrix per group to `output` (default `<root>/report/`).
+
+    The best runs are those best on the runs' tracking metric in its direction (summary.json),
+    unless `metric` (and `direction`) name another; see `results.ranking`.
 
     Each run counts once however many copies of it lie below `root` (the pipeline's and MLflow's):
     runs are told apart by their id. Groups and runs get short labels; the runs table maps each
@@ -294,6 +302,10 @@ def report(
     runs, copies = distinct([load_run(r) for r in find_runs(root)])
     if not runs:
         raise DataError(f"{root}: no runs (no */config.yaml below it)")
+    metric, direction = ranking([r["tracking"] for r in runs if "tracking" in r], metric, direction)
+    known = sorted({m for r in runs for m in r["metrics"]})
+    if known and metric not in known:
+        raise ConfigError(f"--metric {metric}: no run has it; they have {', '.join(known)}")
     keys = varying_keys(runs)
     if by is not None:
         _check_by(by, runs, keys)
@@ -315,11 +327,11 @@ def report(
         for r in runs
     ]
     groups = aggregate(runs, by)
-    best = best_per_group(runs, by, metric)
+    best = best_per_group(runs, by, metric, direction)
     write_csv(out / "runs.csv", table, list(dict.fromkeys(k for r in table for k in r)))
     write_csv(out / "groups.csv", groups, list(dict.fromkeys(k for r in groups for k in r)) or ["runs"])
     write_csv(out / "best.csv", best, list(dict.fromkeys(k for r in best for k in r)) or ["run"])
-    _curves(runs, metric.split(".", 1)[1], out / "curves.png")
+    _curves(runs, metric.split(".", 1)[-1], out / "curves.png")
     for stale in out.glob("confusion_*.png"):
         stale.unlink()
     confusions = summed_confusions(runs, by, out)
@@ -328,16 +340,17 @@ def report(
     intro = f"{len(runs)} runs, {finished} finished; compared on " + (
         f"{len(keys)} keys: {', '.join(keys)}." if keys else "nothing (one config)."
     )
+    intro += f" Best runs are ranked on {describe(metric, direction)}; runs.csv and groups.csv hold every metric."
     if copies:
         intro += f" {len(copies)} more directories are copies of these runs (the same run id) and count once."
     notes = _data_warnings(root, keys)
     over = _keys_text([k for k in keys if k not in by], "runs")
     grouped = _keys_text(by, "nothing")
-    metrics = list(dict.fromkeys(m for r in runs for m in r["metrics"]))
+    metrics = _headline(runs, metric)
     spread = [{"group": g["group"], "runs": g["runs"], **_mean_std(g, metrics)} for g in groups]
     sections = [
         (f"Mean ± std over {over}, grouped by {grouped}", spread, ["group", "runs", *metrics]),
-        (f"Best run per group ({metric})", best, ["group", "id", metric]),
+        (f"Best run per group, on {describe(metric, direction)}", best, ["group", "id", metric]),
         ("All runs", table, ["id", "group", "status", "best_epoch", *metrics]),
     ]
     legend = [{"id": r["id"], "group": r["group"], "run": r["run"], "config": _config_text(r, keys)} for r in runs]
@@ -345,6 +358,14 @@ def report(
     write_text(out / "report.md", _markdown(page, confusions))
     write_text(out / "report.html", _html(page, out / "curves.png", confusions))
     return out
+
+
+def _headline(runs: list[dict], metric: str) -> list[str]:
+    """The ranking metric on dev and test: what the page's tables show. Tasks report many more
+    (per class, per target), which would make the tables too wide to read; the CSVs keep them."""
+    name = metric.split(".", 1)[-1]
+    candidates = dict.fromkeys((metric, f"dev.{name}", f"test.{name}"))
+    return [m for m in candidates if any(m in r["metrics"] for r in runs)]
 
 
 def _mean_std(group: dict, metrics: list[str]) -> dict[str, str]:

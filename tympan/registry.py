@@ -29,9 +29,10 @@ from tympan.config import flatten
 from tympan.errors import ConfigError, DataError
 from tympan.mlflow_store import RegistryError, connect, errors, unreachable
 from tympan.mlflow_store import download_model as download_model  # public here too, as before
-from tympan.results import metric_values
+from tympan.results import BEFORE_TASKS, DIRECTIONS, best, describe, metric_values, ranking, tracking
 
 log = logging.getLogger("tympan")
+METRIC_TAG, DIRECTION_TAG = "tympan.metric", "tympan.direction"  # what a version is ranked on
 
 
 def check_name(name) -> str:
@@ -83,6 +84,9 @@ def register(run_dir: str | Path, name: str, uri: str | None = None, trust_code:
     """Log a finished run (params, metrics, tags, bundle as a pyfunc model) and register a new
     version of `name`. Returns {"name", "version", "run_id", "model_uri", "metrics"}.
 
+    The version is tagged with its metrics and with what its run is ranked on (`tympan.metric`,
+    e.g. dev.mae, and `tympan.direction`, max or min), which `promote` and `alias_metric` read.
+
     The bundle must load first; one of custom classes needs `trust_code` (and then loads only
     with trust, e.g. `mlflow.pyfunc.load_model(uri, model_config={"trust_code": True})`).
     """
@@ -90,12 +94,16 @@ def register(run_dir: str | Path, name: str, uri: str | None = None, trust_code:
     run_dir = Path(run_dir)
     manifest, summary, config = _read_run(run_dir, trust_code)
     metrics = metric_values(summary)
+    metric, direction = tracking(summary, str(run_dir / "summary.json"))
+    tags = {**{k: str(v) for k, v in metrics.items()}, METRIC_TAG: metric, DIRECTION_TAG: direction}
     mlflow = connect(uri)
     with errors(uri, f"registering {run_dir} as {name}"):
-        return _log_and_register(mlflow, run_dir, name, manifest, config, metrics)
+        return _log_and_register(mlflow, run_dir, name, manifest, config, metrics, tags)
 
 
-def _log_and_register(mlflow, run_dir: Path, name: str, manifest: dict, config: dict, metrics: dict) -> dict:
+def _log_and_register(
+    mlflow, run_dir: Path, name: str, manifest: dict, config: dict, metrics: dict, tags: dict
+) -> dict:
     summary_path = run_dir / "summary.json"
     mlflow.set_experiment(manifest["experiment"])
     with mlflow.start_run(run_name=manifest["run_id"]) as run:
@@ -123,8 +131,8 @@ def _log_and_register(mlflow, run_dir: Path, name: str, manifest: dict, config: 
         )
     version = info.registered_model_version
     client = mlflow.MlflowClient()
-    for key, value in metrics.items():
-        client.set_model_version_tag(name, version, key, str(value))
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
     log.info("registered %s version %s (run %s)", name, version, run.info.run_id)
     return {
         "name": name,
@@ -160,32 +168,60 @@ def _alias_holder(mlflow, client, name: str, alias: str):
         return None
 
 
-def alias_metric(name: str, metric: str = "dev.accuracy", alias: str = "champion", uri: str | None = None):
-    """The `metric` tag of the version `name@alias` points at; None when there is none yet."""
+def version_tracking(version) -> tuple[str, str]:
+    """(metric, direction) a registered version is ranked on, from its tags; a version registered
+    before tasks has none and was ranked on dev accuracy."""
+    metric, direction = version.tags.get(METRIC_TAG), version.tags.get(DIRECTION_TAG)
+    if metric is None and direction is None:
+        return BEFORE_TASKS
+    if not metric or direction not in DIRECTIONS:
+        raise RegistryError(
+            f"version {version.version} of {version.name}: bad tags {METRIC_TAG}={metric!r}, "
+            f"{DIRECTION_TAG}={direction!r}"
+        )
+    return metric, direction
+
+
+def alias_metric(name: str, metric: str | None = None, alias: str = "champion", uri: str | None = None):
+    """The `metric` (default: the one it is ranked on) of the version `name@alias` points at; None
+    when there is no such version yet. A version without that metric is a ConfigError: its
+    score cannot be compared with others (a model of another task under the same name, say)."""
     mlflow = connect(uri)
     with errors(uri, f"reading {name}@{alias}"):
         holder = _alias_holder(mlflow, mlflow.MlflowClient(), name, alias)
-    value = holder.tags.get(metric) if holder else None
-    return float(value) if value is not None else None
+    if holder is None:
+        return None
+    tracked = version_tracking(holder)
+    metric = metric or tracked[0]
+    value = holder.tags.get(metric)
+    if value is None:
+        raise ConfigError(
+            f"{name}@{alias} (version {holder.version}) has no metric {metric!r}; it is ranked on {describe(*tracked)}"
+        )
+    return float(value)
 
 
 def promote(
     name: str,
-    metric: str = "dev.accuracy",
+    metric: str | None = None,
     alias: str = "champion",
     version: str | int | None = None,
-    lower_is_better: bool = False,
+    direction: str | None = None,
     uri: str | None = None,
 ) -> dict:
     """Point `alias` at the version best on `metric` (or at `version`). Returns
-    {"version", "previous", "changed", "metric", "value", "download_uri"}."""
+    {"version", "previous", "changed", "metric", "direction", "value", "download_uri"}.
+
+    `metric` defaults to the one the versions are ranked on (their `tympan.metric` tag) in its
+    direction, so a lower-is-better metric such as dev.mae promotes the lowest; versions ranked
+    on different metrics need an explicit one. See `results.ranking` for `direction`."""
     name = check_name(name)
     mlflow = connect(uri)
     with errors(uri, f"promoting {name}@{alias}"):
-        return _promote(mlflow, name, metric, alias, version, lower_is_better)
+        return _promote(mlflow, name, metric, alias, version, direction)
 
 
-def _promote(mlflow, name: str, metric: str, alias: str, version, lower_is_better: bool) -> dict:
+def _promote(mlflow, name: str, metric: str | None, alias: str, version, direction: str | None) -> dict:
     client = mlflow.MlflowClient()
     versions = _versions(client, name)
     holder = _alias_holder(mlflow, client, name, alias)
@@ -194,15 +230,16 @@ def _promote(mlflow, name: str, metric: str, alias: str, version, lower_is_bette
         chosen = next((v for v in versions if str(v.version) == str(version)), None)
         if chosen is None:
             raise RegistryError(f"{name} has no version {version} (has {sorted(int(v.version) for v in versions)})")
+        metric, direction = ranking([version_tracking(chosen)], metric, direction)
     else:
-        scored = [(v, v.tags.get(metric)) for v in versions]
-        scored = [(v, float(s)) for v, s in scored if s is not None]
+        metric, direction = ranking([version_tracking(v) for v in versions], metric, direction)
+        # the alias holder first: on a tie it stays, a newer version moves it only by being better
+        ordered = sorted(versions, key=lambda v: str(v.version) != str(previous))
+        scored = [(v, float(v.tags[metric])) for v in ordered if metric in v.tags]
         if not scored:
-            known = sorted({k for v in versions for k in v.tags if "." in k})
+            known = sorted({k for v in versions for k in v.tags if "." in k and not k.startswith("tympan.")})
             raise ConfigError(f"no version of {name} has metric {metric!r}; known: {', '.join(known)}")
-        sign = -1 if lower_is_better else 1
-        # best value first; on ties, the newer version wins only if strictly better, so keep the holder
-        chosen = max(scored, key=lambda vs: (sign * vs[1], str(vs[0].version) == str(previous)))[0]
+        chosen = best(scored, direction)[0]
     changed = str(chosen.version) != str(previous)
     if changed:
         client.set_registered_model_alias(name, alias, chosen.version)
@@ -211,6 +248,7 @@ def _promote(mlflow, name: str, metric: str, alias: str, version, lower_is_bette
         "previous": previous,
         "changed": changed,
         "metric": metric,
+        "direction": direction,
         "value": chosen.tags.get(metric),
         "download_uri": client.get_model_version_download_uri(name, chosen.version),
     }

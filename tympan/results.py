@@ -1,14 +1,86 @@
 """What a run's summary.json holds, read the one way every consumer needs it (tracking,
-postprocess, the registry's tags, the pipeline's champion gate)."""
+postprocess, the registry's tags, the pipeline's champion gate), and the one comparison of
+scores that all of them rank runs with.
+
+A run is ranked on its task's tracking metric in its direction (summary.json's `task` block):
+`("dev.mae", "min")` for a regression run, `("dev.accuracy", "max")` for a classification one
+and for every run from before tasks, which has no `task` block.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
+from tympan.errors import ConfigError, DataError
+
+DIRECTIONS = ("max", "min")
+BEFORE_TASKS = ("dev.accuracy", "max")  # what runs without a task block were ranked on
+SPLITS = ("dev", "test")  # the blocks of a summary that hold metrics
+Item = TypeVar("Item")
+
 
 def metric_values(summary: dict) -> dict[str, float]:
-    """{"dev": {"accuracy": 0.9}} -> {"dev.accuracy": 0.9}; the names `promote --metric` takes."""
-    return {
-        f"{split}.{name}": float(value)
-        for split, metrics in summary.items()
-        if split != "run"
-        for name, value in (metrics or {}).items()
-    }
+    """{"dev": {"accuracy": 0.9}} -> {"dev.accuracy": 0.9}; the names `promote --metric` takes.
+    Only the evaluation splits: the `run` and `task` blocks are not metrics."""
+    return {f"{split}.{name}": float(value) for split in SPLITS for name, value in (summary.get(split) or {}).items()}
+
+
+def tracking(summary: dict, where: str = "summary.json") -> tuple[str, str]:
+    """(metric, direction) a run is ranked on, e.g. ("dev.mae", "min"), from its task block."""
+    task = summary.get("task")
+    if task is None:
+        return BEFORE_TASKS
+    metric = task.get("tracking_metric") if isinstance(task, dict) else None
+    direction = task.get("direction") if isinstance(task, dict) else None
+    if not isinstance(metric, str) or not metric or direction not in DIRECTIONS:
+        raise DataError(f"{where}: the task block needs a tracking_metric and a direction (max or min), got {task!r}")
+    return f"dev.{metric}", direction
+
+
+def better(value: float, than: float | None, direction: str) -> bool:
+    """Whether `value` is strictly better than `than` in `direction`; anything beats None."""
+    return than is None or (value > than if direction == "max" else value < than)
+
+
+def best(scored: Iterable[tuple[Item, float]], direction: str) -> tuple[Item, float] | None:
+    """The best (item, value) pair; on ties the first one, so callers order by preference."""
+    chosen = None
+    for item, value in scored:
+        if chosen is None or better(value, chosen[1], direction):
+            chosen = (item, value)
+    return chosen
+
+
+def ranking(trackings: Iterable[tuple[str, str]], metric: str | None = None, direction: str | None = None):
+    """(metric, direction) to compare runs of these trackings on.
+
+    Without `metric`, the runs' own tracking metric: runs that track different ones do not
+    compare and are a ConfigError naming them. A `metric` the runs track keeps its task's
+    direction; any other is higher-is-better unless `direction` says "min". A `direction` that
+    contradicts the task's own for its tracking metric is an error.
+    """
+    if direction not in (None, *DIRECTIONS):
+        raise ConfigError(f"direction must be max or min, got {direction!r}")
+    tracked = dict.fromkeys(trackings)
+    if metric is None:
+        if len({m for m, _ in tracked}) > 1:
+            names = "; ".join(describe(*t) for t in sorted(tracked))
+            raise ConfigError(f"these runs track different metrics ({names}): name the one to compare with --metric")
+        metric = next(iter(tracked), BEFORE_TASKS)[0]
+    own = {d for m, d in tracked if m == metric}
+    if not own:
+        return metric, direction or "max"
+    if len(own) > 1:
+        raise ConfigError(f"{metric}: the runs' tasks rank it both ways (max and min); they do not compare")
+    [task_direction] = own
+    if direction and direction != task_direction:
+        raise ConfigError(
+            f"{metric} is ranked {task_direction} by the runs' task; direction {direction} contradicts it"
+        )
+    return metric, task_direction
+
+
+def describe(metric: str, direction: str) -> str:
+    """ "dev.mae (lower is better)": how reports and messages name a ranking."""
+    return f"{metric} ({'higher' if direction == 'max' else 'lower'} is better)"

@@ -145,43 +145,82 @@ def train_from(config_yaml: str, features_root: str | Path, run_dir: str | Path)
     return train(config, run_dir, store)[1]
 
 
-def collect(run_dirs: list[str | Path], out: str | Path, metric: str = "dev.accuracy") -> dict:
-    """Gather finished runs below `out/runs/`, write the comparison report (postprocess) and
-    return {"best": run dir of the best run on `metric`, "score", "metrics", "report"}."""
+def collect(
+    run_dirs: list[str | Path], out: str | Path, metric: str | None = None, direction: str | None = None
+) -> dict:
+    """Gather finished runs below `out/runs/`, write the comparison report (postprocess) and return
+    {"best": run dir of the best run, "score", "metric", "direction", "metrics", "report"}.
+
+    Runs are ranked on their tracking metric in its direction (summary.json), unless `metric`
+    names another; see `results.ranking`."""
     import json
 
-    from tympan import postprocess
+    from tympan import postprocess, results
     from tympan.errors import DataError
-    from tympan.results import metric_values
 
-    root = Path(out) / "runs"
-    best, score = None, None
+    runs = {}
     for run_dir in map(Path, run_dirs):
-        summary = run_dir / "summary.json"
-        if not summary.is_file():
+        if not (run_dir / "summary.json").is_file():
             raise DataError(f"{run_dir}: not a finished run (no summary.json)")
-        content = json.loads(summary.read_text())
-        metrics = metric_values(content)
-        if metric not in metrics:
-            raise ConfigError(f"metric {metric!r} is not in {summary}; it has: {', '.join(metrics)}")
-        copy = root / content["run"]["id"]
-        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("best", "last", ".*"), dirs_exist_ok=True)
-        if score is None or metrics[metric] > score:
-            best, score, best_metrics = copy, metrics[metric], metrics
-    if best is None:
+        runs[run_dir] = json.loads((run_dir / "summary.json").read_text())
+    if not runs:
         raise DataError("no runs to collect")
-    report = postprocess.report(root, None, metric)
-    return {"best": best, "score": score, "metrics": best_metrics, "report": report}
+    trackings = [results.tracking(summary, str(run_dir / "summary.json")) for run_dir, summary in runs.items()]
+    metric, direction = results.ranking(trackings, metric, direction)
+    root, scored = Path(out) / "runs", []
+    for run_dir, summary in runs.items():
+        metrics = results.metric_values(summary)
+        if metric not in metrics:
+            raise ConfigError(f"metric {metric!r} is not in {run_dir / 'summary.json'}; it has: {', '.join(metrics)}")
+        scored.append(((run_dir, root / summary["run"]["id"], metrics), metrics[metric]))
+    for run_dir, copy, _ in (item for item, _ in scored):
+        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("best", "last", ".*"), dirs_exist_ok=True)
+    (_, best, metrics), score = results.best(scored, direction)
+    report = postprocess.report(root, None, metric, direction=direction)
+    return {
+        "best": best,
+        "score": score,
+        "metric": metric,
+        "direction": direction,
+        "metrics": metrics,
+        "report": report,
+    }
 
 
-def champion_score(name: str, metric: str = "dev.accuracy", alias: str = "champion", uri: str | None = None):
-    """The `metric` of the version `name@alias` points at; None when there is no such model yet."""
+def champion_score(name: str, metric: str | None = None, alias: str = "champion", uri: str | None = None):
+    """The `metric` (default: its own tracking metric) of the version `name@alias` points at;
+    None when there is no such model yet."""
     from tympan import registry
 
     return registry.alias_metric(name, metric, alias, uri)
 
 
-def register_best(run_dir: str | Path, name: str, metric: str, alias: str = "champion", uri: str | None = None):
+def beats_champion(
+    score: float,
+    name: str,
+    metric: str,
+    direction: str,
+    threshold: float | None = None,
+    alias: str = "champion",
+    uri: str | None = None,
+) -> bool:
+    """The pipeline's gate: whether a run scoring `score` on `metric` replaces `name@alias`.
+
+    It must be strictly better than the champion's score on the same metric (any score beats no
+    champion) and than `threshold`, which is a floor for a higher-is-better metric and a ceiling
+    for a lower-is-better one (dev.mae 12.5: register only below 12.5); None sets no threshold."""
+    from tympan.results import better
+
+    champion = champion_score(name, metric, alias, uri)
+    beats = better(score, champion, direction) and better(score, threshold, direction)
+    verdict = "beats" if beats else "does not beat"
+    log.info("%s %s@%s (%s %s; champion %s, threshold %s)", verdict, name, alias, metric, score, champion, threshold)
+    return beats
+
+
+def register_best(
+    run_dir: str | Path, name: str, metric: str | None = None, alias: str = "champion", uri: str | None = None
+):
     """Register a run as a new version of `name` and move `alias` to it (the pipeline calls this only
     when the run beat the champion). Returns registry.register's dict plus "download_uri"."""
     from tympan import registry
