@@ -292,7 +292,12 @@ class Predictor:
             raise DataError(f"{path}: the feature pipeline does not build ({exc})") from None
         if self.pipeline.state_dict():  # fitted statistics (e.g. train-split normalisation)
             statistics = _read_weights(directory / PIPELINE_WEIGHTS, "fitted feature statistics")
-            _load_weights(_Statistics(self.pipeline), statistics, directory / PIPELINE_WEIGHTS, "the pipeline")
+            try:
+                self.pipeline.load_state_dict(statistics)
+            except (ValueError, RuntimeError) as exc:
+                raise DataError(
+                    f"{directory / PIPELINE_WEIGHTS}: the statistics do not fit the pipeline ({exc})"
+                ) from None
         spec = manifest["task"]
         self.task: Task = _build(path, "task", spec["target"], spec["args"], trust_code, targets=spec["targets"])
         try:
@@ -387,20 +392,6 @@ class Predictor:
         mean = np.mean([p.scores for p in predictions], axis=0)
         mean_embedding = np.mean([p.embedding for p in predictions], axis=0) if embeddings else None
         return spans, predictions, Prediction(mean, self.decode(mean[None])[0], mean_embedding)
-
-
-class _Statistics(torch.nn.Module):
-    """The online transforms as one module, so their statistics load with the weights' checks."""
-
-    def __init__(self, pipeline: Pipeline):
-        super().__init__()
-        self.pipeline = pipeline
-
-    def state_dict(self, *args, **kwargs):
-        return self.pipeline.state_dict()
-
-    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
-        self.pipeline.load_state_dict(state)
 
 
 def resolve(location: str | Path, trust_code: bool = False) -> Path:

@@ -97,9 +97,16 @@ class Pipeline:
         return {f"{i}.{k}": v for i, t in enumerate(self.online) for k, v in t.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore fitted statistics (from `state_dict`): the keys must be exactly this pipeline's,
+        and what was loaded must still fit the chain (e.g. as many means as bins), else ValueError."""
+        expected = self.state_dict().keys()
+        if state.keys() != expected:
+            missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+            raise ValueError(f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
         for i, transform in enumerate(self.online):
             prefix = f"{i}."
             transform.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+            transform.output(self.specs[i])
 
     # ---- running it
     @torch.no_grad()
