@@ -46,10 +46,13 @@ def _configs(config: str, overrides: tuple[str, ...], use_grid: bool) -> list[co
 
 
 def _print_summary(run_dir: Path, summary: dict) -> None:
+    """Each split's headline metrics (the task's; summary.json has them all)."""
+    headline = (summary.get("task") or {}).get("headline") or []
     for split in ("dev", "test"):
         metrics = summary.get(split) or {}
+        shown = {k: v for k, v in metrics.items() if k in headline} or metrics
         if metrics:
-            print(f"{split}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            print(f"{split}: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
         else:
             print(f"{split}: no clips in this split")
     print(f"run: {run_dir}")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from tympan.errors import DataError
+from tympan.results import better
 
 Direction = Literal["max", "min"]
 
@@ -123,7 +124,7 @@ class Task(abc.ABC):
         return self
 
     def is_better(self, value: float, best: float | None) -> bool:
-        return best is None or (value > best if self.direction == "max" else value < best)
+        return better(value, best, self.direction)
 
     def rows(self, decoded: dict[str, np.ndarray]) -> list[dict]:
         """Decoded outputs in table form: one dict per clip (see `Output`)."""
