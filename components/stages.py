@@ -35,24 +35,25 @@ def plan(config: str, grid: str, dataset_config: dsl.OutputPath(str), features_c
 def fetch(dataset_config: str, s3_endpoint: str, raw: Output[Dataset]):
     """Fetch the dataset (its config block only, so the cache key is that block) as raw audio."""
     from tympan import stages
+    from tympan.datasets.base import read_index
 
     stages.environment(s3_endpoint)
-    info = stages.fetch_into(dataset_config, raw.path)
-    raw.metadata.update({"dataset": info["dataset"], "samples": info["samples"]})
+    path = stages.fetch(stages.data_config(dataset_config, raw.path))
+    raw.metadata.update({"dataset": path.name, "samples": len(read_index(path))})
 
 
 @cpu_component
 def preprocess(features_config: str, raw: Input[Dataset], features: Output[Dataset]):
     """Extract the offline features of the fetched audio (dataset + features blocks as cache key)."""
-    from tympan import stages
+    from tympan import feature_store, stages
 
-    info = stages.preprocess_into(features_config, raw.path, features.path)
+    meta = feature_store.read_meta(stages.preprocess(stages.data_config(features_config, raw.path, features.path)))
     features.metadata.update(
         {
-            "dataset": info["dataset"],
-            "samples": sum(info["samples"].values()),
-            "samples_per_split": info["samples"],
-            "features_key": info["features_key"],
+            "dataset": meta["dataset"],
+            "samples": sum(meta["clips"].values()),
+            "samples_per_split": meta["clips"],
+            "features_key": meta["key"],
         }
     )
 
@@ -63,7 +64,7 @@ def train(config: str, features: Input[Dataset], model: Output[Model]):
     from tympan import stages
     from tympan.results import metric_values
 
-    summary = stages.train_from(config, features.path, model.path)
+    _, summary = stages.train(stages.run_config(config, features.path), model.path, features.path)
     model.metadata.update(
         {"framework": "pytorch", "run_id": summary["run"]["id"], "mlflow_model_uri": "", **metric_values(summary)}
     )

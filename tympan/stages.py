@@ -7,42 +7,53 @@ import logging
 import shutil
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from tympan import cpu, feature_store, training
-from tympan.config import Config, expand_grid
+from tympan.config import Config, DataConfig, expand_grid
 from tympan.datasets.base import AudioDataset, read_index
 from tympan.errors import ConfigError
 
 log = logging.getLogger("tympan")
 
 
-def dataset_of(config: Config) -> AudioDataset:
+def dataset_of(config: Config | DataConfig) -> AudioDataset:
     return config.dataset.build_checked("dataset")
 
 
-def fetch(config: Config) -> Path:
+def fetch(config: Config | DataConfig) -> Path:
     """Download (or copy from the offline mirror) the dataset and write its index."""
     return dataset_of(config).fetch(config.dataset.root, config.dataset.on_unreadable)
 
 
-def preprocess(config: Config) -> Path:
-    """Extract offline features for every split into the packed feature store."""
-    cpu.configure(config.training.threads)
+def preprocess(config: Config | DataConfig, progress: bool = True) -> Path:
+    """Extract offline features for every split into the packed feature store. Threads: the
+    config's `training.threads`; a pipeline's DataConfig has none, and OMP_NUM_THREADS decides."""
+    training = getattr(config, "training", None)
+    cpu.configure(training.threads if training else None)
     dataset = dataset_of(config)
     index = read_index(Path(config.dataset.root) / dataset.name)
-    return feature_store.build(config, dataset, index, progress=config.training.progress)
+    return feature_store.build(config, dataset, index, progress=progress and (not training or training.progress))
 
 
 def default_run_dir(config: Config) -> Path:
     return Path("runs") / config.experiment / config.run_id()
 
 
-def train(config: Config, run_dir: str | Path | None = None, features: Path | None = None) -> tuple[Path, dict]:
-    """Train on the preprocessed features (the store of the config and the dataset's index, unless
-    `features` names one); returns the run directory and its summary."""
+def train(config: Config, run_dir: str | Path | None = None, features: str | Path | None = None) -> tuple[Path, dict]:
+    """Train on the preprocessed features; returns the run directory and its summary.
+
+    `features`: the store to train on, or a folder holding the one store of this config (a
+    pipeline's training step, which has the features but not the raw index); default: the
+    store of the config and the dataset's index."""
     cpu.configure(config.training.threads)
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
-    features = features or feature_store.store_dir(config, dataset_of(config).name)
-    summary = training.train(config, features, run_dir)
+    name = dataset_of(config).name
+    if features is None:
+        features = feature_store.store_dir(config, name)
+    elif not (Path(features) / "meta.json").is_file():
+        features = feature_store.find(features, config, name)
+    summary = training.train(config, Path(features), run_dir)
     return run_dir, summary
 
 
@@ -66,8 +77,9 @@ def _read_config_text(config: str) -> tuple[dict, str]:
 
 def plan(config: str, grid: str = "") -> dict:
     """Resolve a pipeline's config (YAML text or s3:// URI) and its grid into what the stages take:
-    {"dataset": YAML of the dataset block, "features": YAML of dataset+features, "runs": [YAML of
-    each resolved run config]}. `grid` (YAML mapping) replaces the config's own `grid:` block.
+    {"dataset": a DataConfig of the dataset block, "features": one of dataset+features (YAML
+    text each, for `data_config`), "runs": [YAML of each resolved run config, for `run_config`]}.
+    `grid` (YAML mapping) replaces the config's own `grid:` block.
 
     Fetching and preprocessing happen once per pipeline run, so the grid may not vary the dataset
     or the features (their cache keys are exactly those blocks)."""
@@ -83,66 +95,38 @@ def plan(config: str, grid: str = "") -> dict:
     if bad:
         raise ConfigError(f"grid: {', '.join(bad)}: the pipeline preprocesses once, so the grid cannot vary them")
     configs = expand_grid(raw, source)
-    first = configs[0].model_dump(mode="json")
-    data = {"dataset": first["dataset"], "features": first["features"]}
     return {
-        "dataset": yaml.safe_dump({"dataset": data["dataset"]}, sort_keys=False),
-        "features": yaml.safe_dump(data, sort_keys=False),
+        "dataset": configs[0].data(features=False).to_yaml(),
+        "features": configs[0].data().to_yaml(),
         "runs": [c.to_yaml() for c in configs],
     }
 
 
-def _data_blocks(text: str, raw_root: str | Path, features_root: str | Path | None = None):
-    """The dataset (and features) blocks of `plan`, rooted in the given directories."""
-    from types import SimpleNamespace
+def data_config(text: str, raw_root: str | Path, features_root: str | Path | None = None) -> DataConfig:
+    """A DataConfig of `plan` (YAML text), rooted in the given directories."""
+    from tympan.config import from_yaml
 
-    import yaml
-
-    from tympan.config import DatasetConfig, FeaturesConfig
-
-    blocks = yaml.safe_load(text)
-    dataset = DatasetConfig(**{**blocks["dataset"], "root": str(raw_root)})
-    features = FeaturesConfig(**{**blocks["features"], "root": str(features_root)}) if features_root else None
-    # feature_store.build reads only these two blocks; the cache key of the step is exactly them
-    return SimpleNamespace(dataset=dataset, features=features)
-
-
-def fetch_into(dataset_yaml: str, root: str | Path) -> dict:
-    """Fetch the dataset block of `plan` into `root`; returns {"dataset", "samples", "path"}."""
-    blocks = _data_blocks(dataset_yaml, root)
-    dataset = blocks.dataset.build_checked("dataset")
-    path = dataset.fetch(blocks.dataset.root, blocks.dataset.on_unreadable)
-    return {"dataset": dataset.name, "samples": len(read_index(path)), "path": str(path)}
+    raw = from_yaml(text, "data config")
+    raw["dataset"] = {**raw.get("dataset", {}), "root": str(raw_root)}
+    if features_root is not None:
+        raw["features"] = {**raw.get("features", {}), "root": str(features_root)}
+    try:
+        return DataConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"data config: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
 
 
-def preprocess_into(features_yaml: str, raw_root: str | Path, root: str | Path) -> dict:
-    """Features of the fetched data in `raw_root` into `root`; returns
-    {"dataset", "samples" (per split), "features_key", "path"}."""
-    cpu.configure()  # the pipeline passes the task's CPU limit as OMP_NUM_THREADS
-    blocks = _data_blocks(features_yaml, raw_root, root)
-    dataset = blocks.dataset.build_checked("dataset")
-    index = read_index(Path(raw_root) / dataset.name)
-    path = feature_store.build(blocks, dataset, index, progress=False)
-    meta = feature_store.read_meta(path)
-    return {"dataset": dataset.name, "samples": meta["clips"], "features_key": meta["key"], "path": str(path)}
-
-
-def train_from(config_yaml: str, features_root: str | Path, run_dir: str | Path) -> dict:
-    """Train one resolved run config (from `plan`) on the features below `features_root`.
+def run_config(text: str, features_root: str | Path) -> Config:
+    """One resolved run config of `plan` (YAML text) on the features below `features_root`.
 
     Per-run MLflow tracking is switched off: parallel runs must not write one store at once;
-    the registered run is logged to MLflow by `register_best`. Returns the summary."""
-    import yaml
-
+    the registered run is logged to MLflow by `register_best`."""
     from tympan import config as configuration
 
-    raw = yaml.safe_load(config_yaml)
-    raw["features"] = {**raw["features"], "root": str(features_root)}
+    raw = configuration.from_yaml(text, "run config")
+    raw["features"] = {**raw.get("features", {}), "root": str(features_root)}
     raw["tracking"] = {**(raw.get("tracking") or {}), "mlflow": False}
-    config = configuration.parse(raw, "run config")
-    # the raw data (and so its index) is not among this step's inputs: take the one store of this config
-    store = feature_store.find(features_root, config, dataset_of(config).name)
-    return train(config, run_dir, store)[1]
+    return configuration.parse(raw, "run config")
 
 
 def collect(

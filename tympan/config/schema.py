@@ -180,6 +180,17 @@ class TrackingConfig(Block):
     tensorboard: bool = Field(False, description="TensorBoard event files in <run dir>/tensorboard")
 
 
+class DataConfig(Block):
+    """What fetch and preprocess read, and all of it: a pipeline passes just this to those steps,
+    so their cache keys are exactly the data's (`features` is left out for fetch)."""
+
+    dataset: DatasetConfig
+    features: FeaturesConfig | None = None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
 class Config(Block):
     experiment: str = "default"
     seed: int = 1
@@ -203,6 +214,10 @@ class Config(Block):
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         return grid
+
+    def data(self, features: bool = True) -> DataConfig:
+        """The dataset (and features) blocks, as fetch (and preprocess) read them."""
+        return DataConfig(dataset=self.dataset, features=self.features if features else None)
 
     def run_id(self) -> str:
         """Runs with the same resolved config share an id; names and progress bars don't count."""
