@@ -117,10 +117,10 @@ def broken(source, fsdd_mirror, tmp_path_factory):
 
 def test_each_unusable_clip_is_an_audio_error_naming_it(broken):
     directory, reasons = broken
-    extractor = configuration.parse(TINY).features.build().eval()
+    pipeline = configuration.parse(TINY).features.pipeline()
     for name, reason in reasons.items():
         with pytest.raises(AudioError) as info:
-            feature_store.clip_features(directory / "recordings" / name, extractor)
+            feature_store.clip_features(directory / "recordings" / name, pipeline)
         assert info.value.path.endswith(name) and info.value.reason.startswith(reason), info.value
 
 

@@ -139,7 +139,7 @@ def _dev_clips(tiny_workspace, n=3):
 
 def _same_predictions(a, b, clips):
     for samples, rate in clips:
-        np.testing.assert_allclose(a.predict(samples, rate).probabilities, b.predict(samples, rate).probabilities)
+        np.testing.assert_allclose(a.predict(samples, rate).scores, b.predict(samples, rate).scores)
 
 
 def test_bundle_loads_from_s3(s3_server, tiny_run, tiny_workspace, tmp_path, monkeypatch, capsys):
