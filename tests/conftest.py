@@ -39,6 +39,7 @@ TINY = {
         "preset": "PannLogMel16k",
         "online": [{"target": "tympan.transforms.normalize:Normalize", "args": {"mode": "instance"}}],
     },
+    "task": "classification",  # explicit, as dvc.yaml's train stage reads it from params.yaml
     "model": {"preset": "SmallCNN", "args": {"channels": [8, 16, 16]}},
     "optimizer": {"preset": "AdamW", "args": {"lr": 0.003}},
     "augmentation": [{"target": "tympan.augmentations:SpeedPerturb"}, {"target": "tympan.augmentations:SpecAugment"}],

@@ -24,8 +24,8 @@ def test_repro_then_nothing_then_only_train(fsdd_mirror, tmp_path):
     shutil.copy(REPO / "dvc.yaml", tmp_path)
     shutil.copytree(REPO / "tympan", tmp_path / "tympan", ignore=shutil.ignore_patterns("__pycache__"))
     args = {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}
-    params = {**TINY, "dataset": {**TINY["dataset"], "args": args}, "augmentation": [], "task": "classification"}
-    params["training"] = {**TINY["training"], "epochs": 1}  # dvc.yaml's train stage reads the task block
+    params = {**TINY, "dataset": {**TINY["dataset"], "args": args}, "augmentation": []}
+    params["training"] = {**TINY["training"], "epochs": 1}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TYMPAN_DATA_MIRROR": str(fsdd_mirror)}
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
@@ -68,7 +68,7 @@ def test_grid_as_matrix_stages_then_report_then_nothing(fsdd_mirror, tmp_path):
     shutil.copytree(REPO / "tympan", tmp_path / "tympan", ignore=shutil.ignore_patterns("__pycache__"))
     args = {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}
     dataset = {**TINY["dataset"], "args": args}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "dataset": dataset, "task": "classification"}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "dataset": dataset}))
     experiment = tmp_path / "experiments/lr-seeds"
     experiment.mkdir(parents=True)
     shutil.copy(REPO / "experiments/lr-seeds/dvc.yaml", experiment)
