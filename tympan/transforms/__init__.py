@@ -7,7 +7,7 @@ tympan.transforms.functional. OpenSmile imports the `opensmile` package only whe
 from tympan.transforms.crop import Crop, Pad, RandomCrop
 from tympan.transforms.logmel import PannLogMel
 from tympan.transforms.mfcc import MFCC
-from tympan.transforms.normalize import Normalize, NotFittedError, normalize
+from tympan.transforms.normalize import Normalize, NotFittedError
 from tympan.transforms.opensmile import OpenSmile
 from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.waveform import Waveform
@@ -25,5 +25,4 @@ __all__ = [
     "Spec",
     "Transform",
     "Waveform",
-    "normalize",
 ]

@@ -15,7 +15,7 @@ EPS = 1e-5  # added to a standard deviation, so a constant clip or feature gives
 def instance_normalize(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Zero mean and unit variance over every value of one clip (frames and bins together).
 
-    For frames this is the maths of the old `normalize(x, "utterance")`, so results keep their
+    For frames this is tympan's per-utterance normalisation of log-Mels, so results keep their
     numbers: it removes a speaker's and a microphone's level offset.
     """
     std, mean = torch.std_mean(x, dim=tuple(range(-x.dim(), 0)), keepdim=True)

@@ -19,8 +19,8 @@ class NotFittedError(RuntimeError):
 class Normalize(Transform):
     """Zero mean and unit variance, per clip (`instance`) or per feature from the train split (`train`).
 
-    `instance` normalises each clip over all its values (any kind); for frames it is the old
-    `normalize(x, "utterance")`, so results keep their numbers. `train` standardises each bin of
+    `instance` normalises each clip over all its values (any kind); for frames it is the per-utterance
+    normalisation tympan has always used, so results keep their numbers. `train` standardises each bin of
     frames, or each element of a vector, with the mean and standard deviation `fit` streams over
     the train split; they are buffers, so they are saved with the run and in the bundle.
     """
@@ -87,16 +87,3 @@ class Normalize(Transform):
             if self.fits and prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def normalize(features: torch.Tensor, mode: str) -> torch.Tensor:
-    """Normalise (..., frames, bins) features: `utterance` per clip over frames and bins, `none` not at all.
-
-    Kept for today's callers until the pipeline's Normalize replaces them.
-    """
-    if mode == "none":
-        return features
-    if mode == "utterance":
-        std, mean = torch.std_mean(features, dim=(-2, -1), keepdim=True)
-        return (features - mean) / (std + 1e-5)
-    raise ValueError(f"unknown normalisation {mode!r}; expected 'none' or 'utterance'")
