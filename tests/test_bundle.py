@@ -178,3 +178,33 @@ def test_a_broken_bundle_is_one_clear_error(damage, tiny_run, tiny_workspace, tm
     assert main(["inference", str(copy), str(clip)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tympan: error: ") and needle in err[0]
+
+
+def test_a_bundle_of_the_first_format_still_loads_and_predicts_the_same(tiny_run, tiny_workspace, tmp_path):
+    """Bundles written before tasks and the feature pipeline (tympan-bundle/1: labels, one
+    extractor, a normalisation name) are read as today's, with the same predictions."""
+    import json
+
+    current = json.loads((tiny_run[0] / "bundle/bundle.json").read_text())
+    extractor = current["features"]["offline"][0]
+    old = {
+        "format": "tympan-bundle/1",
+        "run_id": current["run_id"],
+        "experiment": current["experiment"],
+        "task": "classification",
+        "labels": current["task"]["state"]["labels"],
+        "model": current["model"],
+        "features": {"target": extractor["target"], "args": {**extractor["args"], "sample_rate": 16000}},
+        "normalize": "utterance",
+        "input": {k: v for k, v in current["input"].items() if k != "kind"},
+        "metrics": current["metrics"],
+        "data": current["data"],
+    }
+    copy = tmp_path / "old"
+    shutil.copytree(tiny_run[0] / "bundle", copy)
+    (copy / "bundle.json").write_text(json.dumps(old))
+    clip = sorted((tiny_workspace[0] / "data/raw/fsdd/recordings").glob("*_yweweler_*.wav"))[0]
+    samples, rate = audio.load(clip)
+    then, now = bundle.load(copy).predict(samples, rate), bundle.load(tiny_run[0] / "bundle").predict(samples, rate)
+    assert then.outputs["label"] == now.outputs["label"]
+    np.testing.assert_allclose(then.scores, now.scores, atol=1e-6)

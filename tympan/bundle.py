@@ -140,7 +140,7 @@ def _upgrade(path: Path, old: dict) -> dict:
         **old,
         "format": FORMAT,
         "task": {"target": "tympan.tasks.classification:Classification", "args": {}, "targets": ["label"],
-                 "state": {"labels": old["labels"]}},
+                 "state": {"labels": old["labels"], "class_weights": None}},
         "features": {
             "sample_rate": old["features"]["args"].get("sample_rate", old["input"].get("sample_rate")),
             "offline": [{"target": old["features"].get("target"), "args": args}],
