@@ -355,6 +355,33 @@ def test_local_run_of_a_regression_ranks_and_gates_on_the_lowest_mae(tmp_path):
         beats(0.99, metric="dev.accuracy", direction="max")
 
 
+def test_local_run_of_a_multilabel_task_collects_its_metrics_and_registers_on_map(tmp_path):
+    """A multi-label run through kfp.local: collect ranks on dev.mAP (higher is better), logs the
+    task's scalar metrics and no confusion matrix, and the registered version is tagged with it."""
+    import mlflow
+
+    from tests.conftest import TOY_REGRESSION
+    from tympan import cli
+
+    raw = {**TOY_REGRESSION, "experiment": "toy-multilabel", "dataset": {"preset": "ToyMultiLabel"}}
+    raw["task"] = {"preset": "multilabel"}
+    raw["augmentation"] = [{"target": "tympan.augmentations:MixUp"}]
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(raw))
+    root = tmp_path / "pipe"
+    argv = ["pipeline", "run-local", str(tmp_path / "mix.yaml"), "--root", str(root), "--model-name", "mix"]
+    assert cli.main(argv) == 0
+    [pipeline_run] = list((root / "kfp").glob("tympan-training-*"))
+    [summary] = [json.loads(p.read_text()) for p in pipeline_run.glob("**/train/model/summary.json")]
+    collected = _outputs(pipeline_run / "collect")
+    assert collected["parameterValues"] == {"score": summary["dev"]["mAP"], "metric": "dev.mAP", "direction": "max"}
+    [metrics] = collected["artifacts"]["metrics"]["artifacts"]
+    assert {"dev.mAP", "dev.micro_f1", "dev.macro_f1"} <= set(metrics["metadata"])
+    [confusion] = collected["artifacts"]["confusion"]["artifacts"]
+    assert "confusionMatrix" not in confusion.get("metadata", {})
+    version = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_model_version_by_alias("mix", "champion")
+    assert (version.tags["tympan.metric"], version.tags["tympan.direction"]) == ("dev.mAP", "max")
+
+
 # ---- submit to a Kubeflow Pipelines server ---------------------------------------------------
 
 
