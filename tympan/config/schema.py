@@ -70,14 +70,6 @@ class Component(Block):
         """The arguments the class is built with, its defaults included."""
         return bound_args(resolve_target(self.target), self.args)
 
-    def build_sharing(self, shared: dict[str, Any]) -> Any:
-        """Build, taking any argument this class shares by name with `shared` from there unless set.
-
-        This keeps e.g. an augmentation's Mel scale equal to the features' without repeating it.
-        """
-        params = inspect.signature(resolve_target(self.target)).parameters
-        return self.build(**{k: v for k, v in shared.items() if k in params and k not in self.args})
-
 
 class DatasetConfig(Component):
     root: str = "data/raw"
