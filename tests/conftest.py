@@ -135,6 +135,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def kill_once_last_exists(command: list[str], cwd, run_dir) -> None:
+    """Start a training command and SIGKILL it as soon as it has saved its first `last/` state."""
+    import signal
+
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "last").is_dir():
+        assert process.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 (sqlite backend, local artifact store); yields its URL."""

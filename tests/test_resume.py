@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import kill_once_last_exists
 from tympan import config as configuration
 from tympan import stages
 
@@ -70,17 +71,6 @@ def uninterrupted(tiny_workspace, tmp_path_factory):
     return run_dir
 
 
-def _kill_once_last_exists(command, cwd, run_dir):
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (run_dir / "last").is_dir():
-        assert process.poll() is None, "training ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 def _leave_swap_half_done(run_dir, both):
     """The disk as a kill inside `Checkpoints.save`'s swap leaves it (simulated, not raced): the
     complete state renamed to `.last.old` and the next one written in `.last.tmp` (here cut short),
@@ -107,7 +97,7 @@ def test_sigkill_before_the_first_row_or_inside_the_swap_resumes(tiny_workspace,
     run_dir = tmp_path / "killed"
     command = [sys.executable, "-m", "tympan.cli", "train", str(config_file), "--run-dir", str(run_dir)]
 
-    _kill_once_last_exists(command, root, run_dir)
+    kill_once_last_exists(command, root, run_dir)
     assert not (run_dir / "metrics.csv").exists(), "killed too late: the first row was already written"
     saved = torch.load(run_dir / "last/training_state.pt", weights_only=True)
     if damage != "no-metrics-yet":

@@ -15,7 +15,6 @@ import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, kill_once_last_exists
 from tympan import audio, bundle, cli, stages
 from tympan import config as configuration
 from tympan.datasets.base import read_index
@@ -449,14 +448,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(toys, task, tmp_path
     run_dir = tmp_path / "killed"
     command = [sys.executable, "-m", "tympan.cli", "train", str(config_file), "--run-dir", str(run_dir)]
 
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (run_dir / "last").is_dir():
-        assert process.poll() is None, "training ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_once_last_exists(command, tmp_path, run_dir)
     assert not (run_dir / "summary.json").exists()
     saved = torch.load(run_dir / "last/training_state.pt", weights_only=True)
     assert saved["step"] % STEPS_PER_EPOCH != 0 and saved["step"] < TRAINING["steps"]  # a mid-epoch state
