@@ -86,7 +86,16 @@ class Pipeline:
 
     # ---- what the config and the bundle record
     def describe(self) -> dict:
-        return {"sample_rate": self.sample_rate, **self.items}
+        """What rebuilds this pipeline anywhere (the bundle's record): each transform's
+        `recorded_args`, so a local file it read travels inline."""
+        items = {
+            place: [
+                {**item, "args": t.recorded_args(dict(item.get("args") or {}))}
+                for item, t in zip(self.items[place], getattr(self, place))
+            ]
+            for place in ("offline", "online")
+        }
+        return {"sample_rate": self.sample_rate, **items}
 
     @property
     def fits(self) -> bool:

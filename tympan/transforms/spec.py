@@ -9,7 +9,8 @@ Kinds, and the shape of one clip of each (no batch dimension):
   frames     (frames, size)           e.g. log-Mel: `size` bins at `frame_rate` frames a second
   vector     (size,)                  fixed length, e.g. openSMILE functionals
   image      (channels, height, width) fixed size, e.g. a spectrogram image for a vision backbone
-Waveforms and frames have a variable length (their first axis); vectors and images do not.
+Waveforms and frames have a variable length (their first axis), unless `length` fixes it (e.g. a
+Whisper feature extractor always gives 3000 frames); vectors and images do not.
 """
 
 from __future__ import annotations
@@ -29,19 +30,22 @@ VARIABLE_LENGTH = ("waveform", "frames")
 class Spec:
     """A declared kind. `sample_rate` is the rate of the audio the data comes from (kept through
     the chain); `frame_rate` the rate of the first axis of waveforms (= sample_rate) and frames;
-    `size` the bins of frames or the length of a vector; `shape` the (C, H, W) of an image."""
+    `size` the bins of frames or the length of a vector; `shape` the (C, H, W) of an image;
+    `length`, where set, the exact first-axis length of every waveform or frames clip."""
 
     kind: Kind
     sample_rate: int
     frame_rate: float | None = None
     size: int | None = None
     shape: tuple[int, int, int] | None = None
+    length: int | None = None
 
     def describe(self) -> str:
+        fixed = f", always {self.length} long" if self.length is not None else ""
         if self.kind == "waveform":
-            return f"waveform at {self.sample_rate} Hz"
+            return f"waveform at {self.sample_rate} Hz{fixed}"
         if self.kind == "frames":
-            return f"frames x {self.size} bins at {self.frame_rate:g} frames/s"
+            return f"frames x {self.size} bins at {self.frame_rate:g} frames/s{fixed}"
         if self.kind == "vector":
             return f"vector of {self.size}"
         return f"image {'x'.join(map(str, self.shape or ()))}"
@@ -87,6 +91,12 @@ class Transform(nn.Module):
     def output(self, spec: Spec) -> Spec:
         """The spec of the output for input `spec` (after `check`)."""
         raise NotImplementedError
+
+    def recorded_args(self, args: dict) -> dict:
+        """The arguments that rebuild this transform anywhere (the bundle records these): `args`,
+        unless the transform reads a local file whose content must travel with it (a Hugging Face
+        feature extractor's directory), which it then returns inline."""
+        return args
 
     def fit(self, clips) -> None:  # noqa: B027 (optional hook)
         """Fit statistics on an iterable of the train split's clips (as this transform receives them)."""
