@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# No Hugging Face hub here: without these, a hub lookup retries for about a minute before it fails.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 
 def _data_mirror() -> Path:
     # Dev checkouts and CI both keep `shared/` beside the repository folder.
