@@ -145,6 +145,7 @@ class Trainer:
         by_place: dict[str, list] = {"waveform": [], "features": [], "batch": []}
         for component in self.config.augmentation:
             augmentation = augmentations.build(component, shared)
+            augmentation.prepare()
             by_place[getattr(augmentation, "place", "features")].append(augmentation)
         return by_place
 

@@ -69,6 +69,10 @@ class Augmentation:
     def apply(self, x: torch.Tensor, *rest: Any):
         raise NotImplementedError
 
+    def prepare(self) -> None:  # noqa: B027 (optional hook)
+        """Make ready what this reads from disk (e.g. fetch a noise corpus); training calls it once
+        before the first batch, so building one (as config load does) writes nothing."""
+
 
 def build(config: Any, shared: dict[str, Any] | None = None) -> Augmentation:
     """Build an augmentation from `{target, args}` (or a config Component).

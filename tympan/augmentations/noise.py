@@ -9,6 +9,7 @@ import torch
 
 from tympan import audio
 from tympan.augmentations.base import Augmentation
+from tympan.datasets.noise import build_source
 from tympan.errors import AudioError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
@@ -81,6 +82,10 @@ class BackgroundNoise(SnrNoise):
     circularly from the start, so a file shorter than the clip repeats. Files are decoded with
     tympan.audio at the clip's `sample_rate` (filled in from the features) when first used, and the
     last few are kept in memory.
+
+    `source` (a noise corpus, `{target: tympan.datasets.noise:ColouredNoise, args: {...}}`) fills
+    `folder` when training prepares it (`prepare`), unless the folder already holds that corpus:
+    an experiment that names one needs no folder made by hand, wherever it trains.
     """
 
     cache_size = 16
@@ -90,21 +95,44 @@ class BackgroundNoise(SnrNoise):
         folder: str,
         min_snr_db: float = 0.0,
         max_snr_db: float = 20.0,
+        source: dict | None = None,
         sample_rate: int | None = None,
         p: float = 1.0,
     ):
         super().__init__(min_snr_db, max_snr_db, p)
-        self.files = noise_files(folder)
+        self.folder, self.source = folder, build_source(source) if source is not None else None
+        self._files = None if self.source else noise_files(folder)
         self.sample_rate = sample_rate
         self._cache: dict[int, torch.Tensor] = {}
 
+    def prepare(self) -> None:
+        """Fetch the source into the folder (once), so building this at config load writes nothing."""
+        if self._files is None:
+            self.source.fetch(self.folder)
+            self._files = noise_files(self.folder)
+
+    @property
+    def files(self) -> list[Path]:
+        self.prepare()
+        return self._files
+
     @staticmethod
     def validate_args(
-        folder: str, min_snr_db: float = 0.0, max_snr_db: float = 20.0, sample_rate: int | None = None, p: float = 1.0
+        folder: str,
+        min_snr_db: float = 0.0,
+        max_snr_db: float = 20.0,
+        source: dict | None = None,
+        sample_rate: int | None = None,
+        p: float = 1.0,
     ) -> None:
+        """At config load: the folder holds audio, or a source will fill it (not made yet: loading
+        a config writes nothing)."""
         check_snr_range(min_snr_db, max_snr_db)
         Augmentation.validate_args(p)
-        noise_files(folder)
+        if source is None:
+            noise_files(folder)
+        else:
+            build_source(source)
 
     def noise(self, index: int) -> torch.Tensor:
         """File `index`'s samples at the clip's rate."""

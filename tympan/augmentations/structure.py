@@ -43,6 +43,10 @@ class Node(Augmentation):
         for child in self.children:
             child.check(spec)
 
+    def prepare(self) -> None:
+        for child in self.children:
+            child.prepare()
+
 
 class Choice(Node):
     """Apply one of `choices`, picked with probability proportional to `weights` (equal if unset).
