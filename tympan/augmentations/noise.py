@@ -64,14 +64,15 @@ class GaussianNoise(SnrNoise):
         return mix_at_snr(x, noise, snr)
 
 
-def noise_files(folder) -> list[Path]:
-    """The audio files under `folder` (recursively, sorted so picks are reproducible)."""
+def noise_files(folder, what: str = "noise") -> list[Path]:
+    """The audio files under `folder` (recursively, sorted so picks are reproducible); errors call
+    it a `what` folder."""
     root = Path(folder)
     if not root.is_dir():
-        raise ValueError(f"noise folder {root}: {'not a directory' if root.exists() else 'no such directory'}")
+        raise ValueError(f"{what} folder {root}: {'not a directory' if root.exists() else 'no such directory'}")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not files:
-        raise ValueError(f"noise folder {root} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+        raise ValueError(f"{what} folder {root} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
     return files
 
 

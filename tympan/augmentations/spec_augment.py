@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 
 from tympan.augmentations.base import Augmentation
+from tympan.augmentations.masking import band, masked
 
 
 class SpecAugment(Augmentation):
     """Mask `time_masks` bands of up to `time_width` frames and `freq_masks` of up to `freq_width` bins.
 
     Masks are set to the clip's mean so that they carry no level information. After the p draw,
-    one draw of two numbers per mask (its width, then its start), time masks first.
+    one draw of two numbers per mask (its width, uniform in [0, the max], then its start), time
+    masks first. TimeMask and FrequencyMask (masking.py) are its parts, with widths from 1.
     """
 
     place = "features"
@@ -45,19 +47,9 @@ class SpecAugment(Augmentation):
 
     def masks(self, shape: tuple[int, int], generator: torch.Generator) -> list[tuple[int, int, int]]:
         """The masks for features of `shape` (frames, bins), as (axis, start, width)."""
-        draws = torch.rand(2 * (self.time_masks + self.freq_masks), generator=generator).tolist()
+        u = torch.rand(2 * (self.time_masks + self.freq_masks), generator=generator).tolist()
         widths = [(0, self.time_width)] * self.time_masks + [(1, self.freq_width)] * self.freq_masks
-        masks = []
-        for k, (axis, max_width) in enumerate(widths):
-            size = shape[axis]
-            width = int(draws[2 * k] * (min(max_width, size) + 1))
-            start = int(draws[2 * k + 1] * (size - width + 1))
-            masks.append((axis, start, width))
-        return masks
+        return [(axis, *band(u[2 * k], u[2 * k + 1], shape[axis], most)) for k, (axis, most) in enumerate(widths)]
 
     def apply(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        out = features.clone()
-        fill = float(features.mean())
-        for axis, start, width in self.masks(features.shape, generator):
-            out.narrow(axis, start, width).fill_(fill)
-        return out
+        return masked(features, self.masks(features.shape, generator), float(features.mean()))

@@ -1,0 +1,68 @@
+"""Room reverberation: the clip convolved with a room impulse response from a folder of them."""
+
+from __future__ import annotations
+
+import torch
+import torchaudio.functional as AF
+
+from tympan import audio
+from tympan.augmentations import draws
+from tympan.augmentations.base import Augmentation
+from tympan.augmentations.noise import noise_files
+from tympan.augmentations.waveform import needs_rate
+from tympan.errors import AudioError
+
+
+class ImpulseResponse(Augmentation):
+    """Convolve the clip with a room impulse response (IR) picked from the audio files under
+    `folder` (recursively, sorted): one draw after p, the file.
+
+    The wet clip keeps the dry clip's length and starts at the IR's direct path (its largest
+    sample), so the speech is not delayed, only followed by the room's tail; it is rescaled to the
+    dry clip's energy, so reverberation changes the sound, not the level. IRs are decoded with
+    tympan.audio at the clip's `sample_rate` (filled in from the features) when first used, and
+    the last few are kept in memory; an IR with no samples or only zeros is an AudioError naming it.
+    """
+
+    place = "waveform"
+    takes = ("waveform",)
+    cache_size = 16
+
+    def __init__(self, folder: str, sample_rate: int | None = None, p: float = 1.0):
+        self.validate_args(folder, sample_rate, p)
+        super().__init__(p)
+        self.files = noise_files(folder, "impulse response")
+        self.sample_rate = sample_rate
+        self._cache: dict[int, torch.Tensor] = {}
+
+    @staticmethod
+    def validate_args(folder: str, sample_rate: int | None = None, p: float = 1.0) -> None:
+        """At config load: the folder holds audio files (each IR is checked when first decoded)."""
+        noise_files(folder, "impulse response")
+        Augmentation.validate_args(p)
+
+    def response(self, index: int) -> torch.Tensor:
+        """IR `index` at the clip's rate."""
+        if index not in self._cache:
+            path = self.files[index]
+            samples, _ = audio.load(path, needs_rate(self, self.sample_rate))
+            if not samples.any():
+                raise AudioError(path, "an impulse response with no samples or only zeros")
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[index] = torch.from_numpy(samples)
+        return self._cache[index]
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        response = self.response(draws.integer(0, len(self.files) - 1, generator))
+        return reverberate(x, response.to(x.dtype))
+
+
+def reverberate(x: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+    """`x` convolved with `response`, from the response's direct path on, as long as `x`, at `x`'s energy."""
+    peak = int(response.abs().argmax())
+    wet = AF.fftconvolve(x, response)[peak : peak + len(x)]
+    dry_energy, wet_energy = float(x.double().square().sum()), float(wet.double().square().sum())
+    if wet_energy == 0:
+        return wet  # a silent clip stays silent
+    return wet * (dry_energy / wet_energy) ** 0.5
