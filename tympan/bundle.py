@@ -32,7 +32,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from tympan import audio
+from tympan import audio, flow
 from tympan.config import Config, resolve_target
 from tympan.errors import DataError
 from tympan.fileio import atomic_dir, write_json
@@ -79,6 +79,7 @@ def save(
                  "state": task.state()},
         "model": {"target": config.model.target, "args": model_args},
         "features": pipeline.describe(),
+        "pipeline": flow.resolve(config, pipeline),  # the record of what training did (read by people, not loading)
         "input": {
             "kind": pipeline.output.kind,
             "sample_rate": pipeline.sample_rate,

@@ -20,7 +20,7 @@ import yaml
 from safetensors import SafetensorError
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tympan import augmentations, bundle, checkpoint, feature_store, plots, progress, tracking
+from tympan import augmentations, bundle, checkpoint, feature_store, flow, plots, progress, tracking
 from tympan import config as configuration
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader, sample_seed
@@ -188,6 +188,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         step, history, loss = self.checkpoints.resume() if same else (0, [], [0.0, 0])
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
+        record = flow.resolve(self.config, self.pipeline)
+        write_text(self.run_dir / "pipeline.yaml", yaml.safe_dump(record, sort_keys=False))
         unit = "step" if self.by_step else "epoch"
         self.tracker.start(self.config, self.run_dir, (history[-1][unit] if history else 0) if step else None)
         write_text(self.run_dir / "running.pid", str(os.getpid()))

@@ -6,7 +6,7 @@ the data loader, so a run's augmentations are a function of its seed alone (see 
 Choice and Sequence nest; `build` makes any of them from config.
 """
 
-from tympan.augmentations.base import PLACES, Augmentation, build
+from tympan.augmentations.base import PLACES, Augmentation, build, resolved
 from tympan.augmentations.mix import CutMix, MixUp
 from tympan.augmentations.noise import BackgroundNoise, GaussianNoise
 from tympan.augmentations.spec_augment import SpecAugment
@@ -26,4 +26,5 @@ __all__ = [
     "SpeedPerturb",
     "WaveformSpeed",
     "build",
+    "resolved",
 ]

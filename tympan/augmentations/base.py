@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from tympan.config.targets import first_line, resolve_target
+from tympan.config.targets import bound_args, first_line, resolve_target
 from tympan.transforms.spec import KINDS, ShapeError, Spec
 
 PLACES = ("waveform", "features", "batch")
@@ -97,6 +97,21 @@ def share(config: Any, shared: dict[str, Any]) -> Any:
     params = inspect.signature(cls).parameters
     filled = {k: v for k, v in shared.items() if k in params and k not in args}
     return {**config, "args": {**filled, **args}}
+
+
+def resolved(config: Any, shared: dict[str, Any] | None = None) -> dict:
+    """How `config` is built, for the record: its target, where it acts, and every argument
+    (defaults and the shared values filled in), children resolved the same way."""
+    if not isinstance(config, dict):
+        config = {"target": config.target, "args": dict(config.args)}
+    place = build(config, shared).place
+    config = share(config, shared or {})
+    cls = resolve_target(config["target"])
+    args = bound_args(cls, config.get("args") or {})
+    children = getattr(cls, "children_arg", None)
+    if children and isinstance(args.get(children), list):
+        args[children] = [resolved(child, shared) for child in args[children]]
+    return {"target": config["target"], "place": place, "args": args}
 
 
 def from_config(config: Any, where: str) -> Augmentation:

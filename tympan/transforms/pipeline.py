@@ -27,19 +27,25 @@ from tympan.transforms.spec import ShapeError, Spec, Transform, waveform
 Resolver = Callable[[str], Any]
 
 
-def build_transform(target: str, args: dict, spec: Spec, resolve: Resolver) -> Transform:
-    """Build one transform for input `spec`; its rates come from the spec, not the user."""
+def build_transform(target: str, args: dict, spec: Spec, resolve: Resolver) -> tuple[Transform, dict]:
+    """Build one transform for input `spec`; its rates come from the spec, not the user.
+    Returns it and every argument it was built with (defaults and the filled-in rates included)."""
     cls = resolve(target)
-    params = inspect.signature(cls).parameters
+    signature = inspect.signature(cls)
     rates = {"sample_rate": spec.sample_rate, "frame_rate": spec.frame_rate}
     for name in rates:
         if name in args:
             raise ValueError(f"remove {name!r} from its args: the pipeline fills it in from its input")
-    fixed = {k: v for k, v in rates.items() if k in params}
+    fixed = {k: v for k, v in rates.items() if k in signature.parameters}
     transform = cls(**args, **fixed)
     if not isinstance(transform, Transform):
         raise ValueError(f"{target} is not a tympan Transform (tympan.transforms.spec.Transform)")
-    return transform
+    bound = signature.bind_partial(**args, **fixed)
+    bound.apply_defaults()
+    named = {
+        k: v for k, v in bound.arguments.items() if signature.parameters[k].kind is not inspect.Parameter.VAR_KEYWORD
+    }
+    return transform, {**named, **bound.kwargs}
 
 
 class Pipeline:
@@ -56,18 +62,28 @@ class Pipeline:
         self.offline: list[Transform] = []
         self.online: list[Transform] = []
         self.specs: list[Spec] = [spec]  # the input of each online transform, then the output
+        self.resolved: list[dict] = []  # what `resolved()` reports
         for place in ("offline", "online"):
             for i, item in enumerate(self.items[place]):
                 where = f"features.{place}.{i}"
                 try:
-                    transform = build_transform(item["target"], item.get("args") or {}, spec, resolve)
+                    transform, args = build_transform(item["target"], item.get("args") or {}, spec, resolve)
                     transform.check(spec)
-                    spec = transform.output(spec)
+                    takes, spec = spec, transform.output(spec)
                 except ShapeError as exc:
                     raise ShapeError(f"{where}: {exc}") from None
                 except (ValueError, TypeError) as exc:  # refused arguments, or not a Transform
                     raise ValueError(f"{where}: {item['target']}: {str(exc).strip().splitlines()[0]}") from None
                 getattr(self, place).append(transform.eval())
+                self.resolved.append(
+                    {
+                        "place": place,
+                        "target": item["target"],
+                        "args": args,
+                        "takes": takes.describe(),
+                        "gives": spec.describe(),
+                    }
+                )
                 if place == "online":
                     self.specs.append(spec)
             if place == "offline":
