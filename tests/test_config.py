@@ -185,7 +185,7 @@ def test_the_default_scheduler_builds_at_load_for_steps_and_epochs():
         ({"features": {"preset": "PannLogMel16k", "sample_rate": -16000}}, r"features\.sample_rate"),
         (
             {"features": {"offline": [{"target": LOGMEL, "args": {"fmin": 9000}}]}},
-            r"features\.offline\.0\.args: fmin and fmax",
+            r"features\.offline\.0: .*fmin and fmax",
         ),
         ({"features": {"preset": "PannLogMel16k", "sample_rate": 8000}}, r"features\.offline\.0: .*fmax=8000"),
         (

@@ -40,9 +40,9 @@ class Component(Block):
         resolve_target(target)
         return target
 
-    def check_args(self, *fixed: str) -> None:
-        """Fail early on an argument the class does not take (`fixed` are filled in later), or on a
-        value its `validate_args` refuses, so that a bad value fails at load, not mid-run."""
+    def check_args(self, *fixed: str, values: bool = True) -> None:
+        """Fail early on an argument the class does not take (`fixed` are filled in later), or, with
+        `values`, on a value its `validate_args` refuses, so that a bad value fails at load, not mid-run."""
         cls = resolve_target(self.target)
         params = inspect.signature(cls).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -53,7 +53,7 @@ class Component(Block):
                 if name not in allowed:
                     choices = ", ".join(a for a in allowed if a not in fixed)
                     raise ValueError(f"{self.target} takes no argument {name!r}; it takes: {choices}")
-        if hasattr(cls, "validate_args"):
+        if values and hasattr(cls, "validate_args"):
             cls.validate_args(**bound_args(cls, self.args))
 
     def build(self, **fixed: Any) -> Any:

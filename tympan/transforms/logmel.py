@@ -6,7 +6,7 @@ import torch
 from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
 from tympan import checks
-from tympan.transforms.spec import Spec, Transform
+from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.waveform import check_rate
 
 
@@ -14,7 +14,9 @@ class PannLogMel(Transform):
     """Waveform (samples,) -> log-Mel (frames, n_mels) in dB; a batch (B, samples) gives (B, frames, n_mels).
 
     Defaults are the PANN 16 kHz pipeline: Hann window 512, hop 160, 64 bins, 50-8000 Hz. The
-    pipeline fills in `sample_rate` from its input.
+    pipeline fills in `sample_rate` from its input. `expected_rate`, where set (the per-rate
+    presets set it), is the input rate these sizes are for: another is a ShapeError at load, not a
+    front end with other frame rate and bands.
     """
 
     takes = ("waveform",)
@@ -27,9 +29,10 @@ class PannLogMel(Transform):
         n_mels: int = 64,
         fmin: float = 50.0,
         fmax: float = 8000.0,
+        expected_rate: int | None = None,
     ):
         super().__init__()
-        self.validate_args(sample_rate, n_fft, hop_length, n_mels, fmin, fmax)
+        self.validate_args(sample_rate, n_fft, hop_length, n_mels, fmin, fmax, expected_rate)
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.n_mels = n_mels
@@ -37,8 +40,15 @@ class PannLogMel(Transform):
         self.logmel = LogmelFilterBank(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, top_db=None)
 
     @staticmethod
-    def validate_args(sample_rate, n_fft, hop_length, n_mels, fmin, fmax, **_) -> None:
+    def validate_args(sample_rate, n_fft, hop_length, n_mels, fmin, fmax, expected_rate=None, **_) -> None:
         """Config load calls this too, so a bad value fails before any audio is read."""
+        if expected_rate is not None:
+            checks.positive_int("expected_rate", expected_rate)
+            if expected_rate != sample_rate:
+                raise ShapeError(
+                    f"PannLogMel(expected_rate={expected_rate}) is for {expected_rate} Hz audio, "
+                    f"but its input is waveform at {sample_rate} Hz"
+                )
         sizes = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
         for name, value in sizes.items():
             checks.positive_int(name, value)

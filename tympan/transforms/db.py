@@ -1,0 +1,54 @@
+"""Decibel scaling of a spectrogram (torchaudio's AmplitudeToDB, for one clip of frames)."""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+
+from tympan.transforms.spec import Spec, Transform
+
+# how many decibels one decade of each kind of value is
+MULTIPLIERS = {"power": 10.0, "magnitude": 20.0}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_top_db(top_db) -> None:
+    if top_db is not None and (not _is_number(top_db) or top_db <= 0):
+        raise ValueError(f"top_db must be a positive number of decibels (or null for no limit), got {top_db!r}")
+
+
+class AmplitudeToDB(Transform):
+    """Frames of power (or magnitude) values -> the same frames in decibels.
+
+    `10 * log10(max(x, floor))` for `stype: power`, `20 * log10(...)` for `magnitude` (reference 1);
+    with `top_db`, every value is raised to at least the clip's maximum minus `top_db`, so a silent
+    stretch cannot reach far below the loudest one. The floor keeps log10 finite on zeros.
+    """
+
+    takes = ("frames",)
+
+    def __init__(self, stype: str = "power", top_db: float | None = None, floor: float = 1e-10):
+        super().__init__()
+        self.validate_args(stype, top_db, floor)
+        self.multiplier = MULTIPLIERS[stype]
+        self.top_db = None if top_db is None else float(top_db)
+        self.floor = float(floor)
+
+    @staticmethod
+    def validate_args(stype="power", top_db=None, floor=1e-10, **_) -> None:
+        if stype not in MULTIPLIERS:
+            raise ValueError(f"unknown stype {stype!r}; expected one of {', '.join(MULTIPLIERS)}")
+        check_top_db(top_db)
+        if not _is_number(floor) or floor <= 0:
+            raise ValueError(f"floor must be a positive number (the smallest value before log10), got {floor!r}")
+
+    def output(self, spec: Spec) -> Spec:
+        self.check(spec)
+        return spec
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        # for one 2-D clip torchaudio takes the maximum over the whole clip, as documented above
+        return torchaudio.functional.amplitude_to_DB(x, self.multiplier, self.floor, 0.0, self.top_db)

@@ -1,0 +1,127 @@
+"""Mel spectrograms (torchaudio's MelSpectrogram), time first, optionally in decibels; and the
+checks every centred-STFT transform shares (its band, the shortest clip it can take)."""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+
+from tympan import checks
+from tympan.transforms.db import AmplitudeToDB, check_top_db
+from tympan.transforms.spec import ShapeError, Spec, Transform
+from tympan.transforms.waveform import check_rate
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_band(f_min, f_max, sample_rate: int) -> None:
+    """0 <= f_min < f_max <= Nyquist, where f_max None means the Nyquist frequency."""
+    top = sample_rate / 2 if f_max is None else f_max
+    if not (_is_number(f_min) and _is_number(top)) or not 0 <= f_min < top:
+        raise ValueError(
+            f"f_min and f_max must be numbers with 0 <= f_min < f_max, got f_min={f_min!r}, f_max={f_max!r}"
+        )
+    if top > sample_rate / 2:
+        raise ValueError(f"f_max={f_max} is above the Nyquist frequency of {sample_rate} Hz")
+
+
+def stft_frames(transform: Transform, samples: int, n_fft: int, hop_length: int) -> int:
+    """How many frames a centred STFT gives for `samples`: its reflect padding of n_fft // 2 on
+    each side needs more samples than that, so a shorter clip is a ValueError naming its length."""
+    if samples <= n_fft // 2:
+        raise ValueError(
+            f"{type(transform).__name__} needs a clip longer than n_fft // 2 = {n_fft // 2} samples "
+            f"(its centred STFT pads by that much), got {samples}"
+        )
+    return samples // hop_length + 1
+
+
+def fixed_frames(transform: Transform, spec: Spec, n_fft: int, hop_length: int) -> int | None:
+    """The frames of every clip when the input waveform has a fixed length; a ShapeError if it is too short."""
+    if spec.length is None:
+        return None
+    try:
+        return stft_frames(transform, spec.length, n_fft, hop_length)
+    except ValueError as exc:
+        raise ShapeError(f"{exc}: its input is {spec.describe()}") from None
+
+
+class MelSpectrogram(Transform):
+    """Waveform (samples,) -> Mel spectrogram (frames, n_mels): torchaudio's MelSpectrogram, transposed.
+
+    A centred STFT (reflect padding, Hann window of `win_length`, default n_fft), so a clip of n
+    samples gives n // hop_length + 1 frames; torchaudio's HTK Mel scale without filter norm.
+    `power` 2 gives power, 1 magnitude. With `db`, AmplitudeToDB turns it into decibels (power or
+    magnitude as `power` says; `top_db` below the clip's maximum at most, when set). The pipeline
+    fills in `sample_rate` from its input.
+    """
+
+    takes = ("waveform",)
+
+    def __init__(
+        self,
+        n_fft: int = 400,
+        win_length: int | None = None,
+        hop_length: int = 160,
+        n_mels: int = 64,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        power: float = 2.0,
+        db: bool = False,
+        top_db: float | None = None,
+        sample_rate: int = 16000,
+    ):
+        super().__init__()
+        self.validate_args(n_fft, win_length, hop_length, n_mels, f_min, f_max, power, db, top_db, sample_rate)
+        self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            f_min=f_min,
+            f_max=f_max,
+            n_mels=n_mels,
+            power=power,
+        )
+        self.db = AmplitudeToDB("power" if power == 2 else "magnitude", top_db) if db else None
+
+    @staticmethod
+    def validate_args(
+        n_fft, win_length, hop_length, n_mels, f_min, f_max, power, db, top_db, sample_rate=16000, **_
+    ) -> None:
+        """Config load calls this too (through the pipeline, with the input's real rate)."""
+        for name, value in {
+            "n_fft": n_fft,
+            "hop_length": hop_length,
+            "n_mels": n_mels,
+            "sample_rate": sample_rate,
+        }.items():
+            checks.positive_int(name, value)
+        if win_length is not None:
+            checks.positive_int("win_length", win_length)
+            if win_length > n_fft:
+                raise ValueError(f"win_length={win_length} is longer than n_fft={n_fft}")
+        check_band(f_min, f_max, sample_rate)
+        if not _is_number(power) or power <= 0:
+            raise ValueError(f"power must be a positive number (2 for power, 1 for magnitude), got {power!r}")
+        if not isinstance(db, bool):
+            raise ValueError(f"db must be true or false, got {db!r}")
+        if db and power not in (1, 2):
+            raise ValueError(f"db: true needs power 1 (magnitude) or 2 (power), got power={power!r}")
+        check_top_db(top_db)
+        if top_db is not None and not db:
+            raise ValueError(f"top_db={top_db!r} limits decibels: it needs db: true")
+
+    def output(self, spec: Spec) -> Spec:
+        self.check(spec)
+        check_rate(self, self.sample_rate, spec)
+        length = fixed_frames(self, spec, self.n_fft, self.hop_length)
+        return Spec("frames", spec.sample_rate, self.sample_rate / self.hop_length, self.n_mels, length=length)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        stft_frames(self, x.shape[-1], self.n_fft, self.hop_length)
+        mel = self.mel(x).transpose(-1, -2)
+        return mel if self.db is None else self.db(mel)
