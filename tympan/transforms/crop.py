@@ -4,6 +4,11 @@ A length is given either in `seconds` or as `frames`, a count along the first ax
 waveform, frames of frames x bins. Seconds become a count with the input's frame rate (samples per
 second for a waveform), which the pipeline fills in as `frame_rate` from its input, as it fills in
 `sample_rate` elsewhere; `round(seconds * frame_rate)`, at least one.
+
+Padding always goes at a clip's end, by one of `functional.PAD_MODES`: `silence` (zeros for a
+waveform, the clip's minimum for frames: tympan's default), `constant` (`value`), `minimum`,
+`reflect`, `replicate` (the last item) or `repeat` (the clip tiled). Each transform declares the
+output's `Spec.length` where it is fixed: a crop that also pads gives exactly its length.
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ def _positive_number(name: str, value) -> None:
 def _check_anchor(anchor) -> None:
     if anchor not in ANCHORS:
         raise ValueError(f"unknown anchor {anchor!r}; expected one of {', '.join(ANCHORS)}")
+
+
+def _check_pad(name: str, mode, value, optional: bool = False) -> None:
+    """A padding mode (None too where `optional`: no padding) and the constant `value` it may use."""
+    if not (mode in F.PAD_MODES or (optional and mode is None)):
+        raise ValueError(f"unknown padding {name}: {mode!r}; expected one of {', '.join(F.PAD_MODES)}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"value must be a number, got {value!r}")
+    if value != 0 and mode != "constant":
+        raise ValueError(f"value={value!r} is used only with {name}: constant, but {name} is {mode!r}")
 
 
 class _Length(Transform):
@@ -58,30 +73,54 @@ class _Length(Transform):
                 f"{type(self).__name__}(seconds={self.seconds}) counts {self.frame_rate:g} frames/s, "
                 f"but its input is {spec.describe()}"
             )
-        return spec
+        return spec.with_(length=self.output_length(spec.length))
+
+    def output_length(self, length: int | None) -> int | None:
+        """The fixed length of the output for an input of fixed `length` (None: variable)."""
+        raise NotImplementedError
 
 
-class Crop(_Length):
-    """Keep at most `length` of the clip, at its start, centre or end (`anchor`); shorter clips pass as they are."""
+class _Crop(_Length):
+    """A crop that, with `pad` set, also pads shorter clips, so every output is exactly `length` long."""
 
-    def __init__(self, seconds=None, frames=None, anchor: str = "centre", frame_rate=None):
+    def __init__(self, seconds=None, frames=None, pad: str | None = None, value: float = 0.0, frame_rate=None):
         super().__init__(seconds, frames, frame_rate)
+        _check_pad("pad", pad, value, optional=True)
+        self.pad, self.value = pad, value
+
+    def output_length(self, length):
+        if self.pad is not None:
+            return self.length
+        return None if length is None else min(length, self.length)
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.pad is None else F.pad_to(x, self.length, self.pad, self.value)
+
+
+class Crop(_Crop):
+    """Keep at most `length` of the clip, at its start, centre or end (`anchor`). Shorter clips pass as
+    they are, or with `pad: <mode>` are padded at their end to exactly `length`."""
+
+    def __init__(self, seconds=None, frames=None, anchor: str = "centre", pad=None, value=0.0, frame_rate=None):
+        super().__init__(seconds, frames, pad, value, frame_rate)
         _check_anchor(anchor)
         self.anchor = anchor
 
     @staticmethod
-    def validate_args(seconds=None, frames=None, anchor="centre", frame_rate=None, **_) -> None:
+    def validate_args(seconds=None, frames=None, anchor="centre", pad=None, value=0.0, frame_rate=None, **_) -> None:
         _Length.validate_args(seconds=seconds, frames=frames, frame_rate=frame_rate)
         _check_anchor(anchor)
+        _check_pad("pad", pad, value, optional=True)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]
         start = {"start": 0, "centre": F.centre_start(n, self.length), "end": max(0, n - self.length)}[self.anchor]
-        return F.crop(x, start, self.length)
+        return self._padded(F.crop(x, start, self.length))
 
 
-class RandomCrop(_Length):
+class RandomCrop(_Crop):
     """Keep a window of at most `length` at a random place while training; the centre otherwise.
+    With `pad: <mode>`, shorter clips are padded at their end to exactly `length`.
 
     The pipeline passes a generator only when training, and the start is drawn from it (so a
     resumed run draws the same); without one it crops the centre, so inference is deterministic.
@@ -89,24 +128,50 @@ class RandomCrop(_Length):
 
     random = True
 
+    @staticmethod
+    def validate_args(seconds=None, frames=None, pad=None, value=0.0, frame_rate=None, **_) -> None:
+        _Length.validate_args(seconds=seconds, frames=frames, frame_rate=frame_rate)
+        _check_pad("pad", pad, value, optional=True)
+
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]
         if generator is not None:
             start = F.random_start(n, self.length, generator)
         else:
             start = F.centre_start(n, self.length)
-        return F.crop(x, start, self.length)
+        return self._padded(F.crop(x, start, self.length))
 
 
 class Pad(_Length):
-    """Pad the clip at its end up to at least `length`: a waveform with zeros (silence), frames with
-    the clip's own minimum (its quietest value, as batches have always been padded), not a loud zero."""
+    """Pad the clip at its end up to at least `length` by `mode`; longer clips pass as they are.
+
+    The default, `silence`, pads a waveform with zeros and frames with the clip's own minimum (its
+    quietest value, as batches have always been padded), not a loud zero.
+    """
+
+    def __init__(self, seconds=None, frames=None, mode: str = "silence", value: float = 0.0, frame_rate=None):
+        super().__init__(seconds, frames, frame_rate)
+        _check_pad("mode", mode, value)
+        self.mode, self.value = mode, value
+
+    @staticmethod
+    def validate_args(seconds=None, frames=None, mode="silence", value=0.0, frame_rate=None, **_) -> None:
+        _Length.validate_args(seconds=seconds, frames=frames, frame_rate=frame_rate)
+        _check_pad("mode", mode, value)
+
+    def output_length(self, length):
+        return None if length is None else max(length, self.length)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if x.shape[0] >= self.length:
-            return x
-        if x.dim() == 1:
-            return F.pad_end(x, self.length, 0.0)
-        if x.numel() == 0:
-            raise ValueError("Pad cannot pad an empty clip of frames: it has no minimum to pad with")
-        return F.pad_end(x, self.length, float(x.min()))
+        return F.pad_to(x, self.length, self.mode, self.value)
+
+
+class Repeat(_Length):
+    """Tile the clip until it is `length` long, then cut it there: every output is exactly `length`
+    (a longer clip keeps its first `length`)."""
+
+    def output_length(self, length):
+        return self.length
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return F.pad_to(x, self.length, "repeat")[: self.length]

@@ -10,6 +10,9 @@ from tympan.transforms import functional as F
 from tympan.transforms.spec import ShapeError, Spec, Transform
 
 MODES = ("instance", "train")
+PER = ("global", "bin")
+STAT_UNITS = {"frames": "bin", "vector": "element"}  # what a list of statistics has one per
+DEFAULT_PER = {"instance": "global", "train": "bin"}  # what each mode did before `per` existed
 
 
 class NotFittedError(RuntimeError):
@@ -17,30 +20,39 @@ class NotFittedError(RuntimeError):
 
 
 class Normalize(Transform):
-    """Zero mean and unit variance, per clip (`instance`) or per feature from the train split (`train`).
+    """Zero mean and unit variance, from the clip itself (`mode: instance`) or from the train split
+    (`mode: train`), over all values (`per: global`) or for each bin (`per: bin`).
 
-    `instance` normalises each clip over all its values (any kind); for frames it is the per-utterance
-    normalisation tympan has always used, so results keep their numbers. `train` standardises each bin of
-    frames, or each element of a vector, with the mean and standard deviation `fit` streams over
-    the train split; they are buffers, so they are saved with the run and in the bundle.
+    The defaults keep tympan's numbers: `instance` is global (per-utterance normalisation over every
+    value, any kind), `train` is per bin of frames or per element of a vector. `instance` + `bin`
+    standardises each bin of one clip of frames over its frames; `train` + `global` uses one mean and
+    standard deviation of every value of the train split. Train statistics are streamed by `fit` and
+    kept in buffers, so they are saved with the run and in the bundle.
     """
 
     normalizes = True
 
-    def __init__(self, mode: str = "instance"):
+    def __init__(self, mode: str = "instance", per: str | None = None):
         super().__init__()
-        self.validate_args(mode)
-        self.mode = mode
+        self.validate_args(mode, per)
+        self.mode, self.per = mode, per or DEFAULT_PER[mode]
         self.fits = mode == "train"
-        self.takes = ("frames", "vector") if self.fits else ("waveform", "frames", "vector", "image")
+        self.takes = {
+            ("instance", "global"): ("waveform", "frames", "vector", "image"),
+            ("instance", "bin"): ("frames",),
+            ("train", "global"): ("frames", "vector", "image"),
+            ("train", "bin"): ("frames", "vector"),
+        }[self.mode, self.per]
         if self.fits:
             self.register_buffer("mean", torch.empty(0))
             self.register_buffer("std", torch.empty(0))
 
     @staticmethod
-    def validate_args(mode, **_) -> None:
+    def validate_args(mode="instance", per=None, **_) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown normalisation mode {mode!r}; expected one of {', '.join(MODES)}")
+        if per is not None and per not in PER:
+            raise ValueError(f"unknown normalisation per {per!r}; expected one of {', '.join(PER)}")
 
     @property
     def fitted(self) -> bool:
@@ -48,32 +60,37 @@ class Normalize(Transform):
 
     def output(self, spec: Spec) -> Spec:
         self.check(spec)
-        if self.fits and self.fitted and spec.size != self.mean.numel():
+        if self.fits and self.per == "bin" and self.fitted and spec.size != self.mean.numel():
             raise ShapeError(
                 f"Normalize was fitted on {self.mean.numel()} features, but its input is {spec.describe()}"
             )
         return spec
 
     def fit(self, clips: Iterable[torch.Tensor]) -> None:
-        """Per-feature mean and (sample) standard deviation over every frame (or vector) of `clips`."""
+        """Mean and (sample) standard deviation over every frame (or vector) of `clips`: per feature,
+        or of all their values together (`per: global`)."""
         if not self.fits:
             return
         moments: F.Moments = (0, None, None)
         for clip in clips:
-            if moments[0] and clip.shape[-1] != moments[1].numel():
+            if self.per == "global":
+                rows = clip.reshape(-1, 1)
+            elif moments[0] and clip.shape[-1] != moments[1].numel():
                 raise ValueError(
                     f"Normalize.fit: a clip has {clip.shape[-1]} features, the ones before {moments[1].numel()}"
                 )
-            moments = F.merge_moments(moments, clip.reshape(-1, clip.shape[-1]))
+            else:
+                rows = clip.reshape(-1, clip.shape[-1])
+            moments = F.merge_moments(moments, rows)
         count, mean, m2 = moments
         if count < 2:
-            raise ValueError(f"Normalize(mode='train') needs at least 2 frames or vectors to fit on, got {count}")
+            raise ValueError(f"Normalize(mode='train') needs at least 2 values per feature to fit on, got {count}")
         self.mean = mean.to(torch.float32)
         self.std = (m2 / (count - 1)).sqrt().to(torch.float32)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.mode == "instance":
-            return F.instance_normalize(x)
+            return F.instance_normalize(x) if self.per == "global" else F.bin_normalize(x)
         if not self.fitted:
             raise NotFittedError(
                 "Normalize(mode='train') has no statistics: fit it on the train split (or load them) first"
@@ -87,3 +104,56 @@ class Normalize(Transform):
             if self.fits and prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _statistic(name: str, value) -> list[float]:
+    """A statistic given as a number or a non-empty list of numbers, as a list."""
+    values = value if isinstance(value, list | tuple) else [value]
+    if not values or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be a number or a non-empty list of numbers, got {value!r}")
+    return [float(v) for v in values]
+
+
+class Standardize(Transform):
+    """(x - mean) / std with fixed statistics (e.g. ImageNet's for an image backbone).
+
+    Each of `mean` and `std` is one number for every value, or a list with one per bin of frames,
+    per element of a vector or per channel of an image; a list of the wrong size for the input is
+    a ShapeError at config load naming both sizes.
+    """
+
+    takes = ("waveform", "frames", "vector", "image")
+    normalizes = True
+
+    def __init__(self, mean: float | list[float] = 0.0, std: float | list[float] = 1.0):
+        super().__init__()
+        self.validate_args(mean, std)
+        self.register_buffer("mean", torch.tensor(_statistic("mean", mean)), persistent=False)
+        self.register_buffer("std", torch.tensor(_statistic("std", std)), persistent=False)
+
+    @staticmethod
+    def validate_args(mean=0.0, std=1.0, **_) -> None:
+        means, stds = _statistic("mean", mean), _statistic("std", std)
+        if min(stds) <= 0:
+            raise ValueError(f"std must be positive, got {std!r}")
+        if 1 not in (len(means), len(stds)) and len(means) != len(stds):
+            raise ValueError(f"mean has {len(means)} values but std has {len(stds)}; give as many (or one)")
+
+    def output(self, spec: Spec) -> Spec:
+        self.check(spec)
+        given = max(self.mean.numel(), self.std.numel())
+        if spec.kind == "waveform" and given > 1:
+            raise ShapeError(f"Standardize has {given} means/stds, but its input is {spec.describe()}: it takes 1")
+        wanted, unit = (spec.shape[0], "channel") if spec.kind == "image" else (spec.size, STAT_UNITS[spec.kind])
+        if spec.kind != "waveform" and given not in (1, wanted):
+            raise ShapeError(
+                f"Standardize has {given} means/stds, but its input is {spec.describe()}: "
+                f"it takes 1 or {wanted} (one per {unit})"
+            )
+        return spec
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mean, std = self.mean, self.std
+        if x.dim() == 3:  # an image: one statistic per channel, broadcast over its height and width
+            mean, std = mean[:, None, None], std[:, None, None]
+        return F.standardize(x, mean, std, eps=0.0)

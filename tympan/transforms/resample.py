@@ -1,0 +1,47 @@
+"""Resampling inside the chain: a waveform at its rate to a waveform at another one."""
+
+from __future__ import annotations
+
+import torch
+import torchaudio.functional as AF
+
+from tympan import audio, checks
+from tympan.transforms import functional as F
+from tympan.transforms.spec import Spec, Transform
+from tympan.transforms.waveform import check_rate
+
+
+class Resample(Transform):
+    """Waveform at the input's rate -> waveform at `rate` (torchaudio's resampling, as decoding does).
+
+    The output's `sample_rate` and `frame_rate` are `rate`, so the transforms after it are built for
+    the new rate (the pipeline fills in `sample_rate` from its input, here as for every transform).
+    """
+
+    takes = ("waveform",)
+
+    def __init__(self, rate: int = 16000, sample_rate: int | None = None):
+        super().__init__()
+        self.validate_args(rate, sample_rate)
+        self.rate = rate
+        self.sample_rate = rate if sample_rate is None else sample_rate
+
+    @staticmethod
+    def validate_args(rate=16000, sample_rate=None, **_) -> None:
+        """The rate alone at config load; with the input's rate, whether cheap resampling connects them."""
+        checks.positive_int("rate", rate)
+        if rate > audio.MAX_RATE:
+            raise ValueError(f"rate={rate} Hz is above the {audio.MAX_RATE} Hz tympan takes")
+        if sample_rate is not None:
+            audio.check_rates(sample_rate, rate)
+
+    def output(self, spec: Spec) -> Spec:
+        self.check(spec)
+        check_rate(self, self.sample_rate, spec)
+        length = None if spec.length is None else F.resampled_length(spec.length, self.sample_rate, self.rate)
+        return spec.with_(sample_rate=self.rate, frame_rate=float(self.rate), length=length)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.sample_rate == self.rate:
+            return x
+        return AF.resample(x, self.sample_rate, self.rate)
