@@ -5,14 +5,11 @@ from __future__ import annotations
 import torch
 import torchaudio
 
+from tympan.checks import _is_number
 from tympan.transforms.spec import Spec, Transform
 
 # how many decibels one decade of each kind of value is
 MULTIPLIERS = {"power": 10.0, "magnitude": 20.0}
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_top_db(top_db) -> None:

@@ -6,14 +6,11 @@ import torch
 from torchaudio.compliance import kaldi
 
 from tympan import checks
+from tympan.checks import _is_number
 from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.waveform import check_rate
 
 WINDOWS = ("povey", "hamming", "hanning", "rectangular", "blackman")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def samples(ms: float, sample_rate: int) -> int:

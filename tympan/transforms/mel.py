@@ -7,13 +7,10 @@ import torch
 import torchaudio
 
 from tympan import checks
+from tympan.checks import _is_number
 from tympan.transforms.db import AmplitudeToDB, check_top_db
 from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.waveform import check_rate
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_band(f_min, f_max, sample_rate: int) -> None:
@@ -93,12 +90,8 @@ class MelSpectrogram(Transform):
         n_fft, win_length, hop_length, n_mels, f_min, f_max, power, db, top_db, sample_rate=16000, **_
     ) -> None:
         """Config load calls this too (through the pipeline, with the input's real rate)."""
-        for name, value in {
-            "n_fft": n_fft,
-            "hop_length": hop_length,
-            "n_mels": n_mels,
-            "sample_rate": sample_rate,
-        }.items():
+        sizes = {"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels, "sample_rate": sample_rate}
+        for name, value in sizes.items():
             checks.positive_int(name, value)
         if win_length is not None:
             checks.positive_int("win_length", win_length)
