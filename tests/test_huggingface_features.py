@@ -15,8 +15,10 @@ import torch
 from tests.conftest import TINY
 from tympan import audio, bundle, feature_store, stages
 from tympan import config as configuration
+from tympan.config.targets import resolve_target
 from tympan.errors import ConfigError, DataError
 from tympan.transforms.huggingface import HuggingFaceExtractor
+from tympan.transforms.pipeline import Pipeline
 from tympan.transforms.spec import ShapeError, Spec, waveform
 
 RATE = 16000
@@ -110,12 +112,14 @@ def test_recorded_args_rebuild_it_without_its_directory(tmp_path, clips, kind):
 
 
 @pytest.mark.parametrize("kind", list(SPECS))
-def test_a_rate_other_than_the_extractors_is_a_shape_error_at_config_load(directories, kind):
+def test_a_rate_other_than_the_extractors_is_a_shape_error_at_config_load_until_resampled(directories, kind):
     offline = [{"target": TARGET, "args": {"extractor": directories[kind]}}]
     with pytest.raises(ConfigError, match=r"features.offline.0: \w+FeatureExtractor takes audio at 16000 Hz .*8000 Hz"):
         configuration.parse(config_with(offline, sample_rate=8000))
     with pytest.raises(ShapeError, match="16000 Hz.* but its input is waveform at 8000 Hz"):
         HuggingFaceExtractor(directories[kind]).output(waveform(8000))
+    resampled = [{"target": "tympan.transforms.resample:Resample", "args": {"rate": RATE}}, *offline]
+    assert Pipeline(8000, resampled, [], resolve_target).stored == SPECS[kind]
 
 
 def test_only_the_supported_classes_are_built(tmp_path):
