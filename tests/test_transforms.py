@@ -325,6 +325,9 @@ def takes(cls, args: dict, spec: Spec) -> bool:
 def test_every_transform_preset_builds(clips, path):
     """Each preset runs on 1 s of audio, as the first of `one_second_inputs` that it takes."""
     preset = load_yaml(path.read_text())
+    rate = preset["args"].get("expected_rate", RATE)
+    if rate != RATE:
+        pytest.skip(f"a front end for {rate} Hz audio: test_transforms_spectral.py builds it at that rate")
     cls = resolve_target(preset["target"])
     if hasattr(cls, "validate_args"):  # as config load does
         cls.validate_args(**bound_args(cls, preset["args"]))
