@@ -79,7 +79,7 @@ class Pipeline:
                     {
                         "place": place,
                         "target": item["target"],
-                        "args": args,
+                        "args": transform.recorded_args(args),  # a local file's content, not its path
                         "takes": takes.describe(),
                         "gives": spec.describe(),
                     }
@@ -107,7 +107,7 @@ class Pipeline:
         items = {
             place: [
                 {**item, "args": t.recorded_args(dict(item.get("args") or {}))}
-                for item, t in zip(self.items[place], getattr(self, place))
+                for item, t in zip(self.items[place], getattr(self, place), strict=True)
             ]
             for place in ("offline", "online")
         }
