@@ -174,6 +174,16 @@ def test_standardize_arithmetic(logmels):
     assert y.mean(dim=0).abs().max() < 1e-4 and (y.std(dim=0) - 1).abs().max() < 1e-4
 
 
+def test_standardize_takes_one_statistic_for_a_waveform(clips):
+    x = clips[0]
+    assert Standardize(0.0, 0.5).output(WAVE) == WAVE
+    assert torch.equal(Standardize(0.0, 0.5)(x), x / 0.5)
+    with pytest.raises(
+        ShapeError, match="Standardize has 2 means/stds, but its input is waveform at 16000 Hz: it takes 1$"
+    ):
+        Standardize([0.0, 1.0]).output(WAVE)
+
+
 def test_standardize_with_imagenet_statistics_is_per_channel(logmels):
     rgb = ColourMapImage(size=[64, 64], imagenet=False)(logmels[0])
     standard = Standardize(list(IMAGENET_MEAN), list(IMAGENET_STD))

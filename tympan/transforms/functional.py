@@ -22,8 +22,15 @@ def instance_normalize(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     return (x - mean) / (std + eps)
 
 
+def bin_normalize(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Zero mean and unit variance of each bin (last axis) of one clip, over its frames (first axis)."""
+    std, mean = torch.std_mean(x, dim=0, keepdim=True)
+    return (x - mean) / (std + eps)
+
+
 def standardize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Per-feature standardisation with given statistics (broadcast over the last axis)."""
+    """Standardisation with given statistics, broadcast against `x`: per feature (the last axis), or
+    per image channel when shaped (C, 1, 1)."""
     return (x - mean) / (std + eps)
 
 
@@ -178,9 +185,3 @@ def colour_map(x01: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     n = table.shape[0]
     index = (x01 * n).long().clamp(0, n - 1)
     return table[index].permute(2, 0, 1).contiguous()
-
-
-def bin_normalize(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Zero mean and unit variance of each bin (last axis) of one clip, over its frames (first axis)."""
-    std, mean = torch.std_mean(x, dim=0, keepdim=True)
-    return (x - mean) / (std + eps)

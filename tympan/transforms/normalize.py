@@ -11,7 +11,6 @@ from tympan.transforms.spec import ShapeError, Spec, Transform
 
 MODES = ("instance", "train")
 PER = ("global", "bin")
-STAT_UNITS = {"frames": "bin", "vector": "element"}  # what a list of statistics has one per
 DEFAULT_PER = {"instance": "global", "train": "bin"}  # what each mode did before `per` existed
 
 
@@ -142,13 +141,16 @@ class Standardize(Transform):
     def output(self, spec: Spec) -> Spec:
         self.check(spec)
         given = max(self.mean.numel(), self.std.numel())
-        if spec.kind == "waveform" and given > 1:
-            raise ShapeError(f"Standardize has {given} means/stds, but its input is {spec.describe()}: it takes 1")
-        wanted, unit = (spec.shape[0], "channel") if spec.kind == "image" else (spec.size, STAT_UNITS[spec.kind])
-        if spec.kind != "waveform" and given not in (1, wanted):
+        wanted, unit = {
+            "waveform": (1, ""),
+            "frames": (spec.size, "bin"),
+            "vector": (spec.size, "element"),
+            "image": ((spec.shape or (0,))[0], "channel"),
+        }[spec.kind]
+        if given not in (1, wanted):
+            takes = "1" if wanted == 1 else f"1 or {wanted} (one per {unit})"
             raise ShapeError(
-                f"Standardize has {given} means/stds, but its input is {spec.describe()}: "
-                f"it takes 1 or {wanted} (one per {unit})"
+                f"Standardize has {given} means/stds, but its input is {spec.describe()}: it takes {takes}"
             )
         return spec
 
