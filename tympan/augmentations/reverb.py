@@ -9,11 +9,11 @@ from tympan import audio
 from tympan.augmentations import draws
 from tympan.augmentations.base import Augmentation
 from tympan.augmentations.noise import noise_files
-from tympan.augmentations.waveform import needs_rate
+from tympan.augmentations.waveform import WaveformAugmentation, needs_rate
 from tympan.errors import AudioError
 
 
-class ImpulseResponse(Augmentation):
+class ImpulseResponse(WaveformAugmentation):
     """Convolve the clip with a room impulse response (IR) picked from the audio files under
     `folder` (recursively, sorted): one draw after p, the file.
 
@@ -24,8 +24,6 @@ class ImpulseResponse(Augmentation):
     the last few are kept in memory; an IR with no samples or only zeros is an AudioError naming it.
     """
 
-    place = "waveform"
-    takes = ("waveform",)
     cache_size = 16
 
     def __init__(self, folder: str, sample_rate: int | None = None, p: float = 1.0):

@@ -32,6 +32,8 @@ def needs_rate(augmentation: Augmentation, sample_rate: int | None) -> int:
 
 
 class WaveformAugmentation(Augmentation):
+    """Acts on one clip's samples, before the features are computed."""
+
     place = "waveform"
     takes = ("waveform",)
 
