@@ -153,11 +153,15 @@ class Commands:
         """Download the dataset (or copy it from $TYMPAN_DATA_MIRROR) and write its index."""
         print(f"dataset: {stages.fetch(_config(config, overrides))}")
 
-    def preprocess(self, config: str = "params.yaml", *overrides: str, grid: bool = False) -> None:
-        """Extract offline features into packed, memory-mapped files per split.
+    def preprocess(
+        self, config: str = "params.yaml", *overrides: str, grid: bool = False, workers: int | None = None
+    ) -> None:
+        """Extract offline features into packed, memory-mapped files per split; a killed run resumes.
 
-        --grid: for every feature config of the grid."""
-        for path in dict.fromkeys(stages.preprocess(c) for c in _configs(config, overrides, grid)):
+        --grid: for every feature config of the grid. --workers N: extract in N processes (1: in this
+        one; default: one per CPU this process is given)."""
+        configs = _configs(config, overrides, grid)
+        for path in dict.fromkeys(stages.preprocess(c, workers=workers) for c in configs):
             print(f"features: {path}")
 
     def train(

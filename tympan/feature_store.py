@@ -14,19 +14,31 @@ Thousands of tiny files are slow to read and slow for DVC to hash; three per spl
 from __future__ import annotations
 
 import csv
+import ctypes
+import fcntl
+import io
 import json
 import logging
+import math
+import multiprocessing
+import os
 import shutil
-import tempfile
+import signal
+import sys
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tympan import audio
 from tympan.config import STORE_FORMAT, Config, digest
 from tympan.datasets.base import AudioDataset, Index, read_index
-from tympan.errors import AudioError, ConfigError, DataError
+from tympan.errors import AudioError, ConfigError, DataError, TympanError
 from tympan.fileio import write_csv, write_json
 from tympan.progress import bar as progress_bar
 from tympan.transforms.spec import Spec
@@ -73,12 +85,16 @@ def find(root: str | Path, config: Config, dataset_name: str) -> Path:
     return found[0]
 
 
-def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = True) -> Path:
+def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = True, workers: int = 1) -> Path:
     """Extract features for every clip of the index into the store; returns its directory.
 
-    A store that is already complete is reused. A clip that cannot be used (undecodable,
-    unsupported rate, too short for the features, non-finite features) stops the build, naming
-    the file, unless `dataset.on_unreadable: skip`, which leaves it out and lists it with its
+    A store that is already complete is reused. `workers` processes (1: this one) decode and
+    extract chunks of files in index order, one torch thread each. Their results are appended to
+    the packed arrays of a staging directory beside the store as chunks finish, and the store
+    appears only when complete (meta.json last, then a rename); a killed build resumes from its
+    last completed chunk. A clip that cannot be used (undecodable, unsupported rate, too short
+    for the features, non-finite features) stops the build, naming the file and leaving nothing
+    behind, unless `dataset.on_unreadable: skip`, which leaves it out and lists it with its
     reason in meta.json and `skipped.csv`.
     """
     out = store_dir(config, dataset.name, index)
@@ -89,48 +105,39 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
         pipeline = config.features.pipeline()
     except ValueError as exc:
         raise ConfigError(f"features: {exc}") from None
-    stored = pipeline.stored
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        skipped = []
-        counts = {}
-        for split in SPLITS:
-            rows = index.split(split)
-            kept, features = [], []
-            for row in progress_bar(rows, progress and bool(rows), desc=f"features {split}", unit="clip"):
-                try:
-                    features.append(clip_features(index.path_of(row), pipeline))
-                except AudioError as exc:
-                    if config.dataset.on_unreadable == "raise":
-                        raise
-                    skipped.append({"path": row["path"], "split": split, "reason": exc.reason})
-                    continue
-                kept.append(row)
-            _write_split(tmp / split, features, kept, stored)
-            counts[split] = len(kept)
-        meta = {
-            "dataset": dataset.name,
-            "targets": list(dataset.targets),
-            "features": config.features.stored_part(),
-            "key": store_key(config, index),
-            "config_digest": config_digest(config),
-            "index_digest": index_digest(index),
-            "stored": asdict(stored),
-            "clips": counts,
-            "skipped": skipped,
-        }
-        if skipped:
-            write_csv(tmp / "skipped.csv", skipped)
-            log.warning("skipped %d files that could not be used; listed in %s", len(skipped), out / "skipped.csv")
-        write_json(tmp / "meta.json", meta)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("features written to %s (%s)", out, ", ".join(f"{k}: {v} clips" for k, v in counts.items()))
+    with _locked(out.parent):
+        if (out / "meta.json").is_file():  # built by the build this one waited for
+            log.info("features already extracted in %s", out)
+            return out
+        key = digest([config_digest(config), index_digest(index)])
+        staging = _Staging(out, dataset.name, key, pipeline.stored, index)
+        started, todo = time.monotonic(), staging.files_left(index)
+        stop_at_error = config.dataset.on_unreadable == "raise"
+        try:
+            with _extractor(pipeline, min(workers, math.ceil(todo / CHUNK))) as run:
+                for split in SPLITS:
+                    _extract_split(staging, split, index, run, stop_at_error, progress)
+        except TympanError:  # bad data or a bad pipeline: what was staged must not be resumed
+            shutil.rmtree(staging.dir, ignore_errors=True)
+            raise
+        counts = staging.finish(index, _meta(config, dataset, index, pipeline.stored))
+    seconds = time.monotonic() - started
+    clips = ", ".join(f"{k}: {v} clips" for k, v in counts.items())
+    log.info("features written to %s (%s); %d files extracted in %.1f s", out, clips, todo, seconds)
     return out
+
+
+def _meta(config: Config, dataset: AudioDataset, index: Index, stored: Spec) -> dict:
+    return {
+        "dataset": dataset.name,
+        "targets": list(dataset.targets),
+        "features": config.features.stored_part(),
+        "key": store_key(config, index),
+        "config_digest": config_digest(config),
+        "index_digest": index_digest(index),
+        "stored": asdict(stored),
+    }
 
 
 def clip_features(path: Path, pipeline) -> np.ndarray:
@@ -148,23 +155,328 @@ def clip_features(path: Path, pipeline) -> np.ndarray:
     return features
 
 
-def _write_split(directory: Path, features: list[np.ndarray], rows: list[dict], stored: Spec) -> None:
-    directory.mkdir(parents=True)
-    if not stored.variable_length:
-        features = [f[None] for f in features]  # one row a clip
-    lengths = [len(f) for f in features]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    packed = np.concatenate(features).astype(np.float32) if features else np.zeros((0, *row_shape(stored)), np.float32)
-    np.save(directory / "features.npy", packed)
-    np.save(directory / "offsets.npy", offsets)
-    write_csv(directory / "index.csv", rows)
-
-
 def row_shape(stored: Spec) -> tuple[int, ...]:
     """The shape of one row of a split's packed array."""
     return {"waveform": (), "frames": (stored.size or 0,), "vector": (stored.size or 0,)}.get(
         stored.kind, tuple(stored.shape or ())
     )
+
+
+# ---- extraction: chunks of files, in worker processes or in this one ----------------------------
+
+CHUNK = 32  # files a task: IPC is paid once a chunk, and a resumed build redoes at most one
+PR_SET_PDEATHSIG = 1  # from linux/prctl.h
+_worker_pipeline = None  # a worker process's pipeline, set once by _start_worker
+
+
+def _extract_chunk(pipeline, paths: list[Path], stop_at_error: bool) -> list:
+    """Each file's features (float32, as stored), or (path, reason) for a file that cannot have
+    them; with `stop_at_error` the chunk ends at its first such file."""
+    results = []
+    for path in paths:
+        try:
+            results.append(np.ascontiguousarray(clip_features(path, pipeline), dtype=np.float32))
+        except AudioError as exc:
+            results.append((exc.path, exc.reason))
+            if stop_at_error:
+                break
+    return results
+
+
+def _start_worker(pipeline, parent: int) -> None:
+    """One torch thread a worker (the workers are the parallelism); Ctrl-C is the parent's to
+    handle; a worker dies with its parent, so a killed build leaves no process behind."""
+    global _worker_pipeline
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before that took effect
+        os._exit(1)
+    torch.set_num_threads(1)
+    _worker_pipeline = pipeline
+
+
+def _worker_chunk(paths: list[Path], stop_at_error: bool) -> list:
+    return _extract_chunk(_worker_pipeline, paths, stop_at_error)
+
+
+@contextmanager
+def _extractor(pipeline, workers: int):
+    """`run(chunks, stop_at_error)` gives each chunk's results in order, from `workers` forked
+    processes (the pipeline is inherited, not pickled) with two chunks a worker in flight, or
+    from this process for one. Either way one torch thread extracts a clip, which gives the
+    same bits as any other thread count (tests/test_preprocess_parallel.py checks it)."""
+    if workers <= 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield lambda chunks, stop: (_extract_chunk(pipeline, paths, stop) for paths in chunks)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if fork else None)
+    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(pipeline, os.getpid()))
+    try:
+        yield lambda chunks, stop: _in_order(pool, chunks, stop, ahead=2 * workers)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_order(pool: ProcessPoolExecutor, chunks: list, stop_at_error: bool, ahead: int):
+    pending: deque = deque()
+    for paths in chunks:
+        pending.append(pool.submit(_worker_chunk, paths, stop_at_error))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _extract_split(staging: _Staging, split: str, index: Index, run, stop_at_error: bool, progress: bool) -> None:
+    """Extract the split's files that are not staged yet, committing after each chunk."""
+    rows = index.split(split)
+    done = staging.progress["splits"].get(split)
+    if done is not None and done["files"] == len(rows):
+        return  # staged by the build this one resumes
+    if done is None:
+        done = staging.progress["splits"][split] = {"files": 0, "clips": 0, "rows": 0, "skipped": []}
+    paths = [index.path_of(row) for row in rows]
+    chunks = [paths[i : i + CHUNK] for i in range(done["files"], len(rows), CHUNK)]
+    shown = progress_bar(
+        None, progress and bool(rows), total=len(rows), initial=done["files"], desc=f"features {split}", unit="clip"
+    )
+    with shown, staging.arrays(split, done) as (features, offsets):
+        for results in run(chunks, stop_at_error):
+            for result in results:
+                if isinstance(result, tuple):
+                    if stop_at_error:
+                        raise AudioError(*result)
+                    skipped = {"at": done["files"], "path": rows[done["files"]]["path"], "reason": result[1]}
+                    done["skipped"].append(skipped)
+                else:
+                    clip = staging.as_rows(result, paths[done["files"]])
+                    features.append(clip)
+                    done["rows"] += len(clip)
+                    offsets.append(np.array([done["rows"]]))
+                    done["clips"] += 1
+                done["files"] += 1
+            staging.commit(features, offsets)
+            shown.update(len(results))
+        staging.commit(features, offsets)  # an empty split is done too
+
+
+# ---- the staging directory: packed as it goes, resumable ----------------------------------------
+
+
+class _Staging:
+    """A store being built: `<root>/.<dataset>-features.partial/`, beside the stores. Each split's packed
+    arrays grow there chunk by chunk, and `progress.json`, rewritten (atomically) after the data it
+    describes is written, says how much of them is valid. A build that finds it resumes from there,
+    unless it was staged for another store key or does not add up: then it is discarded, saying
+    why. Data is flushed to the OS, not synced to disk: a killed process loses nothing, and after a
+    power cut, data shorter than progress.json says is caught here."""
+
+    def __init__(self, out: Path, dataset_name: str, key: str, stored: Spec, index: Index):
+        self.out, self.key, self.stored, self.row_shape = out, key, stored, row_shape(stored)
+        self.dir = out.parent / f".{dataset_name}-features.partial"
+        self.progress: dict = {"key": key, "splits": {}}
+        if self.dir.exists():
+            problem = self._problem(index)
+            if problem is None:
+                self.progress = json.loads((self.dir / "progress.json").read_text())
+                done = len(index) - self.files_left(index)
+                log.info("resuming %s: %d of %d files were extracted already", out, done, len(index))
+                return
+            log.info("discarding %s: %s", self.dir, problem)
+            shutil.rmtree(self.dir)
+        self.dir.mkdir()
+
+    def files_left(self, index: Index) -> int:
+        return len(index) - sum(done["files"] for done in self.progress["splits"].values())
+
+    def _problem(self, index: Index) -> str | None:
+        """Why the staging directory cannot be resumed, or None."""
+        try:
+            progress = json.loads((self.dir / "progress.json").read_text())
+        except (OSError, ValueError):
+            return "no readable progress.json (killed before its first chunk?)"
+        try:
+            if progress["key"] != self.key:
+                return "it was staged for another store key (another config or index)"
+            previous_done = True
+            for split in SPLITS:
+                done, total = progress["splits"].get(split), len(index.split(split))
+                if done is None:
+                    previous_done = False
+                    continue
+                problem = None if previous_done else "staged before the split ahead of it was done"
+                if problem or (problem := self._split_problem(split, done, total)):
+                    return f"{split}: {problem}"
+                previous_done = done["files"] == total
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return "progress.json is malformed"
+        return None
+
+    def _split_problem(self, split: str, done: dict, total: int) -> str | None:
+        files, clips, rows, skipped = int(done["files"]), int(done["clips"]), int(done["rows"]), len(done["skipped"])
+        if not 0 <= files <= total or clips + skipped != files:
+            return f"its counts do not add up ({files} of {total} files, {clips} clips, {skipped} skipped)"
+        features, offsets = self.dir / split / "features.npy", self.dir / split / "offsets.npy"
+        if _packed_rows(features, np.float32, self.row_shape) < rows:
+            return f"features.npy holds fewer than the {rows} rows progress.json records"
+        if _packed_rows(offsets, np.int64, ()) < clips + 1:
+            return f"offsets.npy holds fewer than the {clips + 1} offsets progress.json records"
+        if _packed_value(offsets, clips) != rows:
+            return f"offsets.npy does not end at row {rows}, where progress.json says features.npy does"
+        return None
+
+    @contextmanager
+    def arrays(self, split: str, done: dict):
+        """The split's (features, offsets) to append to: what `done` records of them, or new."""
+        directory = self.dir / split
+        directory.mkdir(exist_ok=True)
+        kept = done["files"] > 0
+        features = _Packed(directory / "features.npy", np.float32, self.row_shape, done["rows"] if kept else None)
+        offsets = _Packed(directory / "offsets.npy", np.int64, (), done["clips"] + 1 if kept else None)
+        if not kept:
+            offsets.append(np.zeros(1, np.int64))
+        try:
+            yield features, offsets
+        finally:
+            features.close()
+            offsets.close()
+
+    def as_rows(self, clip: np.ndarray, path: Path) -> np.ndarray:
+        """A clip as rows of the packed array, once it is checked to be what the pipeline declares
+        (packing bytes as they come would otherwise store a wrong shape without a word)."""
+        if not self.stored.variable_length:
+            if clip.shape == self.row_shape:
+                return clip[None]
+        elif clip.shape[1:] == self.row_shape and clip.ndim == 1 + len(self.row_shape):
+            if self.stored.length is None or len(clip) == self.stored.length:
+                return clip
+        raise DataError(
+            f"{path}: its features have shape {clip.shape}, but the pipeline declares {self.stored.describe()}"
+        )
+
+    def commit(self, features: _Packed, offsets: _Packed) -> None:
+        features.flush()
+        offsets.flush()
+        write_json(self.dir / "progress.json", self.progress)
+
+    def finish(self, index: Index, meta: dict) -> dict[str, int]:
+        """Seal every split (headers with the final counts, index.csv), write meta.json last and
+        rename the directory into the store; returns the clips per split."""
+        counts, skipped = {}, []
+        for split in SPLITS:
+            done, directory = self.progress["splits"][split], self.dir / split
+            _seal(directory / "features.npy", np.float32, (done["rows"], *self.row_shape))
+            _seal(directory / "offsets.npy", np.int64, (done["clips"] + 1,))
+            left_out = {entry["at"] for entry in done["skipped"]}
+            write_csv(directory / "index.csv", [r for i, r in enumerate(index.split(split)) if i not in left_out])
+            skipped += [{"path": e["path"], "split": split, "reason": e["reason"]} for e in done["skipped"]]
+            counts[split] = done["clips"]
+        if skipped:
+            write_csv(self.dir / "skipped.csv", skipped)
+            log.warning("skipped %d files that could not be used; listed in %s", len(skipped), self.out / "skipped.csv")
+        (self.dir / "progress.json").unlink()
+        write_json(self.dir / "meta.json", {**meta, "clips": counts, "skipped": skipped})
+        if self.out.exists():  # an incomplete store of an older tympan
+            shutil.rmtree(self.out)
+        self.dir.rename(self.out)
+        return counts
+
+
+class _Packed:
+    """An .npy file packed as it grows: rows appended after a header that fits any row count.
+    `_seal` writes the final count into the header, which makes the file np.save's bytes."""
+
+    def __init__(self, path: Path, dtype, row: tuple[int, ...], keep: int | None):
+        """A new file, or (`keep` rows) an existing one cut back to that many rows."""
+        self.dtype = np.dtype(dtype)
+        header = _npy_header(self.dtype, (0, *row))
+        self.file = open(path, "wb" if keep is None else "r+b")  # noqa: SIM115 (closed by close())
+        if keep is None:
+            self.file.write(header)
+        else:
+            self.file.truncate(len(header) + keep * self.dtype.itemsize * math.prod(row))
+            self.file.seek(0, os.SEEK_END)
+
+    def append(self, rows: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(rows, dtype=self.dtype).data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The header np.save writes for a C-ordered array of this dtype and shape. Its length does not
+    depend on the first axis (numpy pads it for that axis to grow), so it can be rewritten in place."""
+    buffer = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def _read_header(file) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of an open .npy file; ValueError if it is none."""
+    np.lib.format.read_magic(file)
+    shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
+    if fortran_order:
+        raise ValueError("Fortran order")
+    return shape, dtype, file.tell()
+
+
+def _packed_rows(path: Path, dtype, row: tuple[int, ...]) -> int:
+    """Whole rows of `row` shape a packed file holds; -1 if it is missing or not packed for them."""
+    try:
+        with open(path, "rb") as f:
+            shape, found, start = _read_header(f)
+    except (OSError, ValueError):
+        return -1
+    if found != np.dtype(dtype) or tuple(shape[1:]) != tuple(row):
+        return -1
+    return (path.stat().st_size - start) // max(1, np.dtype(dtype).itemsize * math.prod(row))
+
+
+def _packed_value(path: Path, i: int) -> int:
+    """Item i of a packed 1-D int64 file."""
+    with open(path, "rb") as f:
+        _, _, start = _read_header(f)
+        f.seek(start + 8 * i)
+        return int(np.frombuffer(f.read(8), dtype=np.int64)[0])
+
+
+def _seal(path: Path, dtype, shape: tuple[int, ...]) -> None:
+    """Write the final shape into a packed file's header (cut to exactly that many rows first)."""
+    header = _npy_header(np.dtype(dtype), shape)
+    with open(path, "r+b") as f:
+        _, _, start = _read_header(f)
+        if start != len(header):
+            raise RuntimeError(f"{path}: the .npy header would change length ({start} -> {len(header)} bytes)")
+        f.truncate(start + np.dtype(dtype).itemsize * math.prod(shape))
+        f.seek(0)
+        f.write(header)
+
+
+@contextmanager
+def _locked(directory: Path):
+    """One build at a time below a features root: a second one waits, then finds the store done
+    (or resumes what the first left staged)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another tympan preprocess writing below %s", directory)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass

@@ -26,14 +26,19 @@ def fetch(config: Config | DataConfig) -> Path:
     return dataset_of(config).fetch(config.dataset.root, config.dataset.on_unreadable)
 
 
-def preprocess(config: Config | DataConfig, progress: bool = True) -> Path:
-    """Extract offline features for every split into the packed feature store. Threads: the
-    config's `training.threads`; a pipeline's DataConfig has none, and OMP_NUM_THREADS decides."""
+def preprocess(config: Config | DataConfig, progress: bool = True, workers: int | None = None) -> Path:
+    """Extract offline features for every split into the packed feature store. Worker processes:
+    `workers`, else one per CPU this process is given (the config's `training.threads`; a
+    pipeline's DataConfig has none, and OMP_NUM_THREADS, affinity and CPU quota decide)."""
     training = getattr(config, "training", None)
-    cpu.configure(training.threads if training else None)
+    if workers is None:
+        workers = cpu.threads(training.threads if training else None)
+    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a whole number of processes, at least 1, not {workers!r}")
     dataset = dataset_of(config)
     index = read_index(Path(config.dataset.root) / dataset.name)
-    return feature_store.build(config, dataset, index, progress=progress and (not training or training.progress))
+    shown = progress and (not training or training.progress)
+    return feature_store.build(config, dataset, index, progress=shown, workers=workers)
 
 
 def default_run_dir(config: Config) -> Path:
