@@ -167,6 +167,7 @@ def test_a_fixed_length_input_gives_a_fixed_number_of_frames(clip):
         (AmplitudeToDB, {"floor": 0}, "floor must be a positive number"),
         (MFCC, {"deltas": 3}, "deltas must be 0, 1 .* or 2 .*, got 3"),
         (MFCC, {"deltas": True}, "deltas must be 0, 1"),
+        (MFCC, {"deltas": 1.0}, "deltas must be 0, 1 .*, got 1.0"),
         (MFCC, {"deltas": 1, "delta_win_length": 4}, "delta_win_length must be an odd number of frames, at least 3"),
         (KaldiFbank, {"dither": 1.0}, "dither=1.0 is refused: Kaldi's dither draws from torch's global generator"),
         (KaldiFbank, {"num_mel_bins": 3}, "num_mel_bins must be at least 4"),

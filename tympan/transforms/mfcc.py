@@ -58,7 +58,7 @@ class MFCC(Transform):
         if not isinstance(log_mels, bool):
             raise ValueError(f"log_mels must be true or false, got {log_mels!r}")
         check_band(f_min, f_max, sample_rate)
-        if deltas not in (0, 1, 2) or isinstance(deltas, bool):
+        if type(deltas) is not int or deltas not in (0, 1, 2):
             raise ValueError(f"deltas must be 0, 1 (deltas) or 2 (deltas and delta-deltas), got {deltas!r}")
         checks.positive_int("delta_win_length", delta_win_length)
         if delta_win_length < 3 or delta_win_length % 2 == 0:
