@@ -7,11 +7,14 @@ Choice and Sequence nest; `build` makes any of them from config.
 """
 
 from tympan.augmentations.base import PLACES, Augmentation, build, resolved
+from tympan.augmentations.masking import FrequencyMask, TimeMask, TimeWarp
 from tympan.augmentations.mix import CutMix, MixUp
 from tympan.augmentations.noise import BackgroundNoise, GaussianNoise
+from tympan.augmentations.reverb import ImpulseResponse
 from tympan.augmentations.spec_augment import SpecAugment
 from tympan.augmentations.speed import SpeedPerturb, WaveformSpeed
 from tympan.augmentations.structure import Choice, Sequence
+from tympan.augmentations.waveform import Gain, PitchShift, PolarityInversion, TimeShift
 
 __all__ = [
     "PLACES",
@@ -19,11 +22,19 @@ __all__ = [
     "BackgroundNoise",
     "Choice",
     "CutMix",
+    "FrequencyMask",
+    "Gain",
     "GaussianNoise",
+    "ImpulseResponse",
     "MixUp",
+    "PitchShift",
+    "PolarityInversion",
     "Sequence",
     "SpecAugment",
     "SpeedPerturb",
+    "TimeMask",
+    "TimeShift",
+    "TimeWarp",
     "WaveformSpeed",
     "build",
     "resolved",
