@@ -38,12 +38,16 @@ def resolve_target(target: str) -> Any:
         raise ValueError(f"target {target!r}: {module_name} has no {attr!r}") from None
 
 
+# *args and **kwargs: not arguments by name (a Transform without __init__ has nn.Module's)
+VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
 def bound_args(cls: Any, args: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments `cls` is built with from `args`, its defaults included (no **kwargs)."""
+    """The keyword arguments `cls` is built with from `args`, its defaults included (no *args or **kwargs)."""
     signature = inspect.signature(cls)
     bound = signature.bind_partial(**args)
     bound.apply_defaults()
-    return {k: v for k, v in bound.arguments.items() if signature.parameters[k].kind != inspect.Parameter.VAR_KEYWORD}
+    return {k: v for k, v in bound.arguments.items() if signature.parameters[k].kind not in VARIADIC}
 
 
 def first_line(exc: BaseException) -> str:
