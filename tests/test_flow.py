@@ -75,3 +75,11 @@ def test_tympan_config_prints_the_flow_as_comments_so_its_output_stays_a_config(
     assert "#     target: tympan.transforms.crop:RandomCrop" in out
     again = configuration.parse(yaml.safe_load(out))
     assert again.run_id() == configuration.parse(raw_config(tmp_path)).run_id()
+
+
+def test_waveform_augmentations_get_the_stored_rate_after_an_offline_resample(tmp_path):
+    raw = raw_config(tmp_path)
+    raw["features"] = {"sample_rate": 16000, "offline": [{"preset": "Resample", "args": {"rate": 8000}}], "online": []}
+    record = flow.resolve(configuration.parse(raw))
+    background = record["augmentations"][0]["args"]["choices"][1]
+    assert background["args"]["sample_rate"] == 8000

@@ -96,12 +96,13 @@ class FeaturesConfig(Block):
         return Pipeline(self.sample_rate, *items, resolve=resolve_target)
 
     def shared_args(self) -> dict[str, Any]:
-        """The transforms' arguments (defaults included) and the sample rate: an augmentation
-        takes what it shares by name from here (e.g. the Mel scale) unless it sets it."""
+        """The transforms' arguments (defaults included) and the stored clips' sample rate (a
+        Resample may have changed it): an augmentation takes what it shares by name from here
+        (e.g. the Mel scale) unless it sets it."""
         shared: dict[str, Any] = {}
         for component in [*self.offline, *self.online]:
             shared.update(component.all_args())
-        return {**shared, "sample_rate": self.sample_rate}
+        return {**shared, "sample_rate": self.pipeline().stored.sample_rate}
 
     def stored_part(self) -> dict:
         """What decides the stored features: the rate and the offline transforms (not online, not root)."""
