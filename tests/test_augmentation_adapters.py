@@ -187,7 +187,7 @@ def waveform_config(root, augmentation: list, features: dict | None = None) -> d
         },
         "model": {"preset": "WaveformCNN", "args": {"channels": [8, 8, 16]}},
         "optimizer": {"preset": "AdamW", "args": {"lr": 0.01}},
-        "training": {"steps": 12, "batch_size": 16, "progress": False},
+        "training": {"steps": 6, "eval_every": 3, "batch_size": 16, "progress": False},
         "augmentation": augmentation,
     }
 
@@ -207,7 +207,9 @@ def test_configs_with_adapters_load_and_build_with_the_features_rate(tmp_path):
             ],
         )
     )
-    built = [augmentations.build(a, config.features.shared_args()) for a in config.augmentation]
+    shared = config.features.shared_args()
+    assert "args" not in shared  # not the *args of a Transform without __init__ (nn.Module's): it filled args=()
+    built = [augmentations.build(a, shared) for a in config.augmentation]
     assert [(type(a).__name__, a.place, a.p) for a in built] == [
         ("Audiomentations", "waveform", 0.5),
         ("TorchAudiomentations", "waveform", 1.0),
@@ -325,7 +327,6 @@ def test_training_with_adapters_is_reproducible_in_process_and_in_workers(tmp_pa
             adapter("TorchAudiomentations", transform="torch_audiomentations.Gain", p=0.7),
         ],
     )
-    raw["training"] = {**raw["training"], "steps": 6, "eval_every": 3}
     config = configuration.parse(raw)
     stages.fetch(config)
     stages.preprocess(config)
