@@ -16,6 +16,7 @@ from tympan import augmentations, stages
 from tympan import config as configuration
 from tympan.audio import load
 from tympan.augmentations.adapters import Audiomentations, Torchaudio, TorchAudiomentations, Torchvision
+from tympan.config.schema import FeaturesConfig
 from tympan.errors import ConfigError
 from tympan.transforms.logmel import PannLogMel
 from tympan.transforms.spec import ShapeError, Spec, waveform
@@ -300,6 +301,35 @@ def test_a_transform_that_cannot_act_at_its_place_is_refused_at_load(tmp_path):
         Torchaudio("torchaudio.transforms.FrequencyMasking", "features", {"freq_mask_param": 4}).check(
             Spec("image", 16000, shape=(3, 64, 100))
         )
+
+
+def test_torchvision_acts_on_the_image_a_real_feature_pipeline_gives(mel):
+    features = FeaturesConfig(
+        offline=[{"target": "tympan.transforms.logmel:PannLogMel"}],
+        online=[{"target": "tympan.transforms.image:SpectrogramImage", "args": {"size": [64, 96]}}],
+    )
+    pipeline = features.pipeline()
+    spec = pipeline.spec_for("features")
+    erase = Torchvision("torchvision.transforms.v2.RandomErasing", {"value": 0})
+    erase.check(spec)
+    image = pipeline.apply(mel)
+    out = erase(image, seeded(0))
+    assert spec.shape == (3, 64, 96) and out.shape == image.shape and out.dtype == torch.float32
+    erased = (out != image).any(dim=0)  # one box, the same in every channel
+    rows, cols = erased.any(dim=1).nonzero().flatten(), erased.any(dim=0).nonzero().flatten()
+    assert len(rows) and bool((out[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] == 0).all())
+    with pytest.raises(ShapeError, match="gave shape \\(3, 32, 32\\) for a clip of shape \\(3, 64, 96\\)"):
+        Torchvision("torchvision.transforms.v2.RandomResizedCrop", {"size": 32}).check(spec)
+
+
+def test_waveform_adapters_get_the_stored_rate_and_refuse_another(tmp_path):
+    resampled = {"sample_rate": 16000, "offline": [{"preset": "Resample", "args": {"rate": 8000}}], "online": []}
+    gain = adapter("Audiomentations", transform="audiomentations.Gain")
+    config = configuration.parse(waveform_config(tmp_path, [gain], resampled))
+    assert augmentations.build(config.augmentation[0], config.features.shared_args()).sample_rate == 8000
+    gain["args"]["sample_rate"] = 16000
+    with pytest.raises(ConfigError, match="Audiomentations was built for 16000 Hz, but its input is waveform at 8000"):
+        configuration.parse(waveform_config(tmp_path, [gain], resampled))
 
 
 def test_shape_contracts_are_checked_against_the_spec():
