@@ -143,15 +143,10 @@ class Adapter(Augmentation):
         want = "the same shape" if self.same_shape else "the same shape but for the first axis"
         raise ShapeError(f"{self.name} gave {got} for a clip of shape {tuple(x.shape)}; it must give {want}")
 
-    def needs_rate(self, sample_rate: int | None) -> int:
-        if sample_rate is None:
-            raise ValueError(f"{self.name} needs the clip's sample_rate (filled in from the features, or in args)")
-        return sample_rate
 
-
-class Audiomentations(Adapter):
-    """A waveform transform of audiomentations (numpy, e.g. `audiomentations.AddGaussianSNR`), at
-    the clip's `sample_rate` (filled in from the features). Draws: p, then the seed of the globals."""
+class WaveformAdapter(Adapter):
+    """What the two waveform libraries share: place waveform, and the clip's `sample_rate` (filled in
+    from the features), which they take at each call."""
 
     place = "waveform"
     takes = ("waveform",)
@@ -160,10 +155,31 @@ class Audiomentations(Adapter):
         super().__init__(transform, self.wrap(transform, args), p)
         self.sample_rate = sample_rate
 
-    @staticmethod
-    def validate_args(transform: str, args: dict | None = None, sample_rate: int | None = None, p: float = 1.0) -> None:
+    @classmethod
+    def validate_args(
+        cls, transform: str, args: dict | None = None, sample_rate: int | None = None, p: float = 1.0
+    ) -> None:
         Augmentation.validate_args(p)
-        Audiomentations.wrap(transform, args)
+        cls.wrap(transform, args)
+
+    @staticmethod
+    def wrap(transform: str, args: dict | None) -> Any:
+        raise NotImplementedError
+
+    def check(self, spec: Spec) -> None:
+        if self.sample_rate is not None and spec.kind == "waveform":
+            check_rate(self, self.sample_rate, spec)
+        super().check(spec)
+
+    def rate(self) -> int:
+        if self.sample_rate is None:
+            raise ValueError(f"{self.name} needs the clip's sample_rate (filled in from the features, or in args)")
+        return self.sample_rate
+
+
+class Audiomentations(WaveformAdapter):
+    """A waveform transform of audiomentations (numpy, e.g. `audiomentations.AddGaussianSNR`).
+    Draws: p, then the seed of the globals."""
 
     @staticmethod
     def wrap(transform: str, args: dict | None) -> Any:
@@ -172,35 +188,17 @@ class Audiomentations(Adapter):
         cls = library_class(transform, "audiomentations", BaseWaveformTransform)
         return build_inner(cls, transform, args, {"p": OWN_P}, {"p": 1.0})
 
-    def check(self, spec: Spec) -> None:
-        if self.sample_rate is not None and spec.kind == "waveform":
-            check_rate(self, self.sample_rate, spec)
-        super().check(spec)
-
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        rate = self.needs_rate(self.sample_rate)
+        rate = self.rate()
         samples = x.detach().cpu().numpy().astype(np.float32)  # a copy: some transforms work in place
         with seeded_globals(generator):
             out = self.inner(samples, rate)
         return self.result(out, x)
 
 
-class TorchAudiomentations(Adapter):
-    """A waveform transform of torch-audiomentations (e.g. `torch_audiomentations.Gain`), called
-    on a batch of one mono clip at the clip's `sample_rate` (filled in from the features).
-    Draws: p, then the seed of the globals."""
-
-    place = "waveform"
-    takes = ("waveform",)
-
-    def __init__(self, transform: str, args: dict | None = None, sample_rate: int | None = None, p: float = 1.0):
-        super().__init__(transform, self.wrap(transform, args), p)
-        self.sample_rate = sample_rate
-
-    @staticmethod
-    def validate_args(transform: str, args: dict | None = None, sample_rate: int | None = None, p: float = 1.0) -> None:
-        Augmentation.validate_args(p)
-        TorchAudiomentations.wrap(transform, args)
+class TorchAudiomentations(WaveformAdapter):
+    """A waveform transform of torch-audiomentations (e.g. `torch_audiomentations.Gain`), called on
+    a batch of one mono clip. Draws: p, then the seed of the globals."""
 
     @staticmethod
     def wrap(transform: str, args: dict | None) -> Any:
@@ -219,13 +217,8 @@ class TorchAudiomentations(Adapter):
         }
         return build_inner(cls, transform, args, owned, {"p": 1.0, "output_type": "dict"})
 
-    def check(self, spec: Spec) -> None:
-        if self.sample_rate is not None and spec.kind == "waveform":
-            check_rate(self, self.sample_rate, spec)
-        super().check(spec)
-
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        rate = self.needs_rate(self.sample_rate)
+        rate = self.rate()
         with seeded_globals(generator):
             out = self.inner(x.detach()[None, None].clone(), sample_rate=rate).samples
         return self.result(out[0, 0] if out.dim() == 3 else out, x)
