@@ -3,9 +3,12 @@
 Clip-level ones are called `aug(x, generator) -> x`, batch-level ones (MixUp, CutMix)
 `aug(x, lengths, targets, generator) -> (x, lengths, targets)`, with a torch.Generator owned by
 the data loader, so a run's augmentations are a function of its seed alone (see base.py).
-Choice and Sequence nest; `build` makes any of them from config.
+Choice and Sequence nest; `build` makes any of them from config. External libraries come in
+through the adapters (audiomentations, torch-audiomentations, torchaudio, torchvision), each
+imported only when an adapter is built.
 """
 
+from tympan.augmentations.adapters import Audiomentations, Torchaudio, TorchAudiomentations, Torchvision
 from tympan.augmentations.base import PLACES, Augmentation, build, resolved
 from tympan.augmentations.masking import FrequencyMask, TimeMask, TimeWarp
 from tympan.augmentations.mix import CutMix, MixUp
@@ -18,6 +21,7 @@ from tympan.augmentations.waveform import Gain, PitchShift, PolarityInversion, T
 
 __all__ = [
     "PLACES",
+    "Audiomentations",
     "Augmentation",
     "BackgroundNoise",
     "Choice",
@@ -35,6 +39,9 @@ __all__ = [
     "TimeMask",
     "TimeShift",
     "TimeWarp",
+    "TorchAudiomentations",
+    "Torchaudio",
+    "Torchvision",
     "WaveformSpeed",
     "build",
     "resolved",
