@@ -2,6 +2,7 @@
 
 import inspect
 
+import numpy as np
 import pytest
 import torch
 import torchaudio
@@ -26,6 +27,7 @@ from tympan.transforms import (
     Waveform,
 )
 from tympan.transforms import functional as F
+from tympan.transforms.pipeline import Pipeline
 from tympan.transforms.spec import waveform
 
 RATE = 16000
@@ -148,6 +150,29 @@ def test_opensmile_sizes_come_without_audio():
 def test_opensmile_refuses_a_too_short_clip_naming_its_length(clips):
     with pytest.raises(ValueError, match=r"800 samples \(0\.050 s at 16000 Hz\)"):
         OpenSmile()(clips[0][:800])
+
+
+@pytest.mark.filterwarnings("ignore:Segment too short")
+def test_a_pad_before_opensmile_is_the_way_to_keep_too_short_clips(clips):
+    """tympan's decision for a clip too short for openSMILE: an error naming its length (so the store
+    stops, or skips it with `on_unreadable: skip`), unless the chain pads it with silence first."""
+    offline = [
+        {"target": "tympan.transforms.crop:Pad", "args": {"seconds": 0.5}},
+        {"target": "tympan.transforms.opensmile:OpenSmile"},
+    ]
+    pipeline = Pipeline(RATE, offline, [], resolve=resolve_target)
+    values = pipeline.extract(clips[0][:800].numpy())
+    assert values.shape == (88,) and np.isfinite(values).all()
+
+
+def test_compare_low_level_descriptors_and_their_deltas_on_speech(clips):
+    plain = OpenSmile("ComParE_2016", "LowLevelDescriptors")(clips[2])
+    deltas = OpenSmile("ComParE_2016", "LowLevelDescriptors_Deltas")(clips[2])
+    assert plain.shape[1] == deltas.shape[1] == 65 and plain.dtype == deltas.dtype == torch.float32
+    for frames in (plain.shape[0], deltas.shape[0]):
+        assert abs(frames - len(clips[2]) / RATE * 100) <= 5  # 100 frames a second
+    # a delta is a local slope along time: its mean over a clip is near zero, the descriptors' is not
+    assert float(deltas.mean(0).abs().median()) < float(plain.mean(0).abs().median())
 
 
 def test_instance_normalize_gives_zero_mean_unit_std(logmels):
