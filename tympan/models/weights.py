@@ -2,10 +2,11 @@
 
 Files are data, never code: safetensors, or torch files read with `weights_only=True`, so a
 checkpoint whose unpickling would run code is refused. Loading is strict (every key of the model
-filled, every key of the file used, every shape equal) except for a head named for replacement,
-which is loaded where it fits and otherwise keeps its fresh initialisation. Foreign formats (PANN
-checkpoints wrap their state dict in {"model": ...} and name layers their own way) are read
-through `nested` and `key_map`. Nothing is loaded unless everything fits.
+filled, every key of the file used, every shape equal; only batch-norm's step counters may be
+absent) except for a head named for replacement, which is loaded where it fits and otherwise keeps
+its fresh initialisation. Foreign formats (PANN checkpoints wrap their state dict in {"model": ...}
+and name layers their own way) are read through `nested` and `key_map`. Nothing is loaded unless
+everything fits.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def load_weights(
     under_head = _prefix_test(head)
     result, mismatched = Loaded(), []
     for key, tensor in own.items():
+        if key not in state and key.endswith(".num_batches_tracked"):
+            continue  # batch-norm's step counter, no weight: older files (torchvision's ImageNet ones) lack it
         if key not in state:
             (result.kept_head if under_head(key) else result.missing).append(key)
         elif state[key].shape != tensor.shape:
