@@ -21,7 +21,7 @@ import yaml
 from tests.conftest import TINY
 from tympan import config as configuration
 from tympan import feature_store, stages
-from tympan.errors import AudioError, ConfigError
+from tympan.errors import AudioError, ConfigError, DataError
 
 SPLIT = {"train_speakers": ["george", "jackson", "nicolas"], "dev_speakers": ["yweweler"], "test_speakers": ["lucas"]}
 TAKES = 10  # 5 speakers x 10 digits x 10 takes: 500 files, 10 chunks of train
@@ -239,3 +239,24 @@ def test_a_second_build_waits_for_the_first(source, serial_store, tmp_path, capl
 def test_workers_must_be_a_positive_whole_number(source, tmp_path, workers):
     with pytest.raises(ConfigError, match=f"workers must be a whole number of processes, at least 1, not {workers!r}"):
         stages.preprocess(_config(source, tmp_path / "features"), workers=workers)
+
+
+LIAR = '''
+from tympan.transforms.logmel import PannLogMel
+
+
+class Liar(PannLogMel):
+    """Declares 64 bins, as PannLogMel does, but gives 63."""
+
+    def forward(self, waveform, generator=None):
+        return super().forward(waveform)[..., :63]
+'''
+
+
+def test_features_that_are_not_what_the_pipeline_declares_stop_it(source, tmp_path):
+    (tmp_path / "liar.py").write_text(LIAR)
+    raw = _raw(source, tmp_path / "features", "skip")
+    raw["features"] = {"root": raw["features"]["root"], "offline": [{"target": f"{tmp_path / 'liar.py'}:Liar"}]}
+    with pytest.raises(DataError, match=r"0_george_0.wav: its features have shape \(\d+, 63\), but the pipeline "):
+        stages.preprocess(configuration.parse(raw), progress=False, workers=2)
+    assert not any((tmp_path / "features").iterdir())
