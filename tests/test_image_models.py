@@ -11,48 +11,26 @@ from safetensors.torch import save_file
 
 from tympan import audio, bundle, stages
 from tympan import config as configuration
-from tympan.bundle import UntrustedCodeError
-from tympan.config import Component, load_preset
+from tympan.config import Component, load_preset, resolve_target
 from tympan.errors import ConfigError, DataError
 from tympan.models.backbones import adapt_first_conv
 from tympan.models.base import SIZE_NAMES, check_accepts, sizes
 from tympan.models.timm_backbone import TimmModel
 from tympan.models.torchvision_backbone import TorchvisionModel
+from tympan.transforms.image import SpectrogramImage
 from tympan.transforms.logmel import PannLogMel
-from tympan.transforms.spec import ShapeError, Spec, Transform
+from tympan.transforms.spec import ShapeError, Spec
 
-IMAGE_SIZE = 32
 TIMM = "test_efficientnet"  # timm's own test network: 0.1 M parameters, builds in milliseconds
 TORCHVISION = "mobilenet_v3_small"  # its classifier.0 is a hidden Linear, classifier.3 the head
 
 
-class FramesToImage(Transform):
-    """Log-Mel frames -> a (1, 32, 32) image (bins up, frames across) by bilinear interpolation.
-
-    Stands in for tympan.transforms.image until it lands; outside tympan, so a bundle naming it
-    loads only with trust_code."""
-
-    takes = ("frames",)
-
-    def output(self, spec: Spec) -> Spec:
-        self.check(spec)
-        return Spec("image", spec.sample_rate, shape=(1, IMAGE_SIZE, IMAGE_SIZE))
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        image = F.interpolate(x.T[None, None], size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
-        return image[0]
-
-
 @pytest.fixture(scope="module")
 def images(fsdd_mirror) -> torch.Tensor:
-    """(4, 1, 32, 32) float32 log-Mel images of four real FSDD clips, standardised per clip."""
+    """(4, 1, 32, 32) float32 spectrogram images of four real FSDD clips."""
     files = sorted((fsdd_mirror / "fsdd" / "recordings").glob("*_jackson_*.wav"))[:4]
-    logmel, to_image = PannLogMel(), FramesToImage()
-    clips = []
-    for path in files:
-        frames = logmel(torch.from_numpy(audio.load(path, 16000)[0]))
-        clips.append(to_image((frames - frames.mean()) / frames.std()))
-    return torch.stack(clips)
+    logmel, to_image = PannLogMel(), SpectrogramImage(size=[32, 32], channels=1)
+    return torch.stack([to_image(logmel(torch.from_numpy(audio.load(path, 16000)[0]))) for path in files])
 
 
 def build(cls, n_outputs: int, in_channels: int, **args):
@@ -104,26 +82,28 @@ def test_the_backbone_modules_import_their_libraries_only_when_used():
 # ---- config load
 
 
-def image_config(tmp_path, model: dict, online: list | None = None) -> dict:
+def image_config(tmp_path, model, online: list | None = None) -> dict:
+    """A config of FSDD's log-Mel spectrograms as 3 x 64 x 64 colour-map images into `model`."""
+    features = {"preset": "SpectrogramImage", "root": str(tmp_path / "features")}
     return {
         "dataset": {"preset": "FSDD", "root": str(tmp_path / "raw")},
-        "features": {
-            "preset": "PannLogMel16k",
-            "root": str(tmp_path / "features"),
-            "online": online if online is not None else [{"target": "tests.test_image_models:FramesToImage"}],
-        },
+        "features": features if online is None else {**features, "online": online},
         "model": model,
         "optimizer": "AdamW",
     }
 
 
 @pytest.mark.parametrize("preset", ["TimmMobileNetV3Small", "TorchvisionMobileNetV3Small"])
-def test_presets_load_and_build_for_an_image(preset, tmp_path, images):
-    config = configuration.parse(image_config(tmp_path, preset))
+def test_presets_take_what_the_spectrogram_image_features_give(preset, tmp_path, fsdd_mirror):
     Component.model_validate(load_preset("models", preset)).check_args(*SIZE_NAMES)
-    model = config.model.build(n_outputs=10, in_channels=1).eval()
+    config = configuration.parse(image_config(tmp_path, preset))
+    pipeline = config.features.pipeline()
+    files = sorted((fsdd_mirror / "fsdd" / "recordings").glob("*_lucas_*.wav"))[:2]
+    x = torch.stack([pipeline.apply(torch.from_numpy(pipeline.extract(audio.load(f, 16000)[0]))) for f in files])
+    assert x.shape == (2, 3, 64, 64)
+    model = config.model.build(**sizes(pipeline.output, 10, resolve_target(config.model.target))).eval()
     with torch.no_grad():
-        assert model(images).shape == (4, 10)
+        assert model(x).shape == (2, 10)
 
 
 @pytest.mark.parametrize("target", ["timm_backbone:TimmModel", "torchvision_backbone:TorchvisionModel"])
@@ -283,13 +263,14 @@ def test_adapting_the_first_conv_to_other_channel_counts():
 
 
 def test_a_bundle_of_an_image_model_predicts_what_the_run_evaluated(tmp_path):
-    """Generated tones, chirps and noise (a few seconds of work, where FSDD's 500 dev clips take
-    minutes on a busy machine) as log-Mel images into a timm network, trained for a few steps."""
+    """Generated tones, chirps and noise (seconds of work, where FSDD's 500 dev clips take minutes
+    on a busy machine) as standardised 1 x 32 x 32 spectrogram images into a timm network."""
     import numpy as np
 
     online = [
+        {"target": "tympan.transforms.image:SpectrogramImage", "args": {"size": [32, 32], "channels": 1}},
+        # mean 0, std 1: where batch-norm's running statistics start (12 steps hardly move them)
         {"target": "tympan.transforms.normalize:Normalize", "args": {"mode": "instance"}},
-        {"target": "tests.test_image_models:FramesToImage"},
     ]
     config = configuration.parse(
         {
@@ -304,10 +285,8 @@ def test_a_bundle_of_an_image_model_predicts_what_the_run_evaluated(tmp_path):
     stages.fetch(config)
     stages.preprocess(config)
     run_dir, summary = stages.train(config, tmp_path / "run")
-    assert summary["dev"]["accuracy"] > 0.8  # it learnt: equal metrics below are no accident of chance
-    with pytest.raises(UntrustedCodeError, match="tests.test_image_models:FramesToImage"):
-        bundle.load(run_dir / "bundle")
-    predictor = bundle.load(run_dir / "bundle", trust_code=True)
+    assert summary["dev"]["accuracy"] > 0.6  # it learnt (chance: 1/3), so equal metrics below are no accident
+    predictor = bundle.load(run_dir / "bundle")  # tympan's own classes only: no trust_code needed
     assert predictor.manifest["input"]["kind"] == "image"
     assert predictor.manifest["model"]["args"] == {"name": TIMM, "drop_rate": 0.1, "n_outputs": 3, "in_channels": 1}
     data = tmp_path / "raw/toy_classification"
