@@ -16,7 +16,7 @@ from tympan.errors import ConfigError, DataError
 from tympan.models.backbones import adapt_first_conv
 from tympan.models.base import SIZE_NAMES, check_accepts, sizes
 from tympan.models.timm_backbone import TimmModel
-from tympan.models.torchvision_backbone import TorchvisionModel
+from tympan.models.torchvision_backbone import SMALL, TorchvisionModel
 from tympan.transforms.image import SpectrogramImage
 from tympan.transforms.logmel import PannLogMel
 from tympan.transforms.spec import ShapeError, Spec
@@ -128,6 +128,7 @@ def test_frames_into_an_image_model_fail_at_config_load_naming_both(target, tmp_
         ("torchvision_backbone:TorchvisionModel", {"name": "squeezenet1_1"},
          "squeezenet1_1 is not supported: its classifier is a conv, not a Linear"),
         ("torchvision_backbone:TorchvisionModel", {"name": "googlenet"}, "returns auxiliary outputs when training"),
+        ("torchvision_backbone:TorchvisionModel", {"name": "mnasnet0_5"}, "safetensors files .* do not keep"),
         ("torchvision_backbone:TorchvisionModel", {"name": "resnet18", "in_channels": 1},
          "'in_channels' is filled in by tympan"),
     ],
@@ -221,6 +222,19 @@ def test_torchvision_loads_a_head_that_fits_and_keeps_one_that_does_not(tmp_path
     assert TorchvisionModel(TORCHVISION, 10, 3, pretrained=str(path)).out.weight.shape == (10, 1024)
 
 
+@pytest.mark.parametrize("name", SMALL)
+def test_each_small_torchvision_model_loads_its_own_imagenet_safetensors(name, tmp_path):
+    """The head sits differently in each: resnet18's and shufflenet's `fc` on the network itself,
+    mobilenet's `classifier.3` after a hidden Linear, efficientnet's `classifier.1` after a dropout."""
+    from torchvision import models
+
+    path = tmp_path / "imagenet.safetensors"
+    save_file(models.get_model(name, weights=None, num_classes=1000).state_dict(), path)
+    model = TorchvisionModel(name, 10, 1, pretrained=str(path)).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 64, 64)).shape == (2, 10)
+
+
 class RunsCode:
     """Unpickling this opens (creates) a file: a stand-in for any code a pickle can run."""
 
@@ -262,9 +276,18 @@ def test_adapting_the_first_conv_to_other_channel_counts():
 # ---- training and the bundle
 
 
-def test_a_bundle_of_an_image_model_predicts_what_the_run_evaluated(tmp_path):
+@pytest.fixture
+def torch_threads():
+    """Gives back the process's torch threads, which a training run sets (training.threads)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_bundle_of_an_image_model_predicts_what_the_run_evaluated(tmp_path, torch_threads):
     """Generated tones, chirps and noise (seconds of work, where FSDD's 500 dev clips take minutes
-    on a busy machine) as standardised 1 x 32 x 32 spectrogram images into a timm network."""
+    on a busy machine) as standardised 1 x 32 x 32 spectrogram images into a timm network. One
+    torch thread: on a busy machine, two threads per small op made this run ten times slower."""
     import numpy as np
 
     online = [
@@ -279,7 +302,7 @@ def test_a_bundle_of_an_image_model_predicts_what_the_run_evaluated(tmp_path):
             "features": {"preset": "PannLogMel16k", "root": str(tmp_path / "features"), "online": online},
             "model": {"target": "tympan.models.timm_backbone:TimmModel", "args": {"name": TIMM, "drop_rate": 0.1}},
             "optimizer": {"preset": "AdamW", "args": {"lr": 0.01}},
-            "training": {"steps": 12, "batch_size": 16, "eval_every": 12, "progress": False},
+            "training": {"steps": 12, "batch_size": 16, "eval_every": 12, "progress": False, "threads": 1},
         }
     )
     stages.fetch(config)

@@ -14,13 +14,18 @@ from tympan.models.base import AudioModel
 from tympan.models.weights import load_weights
 
 # quick to train on a laptop CPU (named when a config asks for a model torchvision does not know)
-SMALL = ("mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5", "resnet18", "efficientnet_b0")
-# classification models that do not fit the split into a network and one final Linear
+SMALL = ("mobilenet_v3_small", "shufflenet_v2_x0_5", "resnet18", "efficientnet_b0")
+# classification models that do not fit a network + final Linear split, or tympan's safetensors files
 UNSUPPORTED = {
     "googlenet": "it returns auxiliary outputs when training",
     "inception_v3": "it returns auxiliary outputs when training",
     "squeezenet1_0": "its classifier is a conv, not a Linear",
     "squeezenet1_1": "its classifier is a conv, not a Linear",
+    **{
+        f"mnasnet{width}": "it loads only state dicts carrying torch's layout version, which safetensors "
+        "files (tympan's checkpoints and bundles) do not keep"
+        for width in ("0_5", "0_75", "1_0", "1_3")
+    },
 }
 
 
