@@ -10,7 +10,21 @@ from tympan.models.base import AudioModel, check_accepts, sizes
 from tympan.models.cnn import SmallCNN
 from tympan.models.ffnn import FFNN
 from tympan.models.pann import Cnn10, Cnn14
+from tympan.models.timm_backbone import TimmModel
+from tympan.models.torchvision_backbone import TorchvisionModel
 from tympan.models.waveform_cnn import WaveformCNN
 from tympan.models.weights import load_weights
 
-__all__ = ["FFNN", "AudioModel", "Cnn10", "Cnn14", "SmallCNN", "WaveformCNN", "check_accepts", "load_weights", "sizes"]
+__all__ = [
+    "FFNN",
+    "AudioModel",
+    "Cnn10",
+    "Cnn14",
+    "SmallCNN",
+    "TimmModel",
+    "TorchvisionModel",
+    "WaveformCNN",
+    "check_accepts",
+    "load_weights",
+    "sizes",
+]
