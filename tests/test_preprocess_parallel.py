@@ -5,6 +5,7 @@ index order) or is skipped the same way, and a killed build resumes where it sto
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -16,11 +17,13 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+import torchaudio.functional as AF
 import yaml
 
 from tests.conftest import TINY
+from tympan import audio, feature_store, stages
 from tympan import config as configuration
-from tympan import feature_store, stages
 from tympan.errors import AudioError, ConfigError, DataError
 
 SPLIT = {"train_speakers": ["george", "jackson", "nicolas"], "dev_speakers": ["yweweler"], "test_speakers": ["lucas"]}
@@ -260,3 +263,14 @@ def test_features_that_are_not_what_the_pipeline_declares_stop_it(source, tmp_pa
     with pytest.raises(DataError, match=r"0_george_0.wav: its features have shape \(\d+, 63\), but the pipeline "):
         stages.preprocess(configuration.parse(raw), progress=False, workers=2)
     assert not any((tmp_path / "features").iterdir())
+
+
+@pytest.mark.parametrize(("orig", "new"), [(8000, 16000), (44100, 16000), (48000, 32000), (16000, 8000)])
+def test_resampling_with_a_kernel_kept_per_rate_pair_gives_torchaudio_functional_bits(fsdd_mirror, orig, new):
+    """audio.resample keeps one kernel per rate pair (a worker resamples thousands of clips); its
+    result must stay what torchaudio.functional.resample gives, which computes the kernel each time."""
+    samples, _ = sf.read(fsdd_mirror / "fsdd/recordings/3_lucas_7.wav", dtype="float32")
+    for _ in range(2):  # the kernel is computed, then reused
+        resampled = audio.resample(samples, orig, new)
+        assert resampled.dtype == np.float32 and len(resampled) == math.ceil(len(samples) * new / orig)
+        assert np.array_equal(resampled, AF.resample(torch.from_numpy(samples), orig, new).numpy())

@@ -10,6 +10,7 @@ or a bad upload to the server gives one clear message.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio.transforms as AT
 
 from tympan.errors import AudioError
 
@@ -73,7 +74,15 @@ def resample(samples: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     if orig_sr == new_sr:
         return samples
     waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    return AF.resample(waveform, int(orig_sr), int(new_sr)).numpy()
+    return _resampler(int(orig_sr), int(new_sr))(waveform).numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_sr: int, new_sr: int) -> AT.Resample:
+    """torchaudio's sinc resampler with its kernel computed once per rate pair and process (a
+    preprocessing worker resamples thousands of clips); in float32, as torchaudio.functional.resample
+    computes it for float32 samples, so the result is the same bits."""
+    return AT.Resample(orig_sr, new_sr, dtype=torch.float32)
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:

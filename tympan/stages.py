@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tympan import cpu, feature_store, training
+from tympan import cpu, feature_store
 from tympan.config import Config, DataConfig, expand_grid
 from tympan.datasets.base import AudioDataset, read_index
 from tympan.errors import ConfigError
@@ -58,6 +58,8 @@ def train(config: Config, run_dir: str | Path | None = None, features: str | Pat
         features = feature_store.store_dir(config, name)
     elif not (Path(features) / "meta.json").is_file():
         features = feature_store.find(features, config, name)
+    from tympan import training  # here, not above: preprocess starts without the training stack
+
     summary = training.train(config, Path(features), run_dir)
     return run_dir, summary
 
