@@ -95,14 +95,19 @@ def test_stores_are_the_per_clip_features_whatever_the_workers(source, serial_st
         assert entry["reason"].startswith(BAD[entry["path"].split("/")[-1]]), entry
 
     # every clip holds the bits that per-clip extraction gives (the bundle's path when serving),
-    # at this process's torch thread count, and each packed array is exactly what np.save writes
+    # on one thread and on two, and each packed array is exactly what np.save writes
     pipeline, dataset_dir = config.features.pipeline(), source / "raw/fsdd"
+    threads = torch.get_num_threads()
     for split in feature_store.SPLITS:
         packed = feature_store.open_split(parallel, split)
         assert packed.features.dtype == np.float32 and packed.features.shape[1:] == (64,)
         assert len(packed) == meta["clips"][split] and packed.offsets[-1] == len(packed.features)
         for i, row in enumerate(packed.rows):
-            expected = feature_store.clip_features(dataset_dir / row["path"], pipeline)
+            torch.set_num_threads(2 if i % 25 == 0 else 1)  # two threads are slow on a busy machine
+            try:
+                expected = feature_store.clip_features(dataset_dir / row["path"], pipeline)
+            finally:
+                torch.set_num_threads(threads)
             assert np.array_equal(packed.clip(i), expected), row["path"]
         for name in ("features.npy", "offsets.npy"):
             saved = io.BytesIO()

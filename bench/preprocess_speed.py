@@ -1,0 +1,282 @@
+"""Files per second of `tympan preprocess` beside a plain per-file loop and autrainer 0.10.0.
+
+Every clip of the FSDD mirror (`$TYMPAN_DATA_MIRROR/fsdd/recordings`: 2,500 here, 3,000 in the
+full set) becomes a 16 kHz PANN log-Mel (preset PannLogMel16k: torchlibrosa, window 512, hop 160,
+64 bins, 50-8000 Hz). Each contender is one command, timed by its wall seconds with process
+start-up included, as a user waits for it:
+  tympan      `tympan preprocess` (worker processes, one packed store per split)
+  plain loop  a per-file script as a user would write it: soundfile, torchaudio resampling,
+              torchlibrosa Spectrogram + LogmelFilterBank, np.save per file
+  autrainer   `autrainer preprocess` of autrainer 0.10.0 with its own log_mel_16k preprocessing,
+              on a CSV-indexed dataset of the same files in the same splits (--with-autrainer:
+              installed into its own venv under ~/.cache/tympan-bench/ on first use)
+Targets: tympan >= 2x the plain loop's files/s and >= 3x autrainer's. The machine's load average
+is printed before each command: other work on it slows every contender, unevenly.
+
+    python bench/preprocess_speed.py [--with-autrainer] [--repeat 3] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tympan import cpu, feature_store
+
+AUTRAINER = "0.10.0"
+# autrainer's own requirements come from the registry; these come from this machine's wheels
+AUTRAINER_PINS = ["torch==2.14.1", "torchvision==0.29.1", "torchaudio==2.11.0"]
+TARGETS = {"plain loop": 2.0, f"autrainer {AUTRAINER}": 3.0}
+
+PLAIN_LOOP = '''\
+"""PANN log-Mels of every WAV in a folder, one .npy per file."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from torchlibrosa.stft import LogmelFilterBank, Spectrogram
+
+source, target = Path(sys.argv[1]), Path(sys.argv[2])
+target.mkdir(parents=True, exist_ok=True)
+spectrogram = Spectrogram(n_fft=512, hop_length=160, win_length=512)
+logmel = LogmelFilterBank(sr=16000, n_fft=512, n_mels=64, fmin=50, fmax=8000, top_db=None)
+for path in sorted(source.glob("*.wav")):
+    samples, rate = sf.read(path, dtype="float32")
+    waveform = torch.from_numpy(samples)
+    if rate != 16000:
+        waveform = AF.resample(waveform, rate, 16000)
+    with torch.no_grad():
+        features = logmel(spectrogram(waveform[None]))[0, 0]
+    np.save(target / f"{path.stem}.npy", features.numpy())
+'''
+
+AUTRAINER_CONFIG = {
+    "defaults": ["_autrainer_", "_self_"],
+    "results_dir": "results",
+    "experiment_id": "fsdd",
+    "iterations": 1,
+    "hydra": {
+        "sweeper": {
+            "params": {
+                "+seed": 1,
+                "+batch_size": 32,
+                "+learning_rate": 0.001,
+                "dataset": "FSDD-16k",
+                "model": "Cnn10",
+                "optimizer": "Adam",
+            }
+        }
+    },
+}
+AUTRAINER_DATASET = {  # a generic CSV-indexed dataset: data/FSDD/{train,dev,test}.csv, audio in default/
+    "id": "FSDD-16k",
+    "_target_": "autrainer.datasets.BaseClassificationDataset",
+    "path": "data/FSDD",
+    "features_subdir": "log_mel_16k",  # autrainer's preprocessing preset of that name
+    "index_column": "path",
+    "target_column": "label",
+    "file_type": "npy",
+    "file_handler": "autrainer.datasets.utils.NumpyFileHandler",
+    "criterion": "autrainer.criterions.CrossEntropyLoss",
+    "metrics": ["autrainer.metrics.Accuracy"],
+    "tracking_metric": "autrainer.metrics.Accuracy",
+    "transform": {"type": "grayscale"},
+}
+
+
+def mirror() -> Path:
+    path = Path(os.environ.get("TYMPAN_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not (path / "fsdd" / "recordings").is_dir():
+        sys.exit(f"no FSDD copy at {path}/fsdd/recordings; set TYMPAN_DATA_MIRROR")
+    return path
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def timed(command: list[str], cwd: Path, fresh: Path, repeat: int, env: dict | None = None) -> tuple[float, str]:
+    """Best wall seconds of `repeat` runs of `command` (each after removing `fresh`, its output) and
+    that run's stderr; exits naming the command if it fails."""
+    best, best_stderr = float("inf"), ""
+    for _ in range(repeat):
+        shutil.rmtree(fresh, ignore_errors=True)
+        print(f"  load average {load()} before: {' '.join(command)}", flush=True)
+        started = time.perf_counter()
+        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+        if seconds < best:
+            best, best_stderr = seconds, result.stderr
+    return best, best_stderr
+
+
+def tympan_workspace(root: Path, data: Path) -> tuple[Path, dict]:
+    """A workspace whose exp.yaml takes every FSDD speaker (the preset's splits), fetched."""
+    config = {
+        "experiment": "preprocess-speed",
+        "dataset": {"preset": "FSDD", "root": str(root / "data/raw")},
+        "features": {"preset": "PannLogMel16k", "root": str(root / "data/features")},
+        "model": "SmallCNN",
+        "optimizer": "AdamW",
+    }
+    (root / "exp.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "TYMPAN_DATA_MIRROR": str(data)}
+    subprocess.run([sys.executable, "-m", "tympan.cli", "fetch", "exp.yaml"], cwd=root, env=env, check=True)
+    return root, env
+
+
+def autrainer_venv(cache: Path) -> Path:
+    """autrainer's own venv (created and installed on first use): its `autrainer` command."""
+    venv = cache / f"autrainer-{AUTRAINER}"
+    command = venv / "bin" / "autrainer"
+    if command.is_file():
+        return command
+    print(f"installing autrainer {AUTRAINER} into {venv} (first use; a few minutes)", flush=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", f"autrainer=={AUTRAINER}", *AUTRAINER_PINS]
+    result = subprocess.run(pip, capture_output=True, text=True)
+    if result.returncode != 0:
+        shutil.rmtree(venv, ignore_errors=True)
+        sys.exit(f"installing autrainer failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    return command
+
+
+def autrainer_project(root: Path, raw: Path) -> Path:
+    """An autrainer project over the fetched FSDD: the same files (linked) in the same splits."""
+    audio = root / "data/FSDD/default"
+    audio.mkdir(parents=True)
+    with open(raw / "index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for split in feature_store.SPLITS:
+        with open(root / f"data/FSDD/{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label"])
+            writer.writerows([Path(r["path"]).name, r["label"]] for r in rows if r["split"] == split)
+    for row in rows:
+        (audio / Path(row["path"]).name).symlink_to((raw / row["path"]).resolve())
+    (root / "conf/dataset").mkdir(parents=True)
+    (root / "conf/config.yaml").write_text(yaml.safe_dump(AUTRAINER_CONFIG, sort_keys=False))
+    (root / "conf/dataset/FSDD-16k.yaml").write_text(yaml.safe_dump(AUTRAINER_DATASET, sort_keys=False))
+    return root
+
+
+def stored_clips(features: Path) -> dict[str, np.ndarray]:
+    """tympan's features of every clip, by file stem."""
+    store = next(features.glob("fsdd-*"))
+    clips = {}
+    for split in feature_store.SPLITS:
+        packed = feature_store.open_split(store, split)
+        clips.update({Path(row["path"]).stem: packed.clip(i) for i, row in enumerate(packed.rows)})
+    return clips
+
+
+def agreement(tympan: dict[str, np.ndarray], files: list[Path]) -> str:
+    """How another contender's .npy files compare with tympan's store."""
+    same, worst = 0, 0.0
+    for file in files:
+        other = np.load(file).reshape(tympan[file.stem].shape)
+        same += int(np.array_equal(other, tympan[file.stem]))
+        worst = max(worst, float(np.abs(other - tympan[file.stem]).max()))
+    return f"{same}/{len(files)} clips bit-identical to tympan's, largest difference {worst:.2g} dB"
+
+
+def breakdown(root: Path, env: dict) -> str:
+    """Where tympan's time goes: per-clip CPU of each step on one thread (as each worker runs
+    it), and the start-up of a `tympan preprocess` that finds its store already there."""
+    import torch
+
+    from tympan import audio
+    from tympan import config as configuration
+
+    config = configuration.load(str(root / "exp.yaml"))
+    pipeline = config.features.pipeline()
+    files = sorted((root / "data/raw/fsdd/recordings").glob("*.wav"))
+    torch.set_num_threads(1)
+    steps = dict.fromkeys(["decode", "resample", "log-Mel", "pack"], 0.0)
+    for file in files:
+        times = [time.perf_counter()]
+        samples, rate = audio.load(file)
+        times.append(time.perf_counter())
+        samples = audio.resample(samples, rate, pipeline.sample_rate)
+        times.append(time.perf_counter())
+        features = pipeline.extract(samples)
+        times.append(time.perf_counter())
+        np.ascontiguousarray(features, dtype=np.float32).tobytes()
+        times.append(time.perf_counter())
+        for step, start, end in zip(steps, times[:-1], times[1:], strict=True):
+            steps[step] += end - start
+    per_clip = ", ".join(f"{step} {1000 * seconds / len(files):.2f}" for step, seconds in steps.items())
+    command = [sys.executable, "-m", "tympan.cli", "preprocess", "exp.yaml"]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=root, env=env, capture_output=True, check=True)
+    startup = time.perf_counter() - started
+    return f"ms a clip on one thread: {per_clip}; start-up (a run that finds its store) {startup:.1f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--with-autrainer", action="store_true", help=f"also time autrainer {AUTRAINER}")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each command; the best counts")
+    parser.add_argument("--workers", type=int, help="tympan's --workers (default: one per CPU given)")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/tympan-bench", help="autrainer's venv")
+    args = parser.parse_args()
+
+    data = mirror()
+    autrainer = autrainer_venv(args.cache) if args.with_autrainer else None
+    with tempfile.TemporaryDirectory(prefix="preprocess-speed-") as tmp:
+        root, env = tympan_workspace(Path(tmp), data)
+        raw = root / "data/raw/fsdd"
+        files = sum(1 for _ in (raw / "recordings").glob("*.wav"))
+        print(f"\nFSDD: {files} files from {data}; {cpu.cpu_budget()} CPUs\n", flush=True)
+
+        command = [sys.executable, "-m", "tympan.cli", "preprocess", "exp.yaml"]
+        command += ["--workers", str(args.workers)] if args.workers else []
+        seconds, stderr = timed(command, root, root / "data/features", args.repeat, env)
+        results = {"tympan preprocess": seconds}
+        extraction = re.search(r"(\d+) files extracted in ([\d.]+) s", stderr)
+        notes = {"tympan preprocess": f"extraction and packing {extraction[2]} s; the rest is start-up "
+                 "(Python, imports, config, index)"}  # fmt: skip
+        tympan_clips = stored_clips(root / "data/features")
+        notes["where tympan's time goes"] = breakdown(root, env)
+
+        (root / "plain_loop.py").write_text(PLAIN_LOOP)
+        plain = [sys.executable, "plain_loop.py", str(raw / "recordings"), "plain"]
+        results["plain loop"] = timed(plain, root, root / "plain", args.repeat)[0]
+        notes["plain loop"] = agreement(tympan_clips, sorted((root / "plain").glob("*.npy")))
+
+        if autrainer:
+            project = autrainer_project(root / "autrainer", raw)
+            out = project / "data/FSDD/log_mel_16k"
+            name = f"autrainer {AUTRAINER}"
+            results[name] = timed([str(autrainer), "preprocess", "-u", "0"], project, out, args.repeat)[0]
+            notes[name] = agreement(tympan_clips, sorted(out.glob("*.npy")))
+
+    print(f"\n{'':20}{'seconds':>9}{'files/s':>9}   tympan is")
+    ours = results["tympan preprocess"]
+    for name, seconds in results.items():
+        ratio = "" if name.startswith("tympan") else f"{seconds / ours:5.2f}x as fast (target >= {TARGETS[name]:g}x)"
+        print(f"{name:20}{seconds:9.1f}{files / seconds:9.0f}   {ratio}")
+    for name, note in notes.items():
+        print(f"{name}: {note}")
+    print(f"(best of {args.repeat}; wall time of each command, start-up included; load average now {load()})")
+
+
+if __name__ == "__main__":
+    main()
