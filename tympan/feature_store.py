@@ -9,6 +9,8 @@ treated) and the content of the dataset's index (which file is in which split):
   <split>/offsets.npy            (clips + 1,) int64: clip i is rows offsets[i]:offsets[i + 1]
   <split>/index.csv              the dataset index rows of the split, in the same order
 Thousands of tiny files are slow to read and slow for DVC to hash; three per split are not.
+A store is built in `<root>/.<dataset>-features.partial/` (see `_Staging`), packed as worker
+processes extract chunks of clips, and renamed into place when complete; a killed build resumes.
 """
 
 from __future__ import annotations
