@@ -352,10 +352,19 @@ class Commands:
             print(result["download_uri"])
 
     def config(self, config: str = "params.yaml", *overrides: str) -> None:
-        """Print the resolved config (presets expanded, defaults filled) and its run id."""
+        """Print the resolved config (presets expanded, defaults filled), its run id and, as comments
+        (so the output is still a config), the resolved pipeline: every transform and augmentation
+        with all its arguments, where it acts and how it is seeded."""
+        import yaml
+
+        from tympan import flow
+
         resolved = _config(config, overrides)
         print(resolved.to_yaml(), end="")
         print(f"# run id: {resolved.run_id()}")
+        print("# pipeline (saved with each run as pipeline.yaml):")
+        for line in yaml.safe_dump(flow.resolve(resolved), sort_keys=False, width=100).splitlines():
+            print(f"#   {line}")
 
 
 def _explicit_switches(argv: list[str]) -> list[str]:
