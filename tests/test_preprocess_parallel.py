@@ -279,3 +279,18 @@ def test_resampling_with_a_kernel_kept_per_rate_pair_gives_torchaudio_functional
         resampled = audio.resample(samples, orig, new)
         assert resampled.dtype == np.float32 and len(resampled) == math.ceil(len(samples) * new / orig)
         assert np.array_equal(resampled, AF.resample(torch.from_numpy(samples), orig, new).numpy())
+
+
+def test_chunks_hold_at_most_chunk_bytes_of_audio_and_the_store_is_the_same(
+    source, serial_store, tmp_path, monkeypatch
+):
+    """Long recordings make small chunks (a chunk's features are held in memory twice over)."""
+    paths = sorted((source / "raw/fsdd/recordings").glob("*.wav"))
+    sizes = {p: p.stat().st_size for p in paths}
+    monkeypatch.setattr(feature_store, "CHUNK_BYTES", 3 * max(sizes.values()))
+    chunks = feature_store._chunks(paths)
+    assert [p for chunk in chunks for p in chunk] == paths
+    assert all(len(c) <= feature_store.CHUNK and sum(sizes[p] for p in c) <= feature_store.CHUNK_BYTES for c in chunks)
+    assert max(len(c) for c in chunks) < feature_store.CHUNK  # the size cap, not the count, made them
+    store = stages.preprocess(_config(source, tmp_path / "features"), progress=False, workers=2)
+    assert _files(store) == _files(serial_store)

@@ -166,7 +166,8 @@ def row_shape(stored: Spec) -> tuple[int, ...]:
 
 # ---- extraction: chunks of files, in worker processes or in this one ----------------------------
 
-CHUNK = 32  # files a task: IPC is paid once a chunk, and a resumed build redoes at most one
+CHUNK = 32  # files a task at most: IPC is paid once a chunk, and a resumed build redoes at most one
+CHUNK_BYTES = 16 << 20  # and at most this much audio (on disk), so long recordings do not fill memory
 PR_SET_PDEATHSIG = 1  # from linux/prctl.h
 _worker_pipeline = None  # a worker process's pipeline, set once by _start_worker
 
@@ -235,6 +236,22 @@ def _in_order(pool: ProcessPoolExecutor, chunks: list, stop_at_error: bool, ahea
         yield pending.popleft().result()
 
 
+def _chunks(paths: list[Path]) -> list[list[Path]]:
+    """Consecutive runs of at most CHUNK files and (unless one file is bigger) CHUNK_BYTES."""
+    chunks, size = [[]], 0
+    for path in paths:
+        try:
+            nbytes = path.stat().st_size
+        except OSError:  # missing: extraction says so, naming it
+            nbytes = 0
+        if chunks[-1] and (len(chunks[-1]) == CHUNK or size + nbytes > CHUNK_BYTES):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(path)
+        size += nbytes
+    return chunks if chunks[0] else []
+
+
 def _extract_split(staging: _Staging, split: str, index: Index, run, stop_at_error: bool, progress: bool) -> None:
     """Extract the split's files that are not staged yet, committing after each chunk."""
     rows = index.split(split)
@@ -244,7 +261,7 @@ def _extract_split(staging: _Staging, split: str, index: Index, run, stop_at_err
     if done is None:
         done = staging.progress["splits"][split] = {"files": 0, "clips": 0, "rows": 0, "skipped": []}
     paths = [index.path_of(row) for row in rows]
-    chunks = [paths[i : i + CHUNK] for i in range(done["files"], len(rows), CHUNK)]
+    chunks = _chunks(paths[done["files"] :])
     shown = progress_bar(
         None, progress and bool(rows), total=len(rows), initial=done["files"], desc=f"features {split}", unit="clip"
     )
@@ -476,6 +493,8 @@ def _locked(directory: Path):
         except BlockingIOError:
             log.info("waiting for another tympan preprocess writing below %s", directory)
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks: builds there are not guarded
+            log.warning("cannot lock %s (%s); run one tympan preprocess at a time there", directory, exc.strerror)
         yield
     finally:
         os.close(fd)
