@@ -97,19 +97,3 @@ def test_a_training_process_uses_the_cpus_it_is_given(tiny_workspace, tmp_path):
     # the config's count wins over the CPUs the process has
     threads = {**short, "training": {**short["training"], "threads": 1}}
     assert _train_threads(threads, tmp_path / "config") == [1, 1]
-
-
-def test_configure_makes_denormals_zero_in_the_threads_that_train():
-    """Denormal floats cost up to 100x on x86 (a noisy-waveform training ran at a third of its
-    speed); after configure they count as zero, in the pool threads too (they inherit it)."""
-    script = (
-        "import torch\n"
-        "from tympan import cpu\n"
-        "before = bool(torch.tensor([1e-39]) * 1.0 != 0)\n"  # one element: no pool thread started yet
-        "cpu.configure(2)\n"
-        "tiny = torch.full((4096, 64), 1e-39)\n"
-        "after = (tiny * 1.0).ne(0).any() or (tiny @ torch.ones(64, 64)).ne(0).any()\n"
-        "print(before, bool(after))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["True", "False"]

@@ -103,18 +103,10 @@ def threads(requested: int | None = None) -> int:
 
 def configure(requested: int | None = None) -> int:
     """Size torch's intra-op threads (and its inter-op pool, which can be set only once per
-    process) to `threads(requested)`; returns that count. Call before any work starts.
-
-    It also makes denormal floats (below 1.2e-38) count as zero: x86 CPUs compute them up to a
-    hundred times slower, and to a network they are zeros anyway (a waveform CNN trained with
-    background noise ran at a third of its speed without this). Threads inherit the setting
-    when they are created, which is one more reason to call this before any work (training does,
-    first thing). What a flushed denormal changes is below 1e-38, far under any tolerance of
-    served against trained answers."""
+    process) to `threads(requested)`; returns that count. Call before any work starts."""
     global _interop_set
     import torch
 
-    torch.set_flush_denormal(True)
     count = threads(requested)
     torch.set_num_threads(count)
     if not _interop_set:
