@@ -33,7 +33,7 @@ SEEDING = {
 def resolve(config: Config, pipeline: Pipeline | None = None) -> dict:
     """The run's data flow as plain data (JSON/YAML-ready)."""
     pipeline = pipeline or config.features.pipeline()
-    shared = config.features.shared_args()
+    shared = config.features.shared_args(pipeline)
     steps = []
     for component in config.augmentation:
         step = augmentations.resolved(component, shared)

@@ -141,7 +141,7 @@ class Trainer:
 
     def _augmentations(self) -> dict[str, list]:
         """The configured augmentations by where they act: waveform, features or batch."""
-        shared = self.config.features.shared_args()
+        shared = self.config.features.shared_args(self.pipeline)
         by_place: dict[str, list] = {"waveform": [], "features": [], "batch": []}
         for component in self.config.augmentation:
             augmentation = augmentations.build(component, shared)

@@ -123,7 +123,7 @@ def _check_chain(config: Config, source: str) -> None:
     for i, component in enumerate(config.augmentation):
         where = f"{source}: augmentation.{i} ({component.target})"
         try:
-            augmentation = build(component, config.features.shared_args())
+            augmentation = build(component, config.features.shared_args(pipeline))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{where}: {first_line(exc).partition(': ')[2]}") from None
         place = getattr(augmentation, "place", "features")

@@ -95,14 +95,20 @@ class FeaturesConfig(Block):
         items = [c.model_dump(mode="json") for c in self.offline], [c.model_dump(mode="json") for c in self.online]
         return Pipeline(self.sample_rate, *items, resolve=resolve_target)
 
-    def shared_args(self) -> dict[str, Any]:
+    def shared_args(self, pipeline=None) -> dict[str, Any]:
         """The transforms' arguments (defaults included) and the stored clips' sample rate (a
         Resample may have changed it): an augmentation takes what it shares by name from here
-        (e.g. the Mel scale) unless it sets it."""
+        (e.g. the Mel scale) unless it sets it. `pipeline`: these features' pipeline, if built
+        (building one draws initial weights from torch's generator, which a run has seeded)."""
         shared: dict[str, Any] = {}
         for component in [*self.offline, *self.online]:
             shared.update(component.all_args())
-        return {**shared, "sample_rate": self.pipeline().stored.sample_rate}
+        if pipeline is None:
+            import torch
+
+            with torch.random.fork_rng():
+                pipeline = self.pipeline()
+        return {**shared, "sample_rate": pipeline.stored.sample_rate}
 
     def stored_part(self) -> dict:
         """What decides the stored features: the rate and the offline transforms (not online, not root)."""
