@@ -83,3 +83,16 @@ def test_waveform_augmentations_get_the_stored_rate_after_an_offline_resample(tm
     record = flow.resolve(configuration.parse(raw))
     background = record["augmentations"][0]["args"]["choices"][1]
     assert background["args"]["sample_rate"] == 8000
+
+
+def test_sharing_arguments_and_resolving_draw_nothing_from_the_seeded_generator(tmp_path):
+    """Training seeds torch's generator before the model and then builds its augmentations and
+    record: building a log-Mel there drew initial weights and moved the default experiment's numbers."""
+    import torch
+
+    config = configuration.load("params.yaml")
+    pipeline = config.features.pipeline()
+    state = torch.random.get_rng_state()
+    config.features.shared_args()
+    flow.resolve(config, pipeline)
+    assert torch.equal(torch.random.get_rng_state(), state)
