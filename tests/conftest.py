@@ -120,6 +120,13 @@ def toy_regression_run(toy_regression_workspace, tmp_path_factory):
     return stages.train(configuration.parse(raw), tmp_path_factory.mktemp("runs") / "toy-regression")
 
 
+def build_transform_for(cls, args: dict, spec):
+    """Build a transform class as the pipeline does: the input's rates fill the arguments of those names."""
+    from tympan.transforms.pipeline import build_transform
+
+    return build_transform(cls, args, spec, resolve=lambda c: c)[0]
+
+
 def wait_for(url: str, what: str, seconds: float) -> None:
     """Poll `url` until a server answers there; fail the test if none does in time."""
     deadline = time.monotonic() + seconds

@@ -1,7 +1,5 @@
 """The feature transforms on real FSDD audio: declared specs, their maths, and their refusals."""
 
-import inspect
-
 import numpy as np
 import pytest
 import torch
@@ -9,6 +7,7 @@ import torchaudio
 from safetensors.torch import load_file, save_file
 from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
+from tests.conftest import build_transform_for
 from tympan import audio
 from tympan.config.presets import PRESETS
 from tympan.config.targets import bound_args, resolve_target
@@ -50,13 +49,6 @@ def logmels(clips) -> list[torch.Tensor]:
     return [extractor(x) for x in clips]
 
 
-def build(cls, args: dict, spec: Spec):
-    """Build as the pipeline does: the input's rates fill the arguments of those names."""
-    params = inspect.signature(cls).parameters
-    rates = {"sample_rate": spec.sample_rate, "frame_rate": spec.frame_rate}
-    return cls(**args, **{k: v for k, v in rates.items() if k in params})
-
-
 def assert_fits(x: torch.Tensor, spec: Spec, seconds: float) -> None:
     """`x` is one clip of `spec`; a variable-length one as long as `seconds` of audio at its frame rate."""
     assert x.dtype == torch.float32
@@ -81,7 +73,7 @@ def assert_fits(x: torch.Tensor, spec: Spec, seconds: float) -> None:
     ],
 )
 def test_extractor_output_matches_its_spec(clips, cls, args, kind, size):
-    transform = build(cls, args, WAVE)
+    transform = build_transform_for(cls, args, WAVE)
     spec = transform.output(WAVE)
     assert (spec.kind, spec.size, spec.sample_rate) == (kind, size, RATE)
     x = clips[0]
@@ -239,16 +231,16 @@ def test_streamed_moments_equal_the_whole(logmels):
 
 def test_crop_and_pad_lengths(clips, logmels):
     x, frames = clips[0], logmels[0]
-    one_second = build(Crop, {"seconds": 1.0}, WAVE)
+    one_second = build_transform_for(Crop, {"seconds": 1.0}, WAVE)
     assert one_second.length == RATE and len(one_second(torch.cat([x] * 5))) == RATE
-    assert len(build(Crop, {"seconds": 0.25}, LOGMEL)(frames)) == 25  # seconds count frames at 100/s
+    assert len(build_transform_for(Crop, {"seconds": 0.25}, LOGMEL)(frames)) == 25  # seconds count frames at 100/s
     assert torch.equal(Crop(frames=10, anchor="start")(frames), frames[:10])
     assert torch.equal(Crop(frames=10, anchor="end")(frames), frames[-10:])
     assert torch.equal(Crop(frames=10)(frames), frames[(len(frames) - 10) // 2 :][:10])
     assert torch.equal(Crop(frames=10_000)(frames), frames)  # shorter clips pass as they are
     padded = Pad(frames=len(x) + 100)(x)
     assert len(padded) == len(x) + 100 and torch.equal(padded[: len(x)], x) and not padded[len(x) :].any()
-    padded = build(Pad, {"seconds": 2.0}, LOGMEL)(frames)
+    padded = build_transform_for(Pad, {"seconds": 2.0}, LOGMEL)(frames)
     assert padded.shape == (200, 64) and torch.equal(padded[len(frames) :], frames.min().expand(200 - len(frames), 64))
     assert torch.equal(Pad(frames=5)(frames), frames)
 
@@ -313,7 +305,7 @@ def test_bad_args_are_refused_at_config_load_and_by_the_constructor(cls, args, m
     with pytest.raises(ValueError, match=message):
         cls.validate_args(**bound_args(cls, args))  # what config load calls
     with pytest.raises(ValueError, match=message):
-        build(cls, args, WAVE)
+        build_transform_for(cls, args, WAVE)
 
 
 def test_seconds_need_the_input_frame_rate():
@@ -340,7 +332,7 @@ def one_second_inputs(clips) -> list[tuple[Spec, torch.Tensor]]:
 def takes(cls, args: dict, spec: Spec) -> bool:
     """Whether `cls(args)`, built for input `spec`, takes it."""
     try:
-        build(cls, args, spec).output(spec)
+        build_transform_for(cls, args, spec).output(spec)
     except (ShapeError, ValueError):
         return False
     return True
@@ -360,7 +352,7 @@ def test_every_transform_preset_builds(clips, path):
     if first is None:
         pytest.fail(f"{path.stem} takes none of: a waveform, frames, a 1- or 3-channel image")
     spec, x = first
-    transform = build(cls, preset["args"], spec)
+    transform = build_transform_for(cls, preset["args"], spec)
     out = transform.output(spec)
     y = transform(x)
     if out.kind == "image":

@@ -1,13 +1,12 @@
 """Utility and image transforms on real FSDD audio: resample, gain, normalise per bin or globally,
 standardise, pad modes and repeat, declared fixed lengths, frames <-> image, spectrogram images."""
 
-import inspect
-
 import matplotlib
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import build_transform_for
 from tympan import audio
 from tympan import config as configuration
 from tympan.config.presets import expand
@@ -46,13 +45,6 @@ def clips(paths) -> list[torch.Tensor]:
 def logmels(clips) -> list[torch.Tensor]:
     extractor = PannLogMel()
     return [extractor(x) for x in clips]
-
-
-def build(cls, args: dict, spec: Spec):
-    """Build as the pipeline does: the input's rates fill the arguments of those names."""
-    params = inspect.signature(cls).parameters
-    rates = {"sample_rate": spec.sample_rate, "frame_rate": spec.frame_rate}
-    return cls(**args, **{k: v for k, v in rates.items() if k in params})
 
 
 def parse(tmp_path, offline, online):
@@ -240,13 +232,13 @@ def test_pad_constant_minimum_and_the_silent_default(clips, logmels):
 
 def test_repeat_tiles_then_cuts_to_exactly_the_length(clips, logmels):
     frames = logmels[0]
-    repeat = build(Repeat, {"seconds": 1.0}, LOGMEL)
+    repeat = build_transform_for(Repeat, {"seconds": 1.0}, LOGMEL)
     y = repeat(frames)
     assert y.shape == (100, 64) and y.dtype == torch.float32
     assert torch.equal(y, torch.cat([frames] * (100 // len(frames) + 1))[:100])
     assert torch.equal(Repeat(frames=10)(frames), frames[:10])  # a longer clip keeps its start
     assert repeat.output(LOGMEL) == LOGMEL.with_(length=100)
-    assert len(build(Repeat, {"seconds": 2.0}, WAVE)(clips[0])) == 2 * RATE
+    assert len(build_transform_for(Repeat, {"seconds": 2.0}, WAVE)(clips[0])) == 2 * RATE
 
 
 def test_crops_that_pad_give_exactly_their_length(logmels):
