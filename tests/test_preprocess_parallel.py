@@ -212,6 +212,16 @@ def test_a_staging_directory_that_does_not_add_up_is_discarded(source, serial_st
     assert _files(store) == _files(serial_store)
 
 
+def test_a_progress_json_cut_short_by_the_kill_is_not_kept_in_the_store(source, serial_store, tmp_path, monkeypatch):
+    """A kill while progress.json is being replaced leaves its temporary file beside it."""
+    root = tmp_path / "features"
+    _interrupted(monkeypatch, _config(source, root))
+    staging = root / ".fsdd-features.partial"
+    (staging / ".progress.json.0123456789ab.tmp").write_text('{\n  "key": ')
+    store = stages.preprocess(_config(source, root), progress=False, workers=1)
+    assert _files(store) == _files(serial_store)
+
+
 def test_a_staging_directory_of_another_store_key_is_discarded(source, tmp_path, monkeypatch, caplog):
     root = tmp_path / "features"
     _interrupted(monkeypatch, _config(source, root))

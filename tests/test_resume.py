@@ -102,6 +102,7 @@ def test_sigkill_before_the_first_row_or_inside_the_swap_resumes(tiny_workspace,
     saved = torch.load(run_dir / "last/training_state.pt", weights_only=True)
     if damage != "no-metrics-yet":
         _leave_swap_half_done(run_dir, both=damage == "swap-both")
+    (run_dir / ".metrics.csv.0123456789ab.tmp").write_text("epoch,st")  # a write the kill cut short
 
     resumed = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

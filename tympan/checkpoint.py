@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from tympan.errors import TrainingError
-from tympan.fileio import atomic_dir
+from tympan.fileio import atomic_dir, clear_leftovers
 
 log = logging.getLogger("tympan")
 
@@ -108,6 +108,7 @@ class Checkpoints:
         """
         for name in ("last", "best"):
             recover(self.run_dir, name)
+        clear_leftovers(self.run_dir)  # a metrics.csv or plot being replaced when the run was killed
         last = state_dir(self.run_dir, "last")
         if last is None:
             return 0, [], [0.0, 0]

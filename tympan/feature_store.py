@@ -41,7 +41,7 @@ from tympan import audio
 from tympan.config import STORE_FORMAT, Config, digest
 from tympan.datasets.base import AudioDataset, Index, read_index
 from tympan.errors import AudioError, ConfigError, DataError, TympanError
-from tympan.fileio import write_csv, write_json
+from tympan.fileio import clear_leftovers, write_csv, write_json
 from tympan.progress import bar as progress_bar
 from tympan.transforms.spec import Spec
 
@@ -303,6 +303,7 @@ class _Staging:
         if self.dir.exists():
             problem = self._problem(index)
             if problem is None:
+                clear_leftovers(self.dir)  # a progress.json being replaced when the build was killed
                 self.progress = json.loads((self.dir / "progress.json").read_text())
                 done = len(index) - self.files_left(index)
                 log.info("resuming %s: %d of %d files were extracted already", out, done, len(index))

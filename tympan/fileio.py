@@ -55,6 +55,15 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def clear_leftovers(directory: str | Path) -> list[Path]:
+    """Delete the temporary files of atomic writes in `directory` that a kill cut short (their
+    targets are unharmed); returns what was deleted. For a directory that is resumed, then kept."""
+    stray = sorted(Path(directory).glob(".*.tmp"))
+    for path in stray:
+        path.unlink(missing_ok=True)
+    return stray
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
