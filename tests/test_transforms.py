@@ -1,5 +1,6 @@
 """The feature transforms on real FSDD audio: declared specs, their maths, and their refusals."""
 
+import librosa
 import numpy as np
 import pytest
 import torch
@@ -80,17 +81,28 @@ def test_extractor_output_matches_its_spec(clips, cls, args, kind, size):
     assert_fits(transform(x), spec, len(x) / RATE)
 
 
-def test_logmel_port_keeps_its_numbers(fsdd_mirror, clips):
-    """Bit for bit torchlibrosa's PANN front end; one clip gives (frames, bins), a batch (B, frames, bins)."""
+def test_pann_logmel_is_torchlibrosas_front_end_through_an_fft(fsdd_mirror, clips):
+    """PANN's own front end (torchlibrosa, an STFT by convolution) computed through torch.stft: the
+    same frames and bins, within float32 rounding of it and of a float64 reference (librosa's Slaney
+    filters); a batch gives each clip's own bits; nothing fixed is saved as state."""
     spectrogram = Spectrogram(n_fft=512, hop_length=160, win_length=512)
     logmel = LogmelFilterBank(sr=RATE, n_fft=512, n_mels=64, fmin=50, fmax=8000, top_db=None)
+    filters = torch.from_numpy(librosa.filters.mel(sr=RATE, n_fft=512, n_mels=64, fmin=50, fmax=8000).T).double()
+    window = torch.hann_window(512, periodic=True, dtype=torch.float64)
     extractor = PannLogMel()
-    x = clips[0]
-    expected = logmel(spectrogram(x[None]))[0, 0]
-    assert torch.equal(extractor(x), expected)
-    assert extractor(x).shape == (len(x) // 160 + 1, 64)
-    batch = extractor(torch.stack([x, x.flip(0)]))
-    assert batch.shape == (2, *expected.shape) and torch.allclose(batch[0], expected, atol=1e-4)  # batched conv: ulps
+    errors = {"tympan": [], "torchlibrosa": []}
+    for x in clips:
+        ours, theirs = extractor(x), logmel(spectrogram(x[None]))[0, 0]
+        assert ours.shape == theirs.shape == (len(x) // 160 + 1, 64) and ours.dtype == torch.float32
+        assert (ours - theirs).abs().max() < 0.03
+        stft = torch.stft(x.double(), 512, 160, window=window, center=True, pad_mode="reflect", return_complex=True)
+        reference = 10 * torch.log10(torch.clamp(stft.abs().square().T @ filters, min=1e-10))
+        errors["tympan"].append((ours - reference).abs().mean().item())
+        errors["torchlibrosa"].append((theirs - reference).abs().mean().item())
+    assert np.mean(errors["tympan"]) < 2e-4 and np.mean(errors["torchlibrosa"]) < 2e-4, errors  # dB
+    batch = extractor(torch.stack([clips[0], clips[0].flip(0)]))
+    assert batch.shape == (2, len(clips[0]) // 160 + 1, 64) and torch.equal(batch[0], extractor(clips[0]))
+    assert extractor.state_dict() == {}
     # numbers of the class before the port, on 0_george_0.wav
     samples, _ = audio.load(fsdd_mirror / "fsdd" / "recordings" / "0_george_0.wav", RATE)
     pinned = torch.tensor([-20.3428, -8.9212, -9.0304, -24.1783])

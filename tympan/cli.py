@@ -34,15 +34,18 @@ def _overrides(overrides: tuple[str, ...]) -> dict:
     return parsed
 
 
-def _config(config: str, overrides: tuple[str, ...]) -> configuration.Config:
-    return configuration.load(config, _overrides(overrides))
+def _config(config: str, overrides: tuple[str, ...], training: bool = True) -> configuration.Config:
+    """`training=False` for the stages before training: see configuration.parse."""
+    return configuration.load(config, _overrides(overrides), training=training)
 
 
-def _configs(config: str, overrides: tuple[str, ...], use_grid: bool) -> list[configuration.Config]:
+def _configs(
+    config: str, overrides: tuple[str, ...], use_grid: bool, training: bool = True
+) -> list[configuration.Config]:
     """The config, or with `use_grid` every combination of its `grid:` block."""
     if not use_grid:
-        return [_config(config, overrides)]
-    return configuration.expand_grid(*configuration.load_raw(config, _overrides(overrides)))
+        return [_config(config, overrides, training)]
+    return configuration.expand_grid(*configuration.load_raw(config, _overrides(overrides)), training=training)
 
 
 def _print_summary(run_dir: Path, summary: dict) -> None:
@@ -151,7 +154,7 @@ class Commands:
 
     def fetch(self, config: str = "params.yaml", *overrides: str) -> None:
         """Download the dataset (or copy it from $TYMPAN_DATA_MIRROR) and write its index."""
-        print(f"dataset: {stages.fetch(_config(config, overrides))}")
+        print(f"dataset: {stages.fetch(_config(config, overrides, training=False))}")
 
     def preprocess(
         self, config: str = "params.yaml", *overrides: str, grid: bool = False, workers: int | None = None
@@ -160,7 +163,7 @@ class Commands:
 
         --grid: for every feature config of the grid. --workers N: extract in N processes (1: in this
         one; default: one per CPU this process is given)."""
-        configs = _configs(config, overrides, grid)
+        configs = _configs(config, overrides, grid, training=False)
         for path in dict.fromkeys(stages.preprocess(c, workers=workers) for c in configs):
             print(f"features: {path}")
 

@@ -54,8 +54,12 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def parse(raw: dict, source: str = "config") -> Config:
-    """Validate a raw mapping (presets already named or inline) into a Config."""
+def parse(raw: dict, source: str = "config", *, training: bool = True) -> Config:
+    """Validate a raw mapping (presets already named or inline) into a Config.
+
+    `training=False` is for the stages before training (fetch, preprocess): the optimizer and
+    scheduler constructors are not run (their argument names are still checked). Running one
+    imports torch._dynamo, a second and a half that `tympan preprocess` would otherwise wait for."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(raw).__name__}")
     try:
@@ -82,7 +86,8 @@ def parse(raw: dict, source: str = "config") -> Config:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {where}.args: {exc}") from None
     _check_chain(config, source)
-    _check_optimizer(config, source)
+    if training:
+        _check_optimizer(config, source)
     return config
 
 
@@ -172,11 +177,11 @@ def _check_optimizer(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: {where}.args: {component.target} refused them: {first_line(exc)}") from None
 
 
-def load(path: str | Path, overrides: dict | None = None) -> Config:
+def load(path: str | Path, overrides: dict | None = None, *, training: bool = True) -> Config:
     """Load a YAML config file, or a named experiment preset (`autrainer-cnn10-fsdd`);
-    `overrides` maps dotted keys to values (`training.epochs: 3`)."""
+    `overrides` maps dotted keys to values (`training.epochs: 3`). `training`: as for `parse`."""
     raw, source = load_raw(path, overrides)
-    return parse(raw, source)
+    return parse(raw, source, training=training)
 
 
 def load_raw(path: str | Path, overrides: dict | None = None) -> tuple[dict, str]:
@@ -222,12 +227,13 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> dict:
     return out
 
 
-def expand_grid(raw: dict, source: str = "config") -> list[Config]:
-    """The validated configs of every grid combination (the config itself when it has no grid)."""
+def expand_grid(raw: dict, source: str = "config", *, training: bool = True) -> list[Config]:
+    """The validated configs of every grid combination (the config itself when it has no grid);
+    `training`: as for `parse`."""
     base = {k: v for k, v in raw.items() if k != "grid"}
     grid = raw.get("grid")
     if not grid:
-        return [parse(base, source)]
+        return [parse(base, source, training=training)]
     try:
         assignments = combinations(grid)
     except ConfigError as exc:
@@ -238,5 +244,5 @@ def expand_grid(raw: dict, source: str = "config") -> list[Config]:
         for key, value in assignment.items():
             variant = set_dotted(variant, key, value)
         label = ", ".join(f"{k}={v}" for k, v in assignment.items())
-        configs.append(parse(variant, f"{source} [{label}]"))
+        configs.append(parse(variant, f"{source} [{label}]", training=training))
     return configs

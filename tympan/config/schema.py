@@ -20,7 +20,7 @@ from tympan.config.targets import bound_args, first_line, resolve_target
 from tympan.errors import ConfigError
 from tympan.grid import combinations
 
-STORE_FORMAT = 3  # bump when the feature store layout changes, so old stores are rebuilt
+STORE_FORMAT = 4  # bump when the feature store layout or a transform's numbers change, so old stores are rebuilt
 
 
 class Block(BaseModel):

@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
-from tympan import plots
 from tympan.errors import DataError
 from tympan.fileio import write_csv
 from tympan.tasks.base import Output, Task
@@ -154,6 +152,8 @@ class Classification(Task):
     def metrics(self, scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         """Accuracy, unweighted average recall (over the classes present; `balanced_accuracy` is the
         same figure under its old name), macro and weighted F1, and F1 per class."""
+        from sklearn.metrics import accuracy_score, f1_score, recall_score  # 1 s to import: not for every command
+
         predictions = np.asarray(scores).argmax(axis=1)
         targets = np.asarray(targets)
         classes = range(self.n_outputs)
@@ -171,6 +171,10 @@ class Classification(Task):
     def plots(self, scores: np.ndarray, targets: np.ndarray, directory: Path, split: str) -> None:
         """`confusion_<split>.png`, and its counts as `confusion_<split>.csv` (columns true, <labels>),
         which reports sum over seeds."""
+        from sklearn.metrics import confusion_matrix
+
+        from tympan import plots
+
         predictions = np.asarray(scores).argmax(axis=1)
         matrix = confusion_matrix(np.asarray(targets), predictions, labels=range(self.n_outputs))
         directory = Path(directory)

@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve
 
-from tympan import plots
 from tympan.errors import DataError
 from tympan.fileio import write_csv
 from tympan.tasks.base import Output, Task
@@ -125,6 +123,8 @@ class MultiLabel(Task):
     def tune(self, scores: np.ndarray, targets: np.ndarray) -> MultiLabel:
         """With `tune_thresholds`, each class's threshold becomes the score that gives it the best F1
         on these (dev) scores; classes without positives there keep theirs. Otherwise does nothing."""
+        from sklearn.metrics import precision_recall_curve  # 1 s to import: not for every command
+
         if not self.tune_thresholds:
             return self
         truth = np.asarray(targets) >= 0.5
@@ -137,6 +137,8 @@ class MultiLabel(Task):
 
     def average_precisions(self, scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """AP per class; NaN for a class without positives, where AP is undefined."""
+        from sklearn.metrics import average_precision_score
+
         truth = np.asarray(targets) >= 0.5
         return np.array(
             [
@@ -147,6 +149,8 @@ class MultiLabel(Task):
 
     def metrics(self, scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         """mAP over the classes with positives (macro AP); micro and macro F1 at the thresholds."""
+        from sklearn.metrics import f1_score
+
         ap = self.average_precisions(scores, targets)
         truth = np.asarray(targets) >= 0.5
         predicted = self.predicted(scores)
@@ -158,6 +162,8 @@ class MultiLabel(Task):
 
     def plots(self, scores: np.ndarray, targets: np.ndarray, directory: Path, split: str) -> None:
         """`ap_<split>.png`, and `ap_<split>.csv` (class, ap, positives; ap blank without positives)."""
+        from tympan import plots
+
         ap = self.average_precisions(scores, targets)
         positives = (np.asarray(targets) >= 0.5).sum(axis=0)
         directory = Path(directory)

@@ -8,10 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import pearsonr
-from sklearn.metrics import mean_absolute_error, mean_squared_error
 
-from tympan import plots
 from tympan.errors import DataError
 from tympan.fileio import write_csv
 from tympan.tasks.base import Output, Task
@@ -140,6 +137,8 @@ class Regression(Task):
     def metrics(self, scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         """MSE, MAE, Pearson's r and CCC per target (`<metric>_<target>`) and their mean over the
         targets (`<metric>`), in original units: `scores` are in them, encoded `targets` are scaled back."""
+        from sklearn.metrics import mean_absolute_error, mean_squared_error  # 1 s to import: not for every command
+
         predicted = np.asarray(scores, dtype=np.float64)
         true = self.unscale(targets)
         out: dict[str, float] = {}
@@ -156,6 +155,8 @@ class Regression(Task):
     def plots(self, scores: np.ndarray, targets: np.ndarray, directory: Path, split: str) -> None:
         """`predicted_<split>.png` (predicted against true, a panel per target) and its data as
         `predicted_<split>.csv` (true_<target>, predicted_<target>), in original units."""
+        from tympan import plots
+
         predicted = np.asarray(scores, dtype=np.float64)
         true = self.unscale(targets)
         directory = Path(directory)
@@ -175,6 +176,8 @@ class Regression(Task):
 
 def _pearson(y: np.ndarray, p: np.ndarray) -> float:
     """Pearson's r; 0 where it is undefined (fewer than two values, or a constant side)."""
+    from scipy.stats import pearsonr
+
     if len(y) < 2 or np.ptp(y) == 0 or np.ptp(p) == 0:
         return 0.0
     return float(pearsonr(y, p).statistic)
