@@ -105,7 +105,8 @@ AUTRAINER_DATASET = {  # a generic CSV-indexed dataset: data/FSDD/{train,dev,tes
 
 
 def mirror() -> Path:
-    path = Path(os.environ.get("TYMPAN_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    path = Path(os.environ.get("TYMPAN_DATA_MIRROR") or default).resolve()  # the commands run elsewhere
     if not (path / "fsdd" / "recordings").is_dir():
         sys.exit(f"no FSDD copy at {path}/fsdd/recordings; set TYMPAN_DATA_MIRROR")
     return path

@@ -71,8 +71,7 @@ class PannLogMel(Transform):
 
     @torch.no_grad()
     def forward(self, waveform: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        stft = torch.stft(
-            waveform, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="reflect", return_complex=True
-        )
+        frames = dict(window=self.window, center=True, pad_mode="reflect", return_complex=True)
+        stft = torch.stft(waveform, self.n_fft, self.hop_length, **frames)
         power = stft.real.square() + stft.imag.square()  # (..., bins, frames)
         return 10.0 * torch.log10(torch.clamp(power.transpose(-1, -2) @ self.filters, min=1e-10))
