@@ -28,9 +28,10 @@ class MicroBatcher:
     A batch takes one waiting clip of each request in turn (round-robin) up to `max_batch`, so a
     one-clip request that arrives during a 64-clip one rides in the next batch instead of waiting
     for all 64. The feature thread decodes and featurises a batch (`featurize`, one clip at a time)
-    while the model thread runs the previous one (`predict`); at most one featurised batch waits
-    for the model, so a new clip has at most three batches ahead of it (one in the model, one
-    waiting, one being featurised). The event loop only moves clips and results.
+    while the model thread runs the previous one (`predict`). The next batch is taken only once the
+    model has taken the last one, so a new clip has at most two batches ahead of it (one in the
+    model, one featurised for it), however fast featurising is. The event loop only moves clips
+    and results.
 
     Measured on 2 CPU cores with 8 closed-loop clients (bench/serve_latency.py): batching what is
     waiting gave 10-30% more requests/s than one clip per forward, and waiting for more clips
@@ -49,6 +50,7 @@ class MicroBatcher:
         self.waiting: deque[deque[Pending]] = deque()  # the clips of each request, in turn order
         self.arrived: asyncio.Event | None = None
         self.featurised: asyncio.Queue | None = None
+        self.model_took: asyncio.Event | None = None  # set while no featurised batch waits for the model
         self.feature_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tympan-features")
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tympan-model")
         self.stages: list[asyncio.Task] = []
@@ -63,7 +65,8 @@ class MicroBatcher:
         error, and the request's clips that have not started are dropped."""
         loop = asyncio.get_running_loop()
         if not self.stages:  # started here, inside the server's event loop
-            self.arrived, self.featurised = asyncio.Event(), asyncio.Queue(maxsize=1)
+            self.arrived, self.featurised, self.model_took = asyncio.Event(), asyncio.Queue(maxsize=1), asyncio.Event()
+            self.model_took.set()
             self.stages = [loop.create_task(self.prepare_batches()), loop.create_task(self.run_batches())]
         request = deque(Pending(clip, loop.create_future()) for clip in clips)
         futures = [pending.future for pending in request]
@@ -91,6 +94,7 @@ class MicroBatcher:
         """Stage one: take a batch, featurise it in the feature thread, hand it to stage two."""
         loop = asyncio.get_running_loop()
         while True:
+            await self.model_took.wait()  # clips that arrive meanwhile can still ride in the next batch
             batch = self.take()
             if not batch:
                 self.arrived.clear()
@@ -104,6 +108,7 @@ class MicroBatcher:
                 else:
                     ready.append((pending, outcome))
             if ready:
+                self.model_took.clear()
                 await self.featurised.put(ready)
 
     def featurize_all(self, batch: list[Pending]) -> list:
@@ -119,7 +124,9 @@ class MicroBatcher:
     async def run_batches(self) -> None:
         """Stage two: each featurised batch through the model, in the model thread."""
         while True:
-            await self.predict_batch(await self.featurised.get())
+            ready = await self.featurised.get()
+            self.model_took.set()
+            await self.predict_batch(ready)
 
     async def predict_batch(self, ready: list[tuple[Pending, torch.Tensor]]) -> None:
         """Settle each clip's future; a failing batch is retried clip by clip, so one bad clip fails
