@@ -168,6 +168,13 @@ LOGMEL = "tympan.transforms.logmel:PannLogMel"
 def test_optimizer_and_scheduler_refuse_their_arguments_at_load(block, message):
     with pytest.raises(ConfigError, match=message):
         configuration.parse({**BASE, **block})
+    # the stages before training (fetch, preprocess) leave the constructors to `tympan train`,
+    # but not the argument names
+    assert configuration.parse({**BASE, **block}, training=False)
+    ((key, value),) = block.items()
+    misspelt = {key: {**value, "args": {"lrate": 0.1}}}
+    with pytest.raises(ConfigError, match=rf"{key}\.args: .*lrate"):
+        configuration.parse({**BASE, **misspelt}, training=False)
 
 
 def test_the_default_scheduler_builds_at_load_for_steps_and_epochs():
