@@ -22,7 +22,7 @@ import torchaudio.functional as AF
 import yaml
 
 from tests.conftest import TINY
-from tympan import audio, feature_store, stages
+from tympan import audio, feature_store, stages, staging
 from tympan import config as configuration
 from tympan.errors import AudioError, ConfigError, DataError
 
@@ -183,7 +183,7 @@ def _gone(pids, seconds=10.0):
 
 def _interrupted(monkeypatch, config, after_commits=2):
     """Stop an in-process build with Ctrl-C after its `after_commits`-th chunk is committed."""
-    commit, commits = feature_store._Staging.commit, []
+    commit, commits = staging.Staging.commit, []
 
     def stop_after(self, *arrays):
         commit(self, *arrays)
@@ -192,7 +192,7 @@ def _interrupted(monkeypatch, config, after_commits=2):
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(feature_store._Staging, "commit", stop_after)
+        patch.setattr(staging.Staging, "commit", stop_after)
         with pytest.raises(KeyboardInterrupt):
             stages.preprocess(config, progress=False, workers=1)
 

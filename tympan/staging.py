@@ -1,0 +1,229 @@
+"""A feature store being built: `<root>/.<dataset>-features.partial/`, beside the finished stores.
+
+Each split's arrays are .npy files packed as they grow (`PackedFile`), and `progress.json` says how
+much of them is valid, so a killed `tympan preprocess` resumes where it stopped (`Staging`).
+`feature_store.build` drives it; `Staging.finish` seals the files and renames the directory into
+the store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from tympan.datasets.base import SPLITS, Index
+from tympan.errors import DataError
+from tympan.fileio import clear_leftovers, write_csv, write_json
+from tympan.transforms.spec import Spec
+
+log = logging.getLogger("tympan")
+
+
+def row_shape(stored: Spec) -> tuple[int, ...]:
+    """The shape of one row of a split's packed array."""
+    return {"waveform": (), "frames": (stored.size or 0,), "vector": (stored.size or 0,)}.get(
+        stored.kind, tuple(stored.shape or ())
+    )
+
+
+class Staging:
+    """A store being built: `<root>/.<dataset>-features.partial/`, beside the stores. Each split's packed
+    arrays grow there chunk by chunk, and `progress.json`, rewritten (atomically) after the data it
+    describes is written, says how much of them is valid. A build that finds it resumes from there,
+    unless it was staged for another store key or does not add up: then it is discarded, saying
+    why. Data is flushed to the OS, not synced to disk: a killed process loses nothing, and after a
+    power cut, data shorter than progress.json says is caught here."""
+
+    def __init__(self, out: Path, dataset_name: str, key: str, stored: Spec, index: Index):
+        self.out, self.key, self.stored, self.row_shape = out, key, stored, row_shape(stored)
+        self.dir = out.parent / f".{dataset_name}-features.partial"
+        self.progress: dict = {"key": key, "splits": {}}
+        if self.dir.exists():
+            problem = self._problem(index)
+            if problem is None:
+                clear_leftovers(self.dir)  # a progress.json being replaced when the build was killed
+                self.progress = json.loads((self.dir / "progress.json").read_text())
+                done = len(index) - self.files_left(index)
+                log.info("resuming %s: %d of %d files were extracted already", out, done, len(index))
+                return
+            log.info("discarding %s: %s", self.dir, problem)
+            shutil.rmtree(self.dir)
+        self.dir.mkdir()
+
+    def files_left(self, index: Index) -> int:
+        return len(index) - sum(done["files"] for done in self.progress["splits"].values())
+
+    def _problem(self, index: Index) -> str | None:
+        """Why the staging directory cannot be resumed, or None."""
+        try:
+            progress = json.loads((self.dir / "progress.json").read_text())
+        except (OSError, ValueError):
+            return "no readable progress.json (killed before its first chunk?)"
+        try:
+            if progress["key"] != self.key:
+                return "it was staged for another store key (another config or index)"
+            previous_done = True
+            for split in SPLITS:
+                done, total = progress["splits"].get(split), len(index.split(split))
+                if done is None:
+                    previous_done = False
+                    continue
+                problem = None if previous_done else "staged before the split ahead of it was done"
+                if problem or (problem := self._split_problem(split, done, total)):
+                    return f"{split}: {problem}"
+                previous_done = done["files"] == total
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return "progress.json is malformed"
+        return None
+
+    def _split_problem(self, split: str, done: dict, total: int) -> str | None:
+        files, clips, rows, skipped = int(done["files"]), int(done["clips"]), int(done["rows"]), len(done["skipped"])
+        if not 0 <= files <= total or clips + skipped != files:
+            return f"its counts do not add up ({files} of {total} files, {clips} clips, {skipped} skipped)"
+        features, offsets = self.dir / split / "features.npy", self.dir / split / "offsets.npy"
+        if _packed_rows(features, np.float32, self.row_shape) < rows:
+            return f"features.npy holds fewer than the {rows} rows progress.json records"
+        if _packed_rows(offsets, np.int64, ()) < clips + 1:
+            return f"offsets.npy holds fewer than the {clips + 1} offsets progress.json records"
+        if _packed_value(offsets, clips) != rows:
+            return f"offsets.npy does not end at row {rows}, where progress.json says features.npy does"
+        return None
+
+    @contextmanager
+    def arrays(self, split: str, done: dict):
+        """The split's (features, offsets) to append to: what `done` records of them, or new."""
+        directory = self.dir / split
+        directory.mkdir(exist_ok=True)
+        kept = done["files"] > 0
+        features = PackedFile(directory / "features.npy", np.float32, self.row_shape, done["rows"] if kept else None)
+        offsets = PackedFile(directory / "offsets.npy", np.int64, (), done["clips"] + 1 if kept else None)
+        if not kept:
+            offsets.append(np.zeros(1, np.int64))
+        try:
+            yield features, offsets
+        finally:
+            features.close()
+            offsets.close()
+
+    def as_rows(self, clip: np.ndarray, path: Path) -> np.ndarray:
+        """A clip as rows of the packed array, once it is checked to be what the pipeline declares
+        (packing bytes as they come would otherwise store a wrong shape without a word)."""
+        if not self.stored.variable_length:
+            if clip.shape == self.row_shape:
+                return clip[None]
+        elif clip.shape[1:] == self.row_shape and clip.ndim == 1 + len(self.row_shape):
+            if self.stored.length is None or len(clip) == self.stored.length:
+                return clip
+        raise DataError(
+            f"{path}: its features have shape {clip.shape}, but the pipeline declares {self.stored.describe()}"
+        )
+
+    def commit(self, features: PackedFile, offsets: PackedFile) -> None:
+        features.flush()
+        offsets.flush()
+        write_json(self.dir / "progress.json", self.progress)
+
+    def finish(self, index: Index, meta: dict) -> dict[str, int]:
+        """Seal every split (headers with the final counts, index.csv), write meta.json last and
+        rename the directory into the store; returns the clips per split."""
+        counts, skipped = {}, []
+        for split in SPLITS:
+            done, directory = self.progress["splits"][split], self.dir / split
+            _seal(directory / "features.npy", np.float32, (done["rows"], *self.row_shape))
+            _seal(directory / "offsets.npy", np.int64, (done["clips"] + 1,))
+            left_out = {entry["at"] for entry in done["skipped"]}
+            write_csv(directory / "index.csv", [r for i, r in enumerate(index.split(split)) if i not in left_out])
+            skipped += [{"path": e["path"], "split": split, "reason": e["reason"]} for e in done["skipped"]]
+            counts[split] = done["clips"]
+        if skipped:
+            write_csv(self.dir / "skipped.csv", skipped)
+            log.warning("skipped %d files that could not be used; listed in %s", len(skipped), self.out / "skipped.csv")
+        (self.dir / "progress.json").unlink()
+        write_json(self.dir / "meta.json", {**meta, "clips": counts, "skipped": skipped})
+        if self.out.exists():  # an incomplete store of an older tympan
+            shutil.rmtree(self.out)
+        self.dir.rename(self.out)
+        return counts
+
+
+class PackedFile:
+    """An .npy file packed as it grows: rows appended after a header that fits any row count.
+    `_seal` writes the final count into the header, which makes the file np.save's bytes."""
+
+    def __init__(self, path: Path, dtype, row: tuple[int, ...], keep: int | None):
+        """A new file, or (`keep` rows) an existing one cut back to that many rows."""
+        self.dtype = np.dtype(dtype)
+        header = _npy_header(self.dtype, (0, *row))
+        self.file = open(path, "wb" if keep is None else "r+b")  # noqa: SIM115 (closed by close())
+        if keep is None:
+            self.file.write(header)
+        else:
+            self.file.truncate(len(header) + keep * self.dtype.itemsize * math.prod(row))
+            self.file.seek(0, os.SEEK_END)
+
+    def append(self, rows: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(rows, dtype=self.dtype).data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The header np.save writes for a C-ordered array of this dtype and shape. Its length does not
+    depend on the first axis (numpy pads it for that axis to grow), so it can be rewritten in place."""
+    buffer = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def _read_header(file) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of an open .npy file; ValueError if it is none."""
+    np.lib.format.read_magic(file)
+    shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
+    if fortran_order:
+        raise ValueError("Fortran order")
+    return shape, dtype, file.tell()
+
+
+def _packed_rows(path: Path, dtype, row: tuple[int, ...]) -> int:
+    """Whole rows of `row` shape a packed file holds; -1 if it is missing or not packed for them."""
+    try:
+        with open(path, "rb") as f:
+            shape, found, start = _read_header(f)
+    except (OSError, ValueError):
+        return -1
+    if found != np.dtype(dtype) or tuple(shape[1:]) != tuple(row):
+        return -1
+    return (path.stat().st_size - start) // max(1, np.dtype(dtype).itemsize * math.prod(row))
+
+
+def _packed_value(path: Path, i: int) -> int:
+    """Item i of a packed 1-D int64 file."""
+    with open(path, "rb") as f:
+        _, _, start = _read_header(f)
+        f.seek(start + 8 * i)
+        return int(np.frombuffer(f.read(8), dtype=np.int64)[0])
+
+
+def _seal(path: Path, dtype, shape: tuple[int, ...]) -> None:
+    """Write the final shape into a packed file's header (cut to exactly that many rows first)."""
+    header = _npy_header(np.dtype(dtype), shape)
+    with open(path, "r+b") as f:
+        _, _, start = _read_header(f)
+        if start != len(header):
+            raise RuntimeError(f"{path}: the .npy header would change length ({start} -> {len(header)} bytes)")
+        f.truncate(start + np.dtype(dtype).itemsize * math.prod(shape))
+        f.seek(0)
+        f.write(header)
