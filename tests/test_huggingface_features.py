@@ -111,6 +111,23 @@ def test_recorded_args_rebuild_it_without_its_directory(tmp_path, clips, kind):
     assert torch.equal(rebuilt(clips["short"]), transform(clips["short"]))
 
 
+def test_the_store_key_follows_the_extractors_content_not_its_path(tmp_path):
+    """An edited preprocessor_config.json in the same directory makes another store (the old one
+    holds the old settings' features); the same content elsewhere finds the same store."""
+    directory = save_extractor("ast", tmp_path / "ast")
+    raw = config_with([{"target": TARGET, "args": {"extractor": directory}}])
+    before = feature_store.config_digest(configuration.parse(raw))
+    file = Path(directory) / "preprocessor_config.json"
+    settings = json.loads(file.read_text())
+    assert settings["do_normalize"] is True
+    file.write_text(json.dumps({**settings, "do_normalize": False}))
+    edited = feature_store.config_digest(configuration.parse(raw))
+    assert edited != before
+    shutil.copytree(directory, tmp_path / "elsewhere")
+    moved = config_with([{"target": TARGET, "args": {"extractor": str(tmp_path / "elsewhere")}}])
+    assert feature_store.config_digest(configuration.parse(moved)) == edited
+
+
 @pytest.mark.parametrize("kind", list(SPECS))
 def test_a_rate_other_than_the_extractors_is_a_shape_error_at_config_load_until_resampled(directories, kind):
     offline = [{"target": TARGET, "args": {"extractor": directories[kind]}}]
@@ -184,7 +201,7 @@ def test_ast_says_when_a_clip_is_shorter_than_its_window(directories, clips):
 
 @pytest.fixture(scope="module")
 def ast_run(fsdd_mirror, tmp_path_factory):
-    """(config, run dir, summary) of a short run on stored AST features of 90 FSDD recordings (a
+    """(config, run dir, summary, store) of a short run on stored AST features of 90 FSDD recordings (a
     table dataset: six takes of each digit by one voice to train on, three by another for dev);
     the extractor's directory is deleted once the run is trained."""
     root = tmp_path_factory.mktemp("hf-ast")
@@ -210,12 +227,13 @@ def ast_run(fsdd_mirror, tmp_path_factory):
     stages.fetch(config)
     stages.preprocess(config, progress=False)
     run_dir, summary = stages.train(config, root / "run")
+    store = feature_store.store_dir(config, DIGITS)  # keyed by the extractor's content, read while it is there
     shutil.rmtree(directory)
-    return config, run_dir, summary
+    return config, run_dir, summary, store
 
 
 def test_the_bundle_predicts_what_the_run_measured_without_the_extractors_directory(ast_run):
-    config, run_dir, summary = ast_run
+    config, run_dir, summary, store = ast_run
     directory = config.features.offline[0].args["extractor"]
     features = json.loads((run_dir / "bundle" / bundle.MANIFEST).read_text())["features"]  # what loading reads
     assert directory not in json.dumps(features)
@@ -223,7 +241,7 @@ def test_the_bundle_predicts_what_the_run_measured_without_the_extractors_direct
     assert recorded["feature_extractor_type"] == "ASTFeatureExtractor" and recorded["max_length"] == 100
     predictor = bundle.load(run_dir / "bundle")
     assert predictor.pipeline.output == SPECS["ast"]
-    dev = feature_store.open_split(feature_store.store_dir(config, DIGITS), "dev")
+    dev = feature_store.open_split(store, "dev")
     assert len(dev) == 30 and dev.clip(0).shape == (100, 128)
     correct = 0
     for i, row in enumerate(dev.rows):
@@ -237,7 +255,7 @@ def test_the_bundle_predicts_what_the_run_measured_without_the_extractors_direct
 
 
 def test_a_bundle_naming_another_extractor_class_is_refused(ast_run, tmp_path):
-    _, run_dir, _ = ast_run
+    _, run_dir, _, _ = ast_run
     copy = tmp_path / "bundle"
     shutil.copytree(run_dir / "bundle", copy)
     manifest = json.loads((copy / bundle.MANIFEST).read_text())

@@ -111,8 +111,14 @@ class FeaturesConfig(Block):
         return {**shared, "sample_rate": pipeline.stored.sample_rate}
 
     def stored_part(self) -> dict:
-        """What decides the stored features: the rate and the offline transforms (not online, not root)."""
-        return self.model_dump(mode="json", include={"sample_rate", "offline"})
+        """What decides the stored features: the rate and the offline transforms (not online, not
+        root), with what they read from local files in place of its path (`Transform.content_args`)."""
+        part = self.model_dump(mode="json", include={"sample_rate", "offline"})
+        for component in part["offline"]:
+            content_args = getattr(resolve_target(component["target"]), "content_args", None)
+            if content_args is not None:
+                component["args"] = content_args(component["args"])
+        return part
 
 
 class TaskConfig(Component):

@@ -10,6 +10,7 @@ imported inside functions: importing it takes seconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -126,6 +127,17 @@ class HuggingFaceExtractor(Transform):
     def config(self) -> dict:
         """The extractor's settings as plain JSON data (rebuilds it exactly, without its directory)."""
         return json.loads(self.extractor.to_json_string())
+
+    @classmethod
+    def content_args(cls, args: dict) -> dict:
+        """A local extractor's path becomes the digest of its preprocessor_config.json."""
+        extractor = args.get("extractor")
+        if isinstance(extractor, str):
+            local = Path(extractor).expanduser()
+            file = local / CONFIG_FILE if local.is_dir() else local
+            if file.is_file():
+                return {**args, "extractor": {CONFIG_FILE: hashlib.sha256(file.read_bytes()).hexdigest()}}
+        return args
 
     def recorded_args(self, args: dict) -> dict:
         return {**args, "extractor": self.config()}

@@ -92,6 +92,13 @@ class Transform(nn.Module):
         """The spec of the output for input `spec` (after `check`)."""
         raise NotImplementedError
 
+    @classmethod
+    def content_args(cls, args: dict) -> dict:
+        """`args` as the feature store's key sees them: a transform that reads a local file replaces
+        its path with a digest of the file, so an edited file makes a new store instead of reusing
+        the features of the old content. Cheap: no instance is built."""
+        return args
+
     def recorded_args(self, args: dict) -> dict:
         """The arguments that rebuild this transform anywhere (the bundle records these): `args`,
         unless the transform reads a local file whose content must travel with it (a Hugging Face
