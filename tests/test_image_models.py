@@ -114,6 +114,26 @@ def test_frames_into_an_image_model_fail_at_config_load_naming_both(target, tmp_
         configuration.parse(image_config(tmp_path, model, online=[]))
 
 
+def test_a_timm_network_of_one_image_size_refuses_another_at_config_load(tmp_path):
+    """A ViT is fixed to 224 x 224 (timm's `fixed_input_size`): 64 x 64 images are refused when the
+    config loads, naming both sizes, instead of failing at training's first forward pass."""
+    vit = {"target": "tympan.models.timm_backbone:TimmModel", "args": {"name": "vit_tiny_patch16_224"}}
+    message = r"model: timm's vit_tiny_patch16_224 takes images of exactly 224 x 224, but the features give "
+    message += r"image 3x64x64; set the image transform's size to \[224, 224\]"
+    with pytest.raises(ConfigError, match=message):
+        configuration.parse(image_config(tmp_path, vit))
+    model = TimmModel("vit_tiny_patch16_224", 10, 3).eval()
+    with pytest.raises(AssertionError), torch.no_grad():  # what the check saves a run from
+        model(torch.zeros(1, 3, 64, 64))
+    colour = {"target": "tympan.transforms.image:ColourMapImage", "args": {"size": [224, 224]}}
+    config = configuration.parse(image_config(tmp_path, vit, online=[colour]))
+    assert config.features.pipeline().output.shape == (3, 224, 224)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 10)
+    # networks of any size are not checked
+    configuration.parse(image_config(tmp_path, {**vit, "args": {"name": "resnet18"}}))
+
+
 @pytest.mark.parametrize(
     ("target", "args", "message"),
     [

@@ -120,7 +120,7 @@ def _check_chain(config: Config, source: str) -> None:
     except ValueError as exc:  # ShapeError included: it names the transform and both sides
         raise ConfigError(f"{source}: {first_line(exc).partition(': ')[2]}") from None
     try:
-        check_accepts(resolve_target(config.model.target), pipeline.output)
+        check_accepts(resolve_target(config.model.target), pipeline.output, config.model.args)
     except ValueError as exc:
         raise ConfigError(f"{source}: model: {first_line(exc).partition(': ')[2]}") from None
     from tympan.augmentations import build

@@ -29,6 +29,11 @@ class AudioModel(nn.Module):
     accepts: tuple[str, ...] = ("frames",)
     min_frames: int = 1
 
+    @classmethod
+    def check_input(cls, spec: Spec, args: dict) -> None:
+        """Refuse features this model built with `args` cannot take (a ShapeError naming both),
+        beyond their kind: e.g. a network fixed to one image size. Config load calls it."""
+
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
@@ -59,15 +64,18 @@ def sizes(spec: Spec, n_outputs: int, model_class: type | None = None) -> dict[s
     return {k: v for k, v in found.items() if k in params}
 
 
-def check_accepts(model_class: type, spec: Spec) -> None:
-    """Refuse features of a kind the model does not take, naming both sides; and a model whose
-    `embed` takes no `lengths` (written for the contract before lengths), which training, that
-    passes them with every batch, would otherwise stop at with a TypeError."""
+def check_accepts(model_class: type, spec: Spec, args: dict | None = None) -> None:
+    """Refuse features of a kind the model does not take, or (given the model's `args`) that its
+    `check_input` refuses, naming both sides; and a model whose `embed` takes no `lengths` (written
+    for the contract before lengths), which training, that passes them with every batch, would
+    otherwise stop at with a TypeError."""
     accepts = getattr(model_class, "accepts", AudioModel.accepts)
     if spec.kind not in accepts:
         raise ShapeError(
             f"{model_class.__name__} accepts {' or '.join(accepts)}, but the features give {spec.describe()}"
         )
+    if args is not None and hasattr(model_class, "check_input"):
+        model_class.check_input(spec, args)
     embed = getattr(model_class, "embed", None)
     if embed is not None and not _takes(embed, "lengths"):
         raise ValueError(f"{model_class.__name__}.embed takes no lengths: define it as embed(self, x, lengths=None)")

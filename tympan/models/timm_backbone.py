@@ -13,6 +13,7 @@ from tympan import checks
 from tympan.models.backbones import adapt_first_conv, check_pretrained, unknown_name
 from tympan.models.base import AudioModel
 from tympan.models.weights import load_weights
+from tympan.transforms.spec import ShapeError, Spec
 
 # quick to train on a laptop CPU (named when a config asks for a model timm does not know)
 SMALL = ("mobilenetv3_small_050", "mobilenetv3_small_100", "lcnet_050", "resnet10t", "efficientnet_b0")
@@ -55,6 +56,22 @@ class TimmModel(AudioModel):
             raise unknown_name("timm", name, timm.list_models(), SMALL)
         check_pretrained(pretrained)
         checks.probability("drop_rate", drop_rate)
+
+    @classmethod
+    def check_input(cls, spec: Spec, args: dict) -> None:
+        """A network timm marks `fixed_input_size` (ViTs, Swin, ...) takes one image size only:
+        other features are refused at config load, not at the first forward pass."""
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(str(args.get("name")))
+        if cfg is None or not cfg.fixed_input_size or spec.shape is None:
+            return
+        size = tuple(cfg.input_size[1:])
+        if tuple(spec.shape[1:]) != size:
+            raise ShapeError(
+                f"timm's {args['name']} takes images of exactly {size[0]} x {size[1]}, but the features give "
+                f"{spec.describe()}; set the image transform's size to [{size[0]}, {size[1]}]"
+            )
 
     def _load(self, path: str, in_channels: int) -> None:
         """Load an RGB file into the classifier-less network, then adapt its first conv(s)."""
