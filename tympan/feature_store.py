@@ -63,8 +63,13 @@ def index_digest(index: Index) -> str:
     return digest(index.rows)
 
 
+def _full_key(config: Config, index: Index) -> str:
+    """Both digests in one: a store's name carries its first 10 characters, its staging directory all of it."""
+    return digest([config_digest(config), index_digest(index)])
+
+
 def store_key(config: Config, index: Index) -> str:
-    return digest([config_digest(config), index_digest(index)])[:10]
+    return _full_key(config, index)[:10]
 
 
 def store_dir(config: Config, dataset_name: str, index: Index | None = None) -> Path:
@@ -110,8 +115,7 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
         if (out / "meta.json").is_file():  # built by the build this one waited for
             log.info("features already extracted in %s", out)
             return out
-        key = digest([config_digest(config), index_digest(index)])
-        staging = Staging(out, dataset.name, key, pipeline.stored, index)
+        staging = Staging(out, dataset.name, _full_key(config, index), pipeline.stored, index)
         started, todo = time.monotonic(), staging.files_left(index)
         stop_at_error = config.dataset.on_unreadable == "raise"
         try:
