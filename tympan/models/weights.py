@@ -100,13 +100,21 @@ def _read(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an untrusted file can fail in any way
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found:
-            raise DataError(
-                f"{path}: refused: unpickling it would run code ({found.group(1)}); tympan reads torch files "
-                "with weights_only=True (tensors and plain containers only). Save a plain state dict or safetensors"
-            ) from None
-        raise DataError(f"{path}: not a safetensors file, nor a torch file of tensors ({first_line(exc)})") from None
+        raise DataError(f"{path}: {_why_unreadable(exc)}") from None
+
+
+def _why_unreadable(exc: Exception) -> str:
+    """Why torch refused a file, in tympan's words. torch's own message advises loading again with
+    weights_only=False, which would run whatever code the file carries: it is never repeated."""
+    text = str(exc)
+    if not text.startswith("Weights only load failed"):
+        return f"not a safetensors file, nor a torch file of tensors ({first_line(exc)})"
+    found = re.search(r"GLOBAL ([\w.]+)", text)  # "Unsupported global: GLOBAL x" and "unsupported GLOBAL x whose..."
+    what = f"it calls {found.group(1)}" if found else "it holds more than tensors and plain containers"
+    return (
+        f"refused: unpickling it would run code ({what}); tympan reads torch files with weights_only=True and never "
+        "unpickles code, so such a file cannot be loaded. Save a plain state dict or safetensors"
+    )
 
 
 def _rename(state: dict[str, torch.Tensor], key_map: KeyMap | None, path: Path) -> dict[str, torch.Tensor]:
