@@ -189,3 +189,24 @@ def test_a_switch_does_not_swallow_the_override_after_it(tmp_path, monkeypatch, 
     assert_one_line_error(
         tympan_here(capsys, "train", str(config), "--grid", "--run-dir", "x"), "--run-dir names one run"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--window", "0"], "--window must be a positive number of seconds, got 0"),
+        (["--window", "-0.5"], "--window must be a positive number of seconds, got -0.5"),
+        (["--window", "nan"], "--window must be a positive number of seconds, got 'nan'"),
+        (["--window", "0.4", "--hop", "0"], "--hop must be a positive number of seconds, got 0"),
+        (["--hop", "0.2"], "--hop sets the step between sliding windows: it needs --window"),
+    ],
+)
+def test_inference_window_and_hop_are_argument_errors(tiny_run, fsdd_mirror, tmp_path, capsys, args, needle):
+    """Checked before the bundle or any file is read: one argument error, not a failure of every file."""
+    run_dir, _ = tiny_run
+    clip = str(fsdd_mirror / "fsdd/recordings/7_yweweler_0.wav")
+    for model in (run_dir / "bundle", tmp_path / "no-such-bundle"):
+        result = tympan_here(capsys, "inference", str(model), clip, *args)
+        assert result.returncode == 1 and not result.stdout
+        assert_one_line_error(result, needle)
+        assert "failed and were skipped" not in result.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -64,6 +65,14 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
 def _direction(lower_is_better: bool) -> str | None:
     """--lower-is-better as a ranking direction; without it, the task's (or max for other metrics)."""
     return "min" if lower_is_better else None
+
+
+def _seconds(flag: str, value) -> None:
+    """A duration option (None: not given) must be a positive, finite number of seconds: checked
+    before any file is read, so a bad one is an argument error, not a failure of every file."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if value is not None and not (number and 0 < value < math.inf):
+        raise TympanError(f"{flag} must be a positive number of seconds, got {value!r}")
 
 
 def _kubeflow():
@@ -278,6 +287,10 @@ class Commands:
 
         if not paths:
             raise TympanError("give at least one audio file or folder")
+        _seconds("--window", window)
+        _seconds("--hop", hop)
+        if hop is not None and window is None:
+            raise TympanError("--hop sets the step between sliding windows: it needs --window")
         predictor = bundle.load(model, device, trust_code)
         results = inference.run(predictor, list(paths), window, hop, embeddings)
         if output:
