@@ -25,7 +25,6 @@ import tritonclient.http as triton
 import yaml
 
 from tympan import config as configuration
-from tympan.datasets.base import read_index
 
 
 def free_port() -> int:
@@ -52,7 +51,7 @@ def main() -> None:
     run = Path(args.run).resolve()
     config = configuration.parse(yaml.safe_load((run / "config.yaml").read_text()))
     dataset = config.dataset.build()
-    index = read_index(Path(config.dataset.root) / dataset.name)
+    index = dataset.index(config.dataset.root)
     dev = index.split("dev")
     files = [index.path_of(row).resolve() for row in dev]
     truth = [row[dataset.target_column] for row in dev]

@@ -35,7 +35,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from tympan import cpu, feature_store
+from tympan import config as configuration
+from tympan import cpu, feature_store, stages
+from tympan.datasets import Index
 
 AUTRAINER = "0.10.0"
 # autrainer's own requirements come from the registry; these come from this machine's wheels
@@ -165,12 +167,11 @@ def autrainer_venv(cache: Path) -> Path:
     return command
 
 
-def autrainer_project(root: Path, raw: Path) -> Path:
+def autrainer_project(root: Path, index: Index) -> Path:
     """An autrainer project over the fetched FSDD: the same files (linked) in the same splits."""
     audio = root / "data/FSDD/default"
     audio.mkdir(parents=True)
-    with open(raw / "index.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows, raw = index.rows, index.root
     for split in feature_store.SPLITS:
         with open(root / f"data/FSDD/{split}.csv", "w", newline="") as f:
             writer = csv.writer(f)
@@ -210,7 +211,6 @@ def breakdown(root: Path, env: dict) -> str:
     import torch
 
     from tympan import audio
-    from tympan import config as configuration
 
     config = configuration.load(str(root / "exp.yaml"))
     pipeline = config.features.pipeline()
@@ -268,7 +268,7 @@ def main() -> None:
         notes["plain loop"] = agreement(tympan_clips, sorted((root / "plain").glob("*.npy")))
 
         if autrainer:
-            project = autrainer_project(root / "autrainer", raw)
+            project = autrainer_project(root / "autrainer", stages.index_of(configuration.load(root / "exp.yaml")))
             out = project / "data/FSDD/log_mel_16k"
             name = f"autrainer {AUTRAINER}"
             results[name] = timed([str(autrainer), "preprocess", "-u", "0"], project, out, args.repeat)[0]

@@ -35,11 +35,11 @@ def plan(config: str, grid: str, dataset_config: dsl.OutputPath(str), features_c
 def fetch(dataset_config: str, s3_endpoint: str, raw: Output[Dataset]):
     """Fetch the dataset (its config block only, so the cache key is that block) as raw audio."""
     from tympan import stages
-    from tympan.datasets.base import read_index
 
     stages.environment(s3_endpoint)
-    path = stages.fetch(stages.data_config(dataset_config, raw.path))
-    raw.metadata.update({"dataset": path.name, "samples": len(read_index(path))})
+    config = stages.data_config(dataset_config, raw.path)
+    path = stages.fetch(config)
+    raw.metadata.update({"dataset": path.name, "samples": len(stages.index_of(config))})
 
 
 @cpu_component

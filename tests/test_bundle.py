@@ -16,16 +16,19 @@ from tympan.feature_store import open_split, store_dir
 
 
 def test_bundle_reproduces_the_dev_accuracy_of_training(tiny_workspace, tiny_run):
-    root, _ = tiny_workspace
+    from tympan import config as configuration
+    from tympan import stages
+
+    _, raw = tiny_workspace
     run_dir, summary = tiny_run
     predictor = bundle.load(run_dir / "bundle")
     assert predictor.task.labels == [str(d) for d in range(10)] and predictor.sample_rate == 16000
-    dev = [row for row in open(root / "data/raw/fsdd/index.csv").read().splitlines()[1:] if ",dev," in row]
+    index = stages.index_of(configuration.parse(raw))
+    dev = index.split("dev")
     correct = 0
-    for line in dev:
-        path, _, label, _ = line.split(",")
-        samples, rate = audio.load(root / "data/raw/fsdd" / path)  # 8 kHz: the bundle resamples
-        correct += predictor.predict(samples, rate).outputs["label"] == label
+    for row in dev:
+        samples, rate = audio.load(index.path_of(row))  # 8 kHz: the bundle resamples
+        correct += predictor.predict(samples, rate).outputs["label"] == row["label"]
     assert correct / len(dev) == pytest.approx(summary["dev"]["accuracy"], abs=1e-9)
 
 

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from tympan.datasets import FSDD, download_file, read_index, write_index
+from tympan.datasets.copies import META
 from tympan.errors import ConfigError, DataError
 
 TOP = "free-spoken-digit-dataset-1.0.10"
@@ -51,7 +52,13 @@ def subset(fsdd_mirror, tmp_path_factory):
 
 def _assert_nothing_left(root: Path):
     assert not (root / "fsdd").exists()
-    assert not list(root.rglob("index.csv"))
+    assert not list(root.rglob("index-*.csv"))
+
+
+def fetched(dataset: FSDD, root: Path):
+    """Fetch `dataset` below `root`, and the index of its block."""
+    dataset.fetch(root)
+    return dataset.index(root)
 
 
 # ---------------------------------------------------------------- the mirror
@@ -64,7 +71,7 @@ def test_fetch_from_mirror(tmp_path, fsdd_mirror, monkeypatch, caplog):
         dataset_dir = FSDD().fetch(tmp_path)
 
     assert dataset_dir == tmp_path / "fsdd"
-    index = read_index(dataset_dir)
+    index = FSDD().index(tmp_path)
     train, dev, test = (index.split(s) for s in ("train", "dev", "test"))
     assert (len(index), len(train), len(dev), len(test)) == (2500, 2000, 500, 0)
     assert {r["speaker"] for r in train} == {"george", "jackson", "lucas", "nicolas"}
@@ -76,11 +83,11 @@ def test_fetch_from_mirror(tmp_path, fsdd_mirror, monkeypatch, caplog):
     assert row["label"] == row["path"].split("/")[-1][0]
     assert all(index.path_of(r).is_file() for r in index)
     assert "test split is empty" in caplog.text
-    assert str(dataset_dir / "index.csv") in caplog.text
+    assert str(index.file) in caplog.text and index.file.parent == dataset_dir / META
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fsdd"]  # no staging dir left
     assert sorted((fsdd_mirror / "fsdd" / "recordings").iterdir()) == mirror_files
 
-    index_file = dataset_dir / "index.csv"
+    index_file = index.file
     stamp = index_file.stat().st_mtime_ns
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="tympan"):
@@ -91,7 +98,7 @@ def test_fetch_from_mirror(tmp_path, fsdd_mirror, monkeypatch, caplog):
 
 def test_explicit_source_wins_over_the_mirror(tmp_path, fsdd_mirror, subset, monkeypatch):
     monkeypatch.setenv("TYMPAN_DATA_MIRROR", str(fsdd_mirror))
-    assert len(read_index(FSDD(source=str(subset.archive)).fetch(tmp_path))) == 60
+    assert len(fetched(FSDD(source=str(subset.archive)), tmp_path)) == 60
 
 
 # ---------------------------------------------------------------- local sources
@@ -99,33 +106,35 @@ def test_explicit_source_wins_over_the_mirror(tmp_path, fsdd_mirror, subset, mon
 
 def test_fetch_from_local_archive(tmp_path, subset):
     dataset_dir = FSDD(source=str(subset.archive)).fetch(tmp_path)
-    index = read_index(dataset_dir)
+    index = FSDD(source=str(subset.archive)).index(tmp_path)
     assert len(index.split("train")) == 30 and len(index.split("dev")) == 30
     assert {r["speaker"] for r in index.split("train")} == {"george"}
-    assert sorted(p.name for p in dataset_dir.iterdir()) == ["index.csv", "recordings"]
+    assert sorted(p.name for p in dataset_dir.iterdir()) == [META, "recordings"]
     assert len(list((dataset_dir / "recordings").iterdir())) == 60
 
 
 def test_fetch_from_local_directory(tmp_path, subset):
-    index = read_index(FSDD(source=str(subset.tree)).fetch(tmp_path))
+    index = fetched(FSDD(source=str(subset.tree)), tmp_path)
     assert len(index) == 60 and index.labels("speaker") == ["george", "yweweler"]
 
 
 def test_speakers_in_no_split_are_left_out(tmp_path, subset):
     dataset = FSDD(source=str(subset.archive), train_speakers=["george"], dev_speakers=[], test_speakers=[])
-    index = read_index(dataset.fetch(tmp_path))
+    index = fetched(dataset, tmp_path)
     assert len(index) == 30 and index.labels("speaker") == ["george"]
 
 
-def test_changed_splits_rewrite_only_the_index(tmp_path, subset, caplog):
-    dataset_dir = FSDD(source=str(subset.archive)).fetch(tmp_path)
+def test_changed_splits_add_an_index_beside_the_audio(tmp_path, subset, caplog):
+    first = FSDD(source=str(subset.archive))
+    dataset_dir = first.fetch(tmp_path)
     wav = dataset_dir / "recordings" / "0_george_0.wav"
     stamp = wav.stat().st_mtime_ns
     regrouped = FSDD(source=str(subset.archive), train_speakers=["yweweler"], dev_speakers=["george"])
     with caplog.at_level(logging.INFO, logger="tympan"):
         regrouped.fetch(tmp_path)
-    assert "index rewritten" in caplog.text
-    assert {r["speaker"] for r in read_index(dataset_dir).split("dev")} == {"george"}
+    assert "60 files indexed" in caplog.text
+    assert {r["speaker"] for r in regrouped.index(tmp_path).split("dev")} == {"george"}
+    assert {r["speaker"] for r in first.index(tmp_path).split("dev")} == {"yweweler"}  # its own, untouched
     assert wav.stat().st_mtime_ns == stamp  # the audio was not fetched again
 
 
@@ -141,7 +150,7 @@ def test_a_damaged_dataset_dir_is_fetched_again(tmp_path, subset, caplog):
     assert dataset.fetch(tmp_path) == dataset_dir
     assert "3_george_1.wav" in caplog.text and "fetching again" in caplog.text
     assert (dataset_dir / "recordings" / "3_george_1.wav").is_file()
-    assert len(read_index(dataset_dir)) == 60
+    assert len(dataset.index(tmp_path)) == 60
 
 
 def test_incomplete_source_fails_verification(tmp_path, subset):
@@ -174,8 +183,7 @@ def test_archive_members_cannot_escape(tmp_path, subset):
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(link)
     root = tmp_path / "deep" / "raw"
-    dataset_dir = FSDD(source=str(archive)).fetch(root)
-    assert len(read_index(dataset_dir)) == 60
+    assert len(fetched(FSDD(source=str(archive)), root)) == 60
     assert sorted(p.name for p in tmp_path.rglob("0_george_[789].wav")) == []
 
 
@@ -219,8 +227,8 @@ def server(subset):
 
 def test_download_over_http(tmp_path, server, subset):
     dataset_dir = FSDD(url=server.url, sha256=subset.sha256).fetch(tmp_path)
-    assert len(read_index(dataset_dir)) == 60
-    assert sorted(p.name for p in dataset_dir.iterdir()) == ["index.csv", "recordings"]
+    assert len(FSDD(url=server.url, sha256=subset.sha256).index(tmp_path)) == 60
+    assert sorted(p.name for p in dataset_dir.iterdir()) == [META, "recordings"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fsdd"]
     assert server.ranges == [None]
 
@@ -248,9 +256,9 @@ def test_interrupted_download_fails_then_resumes(tmp_path, server, subset):
     _assert_nothing_left(tmp_path)
 
     server.cut_after = None
-    dataset_dir = FSDD(url=server.url, sha256=subset.sha256).fetch(tmp_path)
+    index = fetched(FSDD(url=server.url, sha256=subset.sha256), tmp_path)
     assert server.ranges == [None, f"bytes={half}-"]
-    assert len(read_index(dataset_dir)) == 60
+    assert len(index) == 60
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fsdd"]
 
 
@@ -279,8 +287,8 @@ def test_index_round_trip(tmp_path):
         {"path": "a.wav", "split": "train", "label": "1", "speaker": "x"},
         {"path": "sub/b.wav", "split": "dev", "label": "0"},
     ]
-    write_index(tmp_path, rows)
-    index = read_index(tmp_path)
+    write_index(tmp_path / "index.csv", rows)
+    index = read_index(tmp_path / "index.csv", tmp_path)
     assert index.columns == ["path", "split", "label", "speaker"]
     assert index.rows[1] == {"path": "sub/b.wav", "split": "dev", "label": "0", "speaker": ""}
     assert index.labels("label") == ["0", "1"] and index.split("test") == []
@@ -291,10 +299,10 @@ def test_index_round_trip(tmp_path):
 
 
 def test_write_index_rejects_bad_rows_and_keeps_the_old_file(tmp_path):
-    write_index(tmp_path, [{"path": "a.wav", "split": "train"}])
+    write_index(tmp_path / "index.csv", [{"path": "a.wav", "split": "train"}])
     before = (tmp_path / "index.csv").read_text()
     with pytest.raises(DataError, match="split 'valid'"):
-        write_index(tmp_path, [{"path": "a.wav", "split": "valid"}])
+        write_index(tmp_path / "index.csv", [{"path": "a.wav", "split": "valid"}])
     assert (tmp_path / "index.csv").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.csv"]
 
@@ -302,7 +310,7 @@ def test_write_index_rejects_bad_rows_and_keeps_the_old_file(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        (None, "no index"),
+        (None, "no such dataset index"),
         ("file,split\na.wav,train\n", r"missing column\(s\) \['path'\]"),
         ("path,split\na.wav,valid\n", "line 2: split 'valid'"),
         ("path,split\n../a.wav,train\n", "not relative"),
@@ -313,7 +321,7 @@ def test_read_index_errors_name_the_file(tmp_path, text, match):
     if text is not None:
         (tmp_path / "index.csv").write_text(text)
     with pytest.raises(DataError, match=match) as info:
-        read_index(tmp_path)
+        read_index(tmp_path / "index.csv", tmp_path)
     assert str(tmp_path / "index.csv") in str(info.value)
 
 

@@ -332,9 +332,8 @@ def test_a_bundle_of_an_image_model_predicts_what_the_run_evaluated(tmp_path, to
     predictor = bundle.load(run_dir / "bundle")  # tympan's own classes only: no trust_code needed
     assert predictor.manifest["input"]["kind"] == "image"
     assert predictor.manifest["model"]["args"] == {"name": TIMM, "drop_rate": 0.1, "n_outputs": 3, "in_channels": 1}
-    data = tmp_path / "raw/toy_classification"
-    lines = [line.split(",") for line in (data / "index.csv").read_text().splitlines()[1:]]
-    dev = [{"path": path, "split": split, "label": label} for path, split, label in lines if split == "dev"]
-    scores = np.stack([predictor.predict(*audio.load(data / row["path"])).scores for row in dev])
+    index = stages.index_of(config)
+    dev = index.split("dev")
+    scores = np.stack([predictor.predict(*audio.load(index.path_of(row))).scores for row in dev])
     metrics = predictor.task.metrics(scores, predictor.task.encode(dev))
     assert metrics == pytest.approx(summary["dev"], abs=1e-9)

@@ -20,7 +20,6 @@ from tympan import audio
 from tympan.cli import main
 from tympan.config import DatasetConfig
 from tympan.config.presets import available_presets, load_preset
-from tympan.datasets import INDEX_FILE, read_index
 from tympan.datasets.folder import Folder, shares
 from tympan.datasets.table import Table
 from tympan.datasets.toy import ToyClassification, ToyMultiLabel, ToyRegression
@@ -64,6 +63,12 @@ def assert_nothing_left(data: Path, name: str):
     assert not (data / f".{name}.partial").exists()
 
 
+def fetched(dataset, data: Path):
+    """Fetch `dataset` below `data`, and the index of its block."""
+    dataset.fetch(data)
+    return dataset.index(data)
+
+
 # ---------------------------------------------------------------- Table
 
 
@@ -74,7 +79,7 @@ def test_table_fetch_keeps_paths_targets_and_metadata(clips, tmp_path, fsdd_mirr
     table = Table(root, targets=["label"], name="fsdd")
     assert table.targets == ["label"] and table.default_task == "classification"
 
-    index = read_index(table.fetch(tmp_path / "data"))
+    index = fetched(table, tmp_path / "data")
 
     assert len(index) == 18  # the CSV's rows, not the mirror's 2,500 recordings
     assert index.columns == ["path", "split", "label", "speaker"]
@@ -93,11 +98,11 @@ def test_table_refetch_follows_the_csv(clips, tmp_path):
 
     rows[0]["split"] = "validation"  # an alias of dev; the file is already there: only the index changes
     write_csv(root / "index.csv", rows[:13])  # and one more file: taken on the next fetch
-    index = read_index(table.fetch(tmp_path / "data"))
+    index = fetched(table, tmp_path / "data")
 
     assert len(index) == 13 and index.rows[0]["split"] == "dev"
     assert index.path_of(index.rows[12]).is_file()
-    assert dataset == tmp_path / "data" / "table"
+    assert dataset == tmp_path / "data" / table.name and table.name.startswith("clips-")
 
 
 def test_table_index_elsewhere_and_several_targets(clips, tmp_path):
@@ -105,7 +110,7 @@ def test_table_index_elsewhere_and_several_targets(clips, tmp_path):
     rows = [{**r, "snr_db": str(10 + i), "rate": "1.0"} for i, r in enumerate(rows)]
     csv_file = write_csv(tmp_path / "elsewhere.csv", rows)
     table = Table(root, index=csv_file, targets=["snr_db", "rate"], default_task="regression")
-    index = read_index(table.fetch(tmp_path / "data"))
+    index = fetched(table, tmp_path / "data")
     assert table.targets == ["snr_db", "rate"] and table.target_column == "snr_db"
     assert index.columns == ["path", "split", "snr_db", "rate", "label", "speaker"]
     assert index.rows[3]["snr_db"] == "13"
@@ -142,7 +147,7 @@ def test_table_errors_name_the_csv_and_leave_nothing(clips, tmp_path, case):
     assert "\n" not in message and str(root / "index.csv") in message
     for needle in needles:
         assert needle in message
-    assert_nothing_left(tmp_path / "data", "table")
+    assert_nothing_left(tmp_path / "data", table.name)
 
 
 def test_table_refuses_empty_or_bad_targets_when_built(tmp_path):
@@ -165,7 +170,7 @@ def test_table_mixed_sample_rates_load_at_one_rate(fsdd_mirror, tmp_path):
     sf.write(root / "16k.wav", audio.resample(samples, 8000, 16000), 16000, subtype="FLOAT")
     rows = [{"file": "8k.wav", "split": "train", "label": "3"}, {"file": "16k.wav", "split": "dev", "label": "3"}]
     write_csv(root / "index.csv", rows)
-    index = read_index(Table(root).fetch(tmp_path / "data"))
+    index = fetched(Table(root), tmp_path / "data")
 
     low, high = (audio.load(index.path_of(row), 16000) for row in index)
     assert low[1] == high[1] == 16000
@@ -188,7 +193,7 @@ def test_table_through_the_cli_from_config_alone(clips, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert f"dataset: {tmp_path / 'data' / 'digits'}" in result.stdout
-    assert len(read_index(tmp_path / "data" / "digits")) == 18
+    assert len(Table(**dataset["args"]).index(tmp_path / "data")) == 18
 
 
 def test_table_error_is_one_cli_line(clips, tmp_path, capsys):
@@ -221,7 +226,7 @@ def tree(fsdd_mirror, tmp_path):
 
 
 def test_folder_ratio_split_is_stratified_and_seeded(tree, tmp_path):
-    index = read_index(Folder(tree).fetch(tmp_path / "data"))
+    index = fetched(Folder(tree), tmp_path / "data")
 
     assert index.columns == ["path", "split", "label"] and len(index) == 30
     for digit in DIGITS:
@@ -242,7 +247,7 @@ def test_folder_split_by_csv(tree, tmp_path, caplog):
     rows = [{"file": f"{d}/george_{t}.wav", "split": "train" if t < 3 else "val"} for d in DIGITS for t in range(4)]
     split = write_csv(tmp_path / "split.csv", rows)
     with caplog.at_level(logging.WARNING):
-        index = read_index(Folder(tree, split=str(split)).fetch(tmp_path / "data"))
+        index = fetched(Folder(tree, split=str(split)), tmp_path / "data")
     assert len(index) == 12 and len(index.split("dev")) == 3 and not index.split("test")
     assert index.rows[3] == {"path": "0/george_3.wav", "split": "dev", "label": "0"}
     assert "18 audio file(s)" in caplog.text  # the unlisted ones, left out
@@ -268,7 +273,7 @@ def test_folder_errors(tree, tmp_path):
     (tree / "3" / "readme.txt").write_text("no audio here\n")
     with pytest.raises(DataError, match="3: a class folder without audio files"):
         Folder(tree).fetch(data)
-    assert_nothing_left(data, "folder")
+    assert_nothing_left(data, Folder(tree).name)
     with pytest.raises(ValueError, match="adding up to 1"):
         Folder(tree, ratios=[0.8, 0.3, 0.1])
     with pytest.raises(ValueError, match="train and dev a share"):
@@ -298,14 +303,14 @@ def test_toy_is_deterministic_indexed_and_decodes(toy, tmp_path):
     first = toy(seed=5, **small).fetch(tmp_path / "a")
     second = toy(seed=5, **small).fetch(tmp_path / "b")
     other = toy(seed=6, **small).fetch(tmp_path / "c")
-    index = read_index(first)
+    index, again = toy(seed=5, **small).index(tmp_path / "a"), toy(seed=5, **small).index(tmp_path / "b")
 
     assert toy().targets == TOYS[toy] and index.columns == ["path", "split", *TOYS[toy]]
     assert [len(index.split(s)) for s in ("train", "dev", "test")] == [6, 3, 3]
     files = sorted(p.relative_to(first) for p in first.rglob("*.wav"))
     assert len(files) == 12 and files == sorted(p.relative_to(second) for p in second.rglob("*.wav"))
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
-    assert (first / INDEX_FILE).read_bytes() == (second / INDEX_FILE).read_bytes()
+    assert index.file.read_bytes() == again.file.read_bytes()
     assert any((first / f).read_bytes() != (other / f).read_bytes() for f in files)
     for row in index:
         samples, rate = audio.load(index.path_of(row), 16000)
@@ -314,12 +319,12 @@ def test_toy_is_deterministic_indexed_and_decodes(toy, tmp_path):
 
 
 def test_toy_targets_are_what_each_task_needs(tmp_path):
-    labels = read_index(ToyClassification().fetch(tmp_path))
+    labels = fetched(ToyClassification(), tmp_path)
     assert {r["label"] for r in labels} == {"tone", "chirp", "noise"} and len(labels.split("train")) == 60
-    mixes = read_index(ToyMultiLabel().fetch(tmp_path))
+    mixes = fetched(ToyMultiLabel(), tmp_path)
     assert all({r[c] for c in TOYS[ToyMultiLabel]} <= {"0", "1"} for r in mixes)
     assert all(any(r[c] == "1" for c in TOYS[ToyMultiLabel]) for r in mixes)  # never an empty label set
-    values = read_index(ToyRegression().fetch(tmp_path))
+    values = fetched(ToyRegression(), tmp_path)
     for column in TOYS[ToyRegression]:
         numbers = [int(r[column]) for r in values]
         assert 200 <= min(numbers) < 300 and 700 < max(numbers) <= 800
@@ -327,13 +332,17 @@ def test_toy_targets_are_what_each_task_needs(tmp_path):
     assert all(toy.default_task == task for toy, task in defaults.items())
 
 
-def test_toy_refetch_with_other_settings_generates_again(tmp_path):
+def test_toy_with_other_settings_is_refused_under_the_same_name(tmp_path):
+    """Generating again would change the audio under the first block's index: refused; a name of its own works."""
     dataset = ToyRegression(seed=1, train=4, dev=2, test=0).fetch(tmp_path)
     before = (dataset / "train/train_0000.wav").read_bytes()
-    ToyRegression(seed=2, train=4, dev=2, test=0).fetch(tmp_path)
-    after = read_index(dataset)
-    assert (dataset / "train/train_0000.wav").read_bytes() != before
-    assert after.rows == ToyRegression(seed=2, train=4, dev=2, test=0).prepare(dataset)
+    with pytest.raises(DataError, match="already a copy of .*'seed': 1.*set dataset.args.name"):
+        ToyRegression(seed=2, train=4, dev=2, test=0).fetch(tmp_path)
+    assert (dataset / "train/train_0000.wav").read_bytes() == before
+    other = ToyRegression(seed=2, train=4, dev=2, test=0, name="toy_regression_2")
+    after = fetched(other, tmp_path)
+    assert after.root == tmp_path / "toy_regression_2" and after.rows == other.prepare(after.root)
+    assert (after.root / "train/train_0000.wav").read_bytes() != before
 
 
 @pytest.fixture
@@ -370,7 +379,7 @@ def test_toys_are_learnable_by_a_small_model_in_seconds(tmp_path, one_thread):
     results = {}
     for toy, loss in losses.items():
         dataset = toy()
-        index = read_index(dataset.fetch(tmp_path))
+        index = fetched(dataset, tmp_path)
         x, y, x_dev, y_dev = (
             features(index, "train"),
             targets(dataset, index, "train"),
@@ -429,4 +438,4 @@ def test_every_own_data_preset_builds(tmp_path):
     table = load_preset("datasets", "Table")
     args = {**table["args"], "root": str(tmp_path), "targets": ["snr_db", "rate"], "default_task": "regression"}
     dataset = DatasetConfig(target=table["target"], args=args).build_checked("dataset")
-    assert dataset.targets == ["snr_db", "rate"] and dataset.index == tmp_path / "index.csv"
+    assert dataset.targets == ["snr_db", "rate"] and dataset.csv == tmp_path / "index.csv"

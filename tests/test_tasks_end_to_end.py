@@ -30,7 +30,6 @@ import yaml
 from tests.conftest import free_port, kill_once_last_exists
 from tympan import audio, bundle, cli, stages
 from tympan import config as configuration
-from tympan.datasets.base import read_index
 
 httpx = pytest.importorskip("httpx")
 triton = pytest.importorskip("tritonclient.http")
@@ -206,7 +205,7 @@ def test_regression_trains_scaled_and_predicts_in_original_units(toys):
     bundle answers in Hz and ms again, close to the dev truth, and `tympan inference` agrees."""
     toy = toys("regression")
     targets = COLUMNS["regression"]
-    index = read_index(toy.dataset_dir)
+    index = stages.index_of(configuration.parse(toy.raw))
     train, dev = index.split("train"), index.split("dev")
 
     def truth(rows):

@@ -38,7 +38,7 @@ import torch
 
 from tympan import audio
 from tympan.config import STORE_FORMAT, Config, digest
-from tympan.datasets.base import SPLITS, AudioDataset, Index, read_index
+from tympan.datasets.base import SPLITS, AudioDataset, Index
 from tympan.errors import AudioError, ConfigError, DataError, TympanError
 from tympan.progress import bar as progress_bar
 from tympan.staging import Staging
@@ -73,9 +73,9 @@ def store_key(config: Config, index: Index) -> str:
 
 
 def store_dir(config: Config, dataset_name: str, index: Index | None = None) -> Path:
-    """The store of this config and index (read from `<dataset.root>/<name>/` unless given)."""
+    """The store of this config and index (unless given: the index its dataset block fetched)."""
     if index is None:
-        index = read_index(Path(config.dataset.root) / dataset_name)
+        index = config.dataset.build_checked("dataset").index(config.dataset.root)
     return Path(config.features.root) / f"{dataset_name}-{store_key(config, index)}"
 
 

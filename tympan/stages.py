@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from tympan import cpu, feature_store
 from tympan.config import Config, DataConfig, expand_grid
-from tympan.datasets.base import AudioDataset, read_index
+from tympan.datasets.base import AudioDataset, Index
 from tympan.errors import ConfigError
 
 log = logging.getLogger("tympan")
@@ -22,8 +22,14 @@ def dataset_of(config: Config | DataConfig) -> AudioDataset:
 
 
 def fetch(config: Config | DataConfig) -> Path:
-    """Download (or copy from the offline mirror) the dataset and write its index."""
+    """Download (or copy from the offline mirror) the dataset and write this dataset block's index."""
     return dataset_of(config).fetch(config.dataset.root, config.dataset.on_unreadable)
+
+
+def index_of(config: Config | DataConfig) -> Index:
+    """The index this config's dataset block made when fetched (never another block's: see
+    `AudioDataset.index`); every stage that reads an index reads it from here."""
+    return dataset_of(config).index(config.dataset.root)
 
 
 def preprocess(config: Config | DataConfig, progress: bool = True, workers: int | None = None) -> Path:
@@ -36,7 +42,7 @@ def preprocess(config: Config | DataConfig, progress: bool = True, workers: int 
     elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a whole number of processes, at least 1, not {workers!r}")
     dataset = dataset_of(config)
-    index = read_index(Path(config.dataset.root) / dataset.name)
+    index = dataset.index(config.dataset.root)
     shown = progress and (not training or training.progress)
     return feature_store.build(config, dataset, index, progress=shown, workers=workers)
 

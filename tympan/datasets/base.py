@@ -1,143 +1,52 @@
-"""Dataset base class, the on-disk index, and safe, resumable fetching.
+"""Dataset base class, and safe, resumable fetching.
 
-A dataset is fetched once into `<root>/<name>/`: its audio files plus an
-`index.csv` with one row per file (`path` relative to the dataset dir, `split`,
-target column(s), metadata). Everything after fetching reads only the index,
-so a new dataset needs nothing but a `download` and a `prepare` method, as in
-lhotse's recipes.
+A dataset is fetched once into `<root>/<name>/`: its audio files, shared by every config that
+uses the corpus, plus one index per dataset block in the copy's `.tympan/` folder (see
+`copies`): the same corpus with another split is another index beside the same audio, and
+`AudioDataset.index(root)` gives a block its own index or refuses, naming the others. Everything
+after fetching reads only that index, so a new dataset needs nothing but a `download` and a
+`prepare` method, as in lhotse's recipes.
 
 Fetching is built so that an interrupted or corrupt fetch never looks done:
 files are gathered in a hidden staging dir `<root>/.<name>.partial/` (where a
 `.part` download survives and resumes), verified, indexed, and only then
 renamed to `<root>/<name>/`. A read-only mirror named by `TYMPAN_DATA_MIRROR`
-stands in for the download on machines without internet.
+stands in for the download on machines without internet. A copy records what it is a copy of;
+fetching anything else under its name is refused, so a fetch never replaces another dataset's copy.
 """
 
 from __future__ import annotations
 
 import abc
-import csv
 import hashlib
 import http.client
-import io
+import inspect
 import logging
 import os
 import shutil
+import stat
 import urllib.error
 import urllib.request
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from tympan.datasets import copies
+from tympan.datasets.copies import META
+from tympan.datasets.index import SPLITS, Index, index_text, read_index
 from tympan.errors import DataError
-from tympan.fileio import write_text
 from tympan.progress import bar
 
 __all__ = [
     "AudioDataset",
     "Index",
-    "INDEX_FILE",
     "SPLITS",
     "download_file",
     "link_or_copy",
-    "read_index",
-    "write_index",
 ]
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "index.csv"
-SPLITS = ("train", "dev", "test")
-REQUIRED_COLUMNS = ("path", "split")
 MIRROR_ENV = "TYMPAN_DATA_MIRROR"
 CHUNK = 1 << 16
-
-
-# ---------------------------------------------------------------- the index
-
-
-class Index:
-    """The rows of a dataset's `index.csv`; paths resolve against `root`, the dataset dir."""
-
-    def __init__(self, root: Path, rows: list[dict[str, str]]):
-        self.root = Path(root)
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self):
-        return iter(self.rows)
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self.rows[0]) if self.rows else list(REQUIRED_COLUMNS)
-
-    def split(self, name: str) -> list[dict[str, str]]:
-        """The rows of one split ("train", "dev" or "test"); may be empty."""
-        if name not in SPLITS:
-            raise DataError(f"{self.root / INDEX_FILE}: unknown split {name!r}, not one of {SPLITS}")
-        return [row for row in self.rows if row["split"] == name]
-
-    def labels(self, column: str) -> list[str]:
-        """The sorted distinct values of a target column, e.g. the class names."""
-        if self.rows and column not in self.rows[0]:
-            raise DataError(f"{self.root / INDEX_FILE}: no column {column!r} (has {self.columns})")
-        return sorted({row[column] for row in self.rows})
-
-    def path_of(self, row: dict[str, str]) -> Path:
-        """The absolute path of a row's audio file."""
-        return self.root / row["path"]
-
-
-def read_index(dataset_dir: str | Path) -> Index:
-    """Read and check `<dataset_dir>/index.csv`; a missing or malformed index is a DataError."""
-    file = Path(dataset_dir) / INDEX_FILE
-    try:
-        with open(file, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            _check_columns(file, reader.fieldnames)
-            rows = [_check_row(file, line, row) for line, row in enumerate(reader, start=2)]
-    except FileNotFoundError:
-        raise DataError(f"{file}: no index; fetch the dataset first") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{file}: unreadable index ({err})") from err
-    return Index(Path(dataset_dir), rows)
-
-
-def write_index(dataset_dir: str | Path, rows: list[dict[str, str]]) -> Path:
-    """Write `<dataset_dir>/index.csv` atomically; `path` and `split` lead the columns."""
-    file = Path(dataset_dir) / INDEX_FILE
-    write_text(file, _index_text(file, rows))
-    return file
-
-
-def _index_text(file: Path, rows: list[dict[str, str]]) -> str:
-    columns = list(REQUIRED_COLUMNS)
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    for line, row in enumerate(rows, start=2):
-        _check_row(file, line, {**dict.fromkeys(columns, ""), **row})
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue()
-
-
-def _check_columns(file: Path, columns) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in (columns or [])]
-    if missing:
-        raise DataError(f"{file}: missing column(s) {missing} (header: {columns or 'none'})")
-
-
-def _check_row(file: Path, line: int, row: dict) -> dict:
-    if None in row or None in row.values():
-        raise DataError(f"{file}, line {line}: missing or extra fields")
-    path = PurePosixPath(row["path"])
-    if not row["path"] or path.is_absolute() or ".." in path.parts:
-        raise DataError(f"{file}, line {line}: path {row['path']!r} is not relative to the dataset dir")
-    if row["split"] not in SPLITS:
-        raise DataError(f"{file}, line {line}: split {row['split']!r} is not one of {SPLITS}")
-    return row
 
 
 # ---------------------------------------------------------------- datasets
@@ -148,7 +57,8 @@ class AudioDataset(abc.ABC):
 
     Subclasses set `name` (the directory name, lower-case), `target_column` (or `targets`,
     when a task reads several columns) and `default_task`, and may override `verify` (check
-    the gathered files) and `copy_from` (take files from a local mirror or directory).
+    the gathered files), `copy_from` (take files from a local mirror or directory), `copy_of`
+    (what a copy holds) and `inputs` (local files that `prepare` reads besides the copy).
     """
 
     name: str
@@ -158,6 +68,21 @@ class AudioDataset(abc.ABC):
     #: An explicit local directory or archive (set by subclasses that accept one);
     #: when set, it wins over the `TYMPAN_DATA_MIRROR` mirror.
     source: str | None = None
+    #: Whether a fetch adds this block's files to an existing copy (local audio, where blocks may
+    #: list different files of one source) instead of fetching a damaged copy again whole.
+    adds_in_place: bool = False
+
+    def __new__(cls, *args, **kwargs):
+        """Keep the arguments the dataset is built with, defaults included: with the class they are
+        the dataset block that keys its index, however the dataset was built (config or code)."""
+        self = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls).bind(*args, **kwargs)
+            bound.apply_defaults()
+            self._arguments = copies.plain(dict(bound.arguments))
+        except TypeError:  # the constructor says what is wrong; an unpickled copy gets its own __dict__
+            self._arguments = {}
+        return self
 
     @property
     def targets(self) -> list[str]:
@@ -191,20 +116,82 @@ class AudioDataset(abc.ABC):
         path = Path(root) / self.name.lower()
         return path if path.is_dir() else None
 
-    def fetch(self, root: str | Path, on_unreadable: str = "raise") -> Path:
-        """Make `<root>/<name>/` hold the verified files and `index.csv`; return that dir.
+    # ---- what a copy holds and which index is this block's
 
-        Does nothing if the files are there and verify, only rewrites the index if
-        the splits changed, else fetches again. A failure leaves no `<root>/<name>/`;
-        a partial download stays in `<root>/.<name>.partial/` and the next call resumes it.
-        An empty audio file fails the fetch, or with `on_unreadable="skip"` (the dataset
-        block's policy) stays indexed with a warning, for preprocessing to skip and report.
+    def block(self) -> dict:
+        """This dataset block: its class and the arguments it was built with."""
+        cls = type(self)
+        return {"dataset": f"{cls.__module__}:{cls.__qualname__}", "args": self._arguments}
+
+    def copy_of(self) -> dict:
+        """What a copy of this dataset holds: a copy of anything else under its name is refused. A
+        corpus is the same corpus from any source (its `verify` checks the files), so: the class."""
+        return {"dataset": self.block()["dataset"]}
+
+    def inputs(self) -> dict[str, str | None]:
+        """What `prepare` reads besides the copy, as {path: digest of its content, None if it is
+        gone}: a table's CSV. Its content keys the index, so an edit needs a new fetch."""
+        return {}
+
+    def index_record(self) -> dict:
+        """What this block's index depends on: the block and its inputs' digests."""
+        return {**self.block(), "inputs": self.inputs()}
+
+    def index(self, root: str | Path) -> Index:
+        """The index that this dataset block's fetch made in its copy below `root`.
+
+        Another block's index (another split of the same corpus) never stands in for it: without
+        one of its own this is a DataError that names the block and the copy's other indexes,
+        or the local file that changed since the fetch."""
+        copy, record = Path(root) / self.name, self.index_record()
+        file = copies.index_file(copy, copies.key_of(record))
+        if file.is_file():
+            return read_index(file, copy)
+        others = copies.block_indexes(copy)
+        mine = [key for key, found in others.items() if copies.same_block(found, record)]
+        fetched = [others[key].get("inputs", {}) for key in mine]
+        changed = [p for p, sha in record["inputs"].items() if sha and all(f.get(p) != sha for f in fetched)]
+        gone = [p for p, sha in record["inputs"].items() if sha is None]
+        if mine and changed:
+            raise DataError(
+                f"{changed[0]}: changed since `tympan fetch` indexed it into {copy}; "
+                "run `tympan fetch` with this config again"
+            )
+        if len(mine) == 1 and gone:  # e.g. a copy pulled with DVC, without the CSV it was made from
+            log.warning("%s: not found, so not checked; using the index fetched from it", ", ".join(gone))
+            return read_index(copies.index_file(copy, mine[0]), copy)
+        if others:
+            raise DataError(
+                f"{copy}: no index of this dataset block ({record['dataset']}), only other blocks' indexes "
+                f"({copies.others_text(record, others)}); run `tympan fetch` with this config"
+            )
+        if (copy / "index.csv").is_file():
+            raise DataError(f"{copy}: fetched by an older tympan; run `tympan fetch` with this config to index it")
+        raise DataError(f"{copy}: no index of this dataset block; run `tympan fetch` with this config first")
+
+    # ---- fetching
+
+    def fetch(self, root: str | Path, on_unreadable: str = "raise") -> Path:
+        """Make `<root>/<name>/` hold the verified files and this block's index; return that dir.
+
+        Does nothing if the files are there and verify and the index is this block's, only writes
+        the index if the audio is there, else fetches again (keeping other blocks' indexes). A
+        copy of another source under the same name is refused, never replaced. A failure leaves
+        no new `<root>/<name>/`; a partial download stays in `<root>/.<name>.partial/` and the
+        next call resumes it. An empty audio file fails the fetch, or with
+        `on_unreadable="skip"` (the dataset block's policy) stays indexed with a warning, for
+        preprocessing to skip and report.
         """
         root = Path(root)
         final = root / self.name
-        if self._is_complete(final, on_unreadable):
-            self._reindex(final)
-            return final
+        if final.exists():
+            self._claim(final)
+            if self.adds_in_place:  # never fetched again whole: other blocks' files are in it
+                self._gather(final)
+                return self._write_index(final, final, self._check_copy(final, on_unreadable))
+            rows = self._complete_rows(final, on_unreadable)
+            if rows is not None:
+                return self._write_index(final, final, rows)
         staging = root / f".{self.name}.partial"
         staging.mkdir(parents=True, exist_ok=True)
         try:
@@ -212,13 +199,33 @@ class AudioDataset(abc.ABC):
             self.verify(staging)
             rows = self.prepare(staging)
             _check_empty(Index(staging, rows), on_unreadable)
-            write_index(staging, rows)
+            copies.write_copy_record(staging, self.copy_of(), self.block()["dataset"])
+            self._write_index(staging, final, rows)
+            _keep_indexes(final, staging, self.index_record())
         except BaseException:
             _discard_unless_resumable(staging)
             raise
         _replace_dir(staging, final)
-        log.info("%s: %d files indexed in %s", self.name, len(rows), final / INDEX_FILE)
         return final
+
+    def _claim(self, final: Path) -> None:
+        """Refuse a copy of anything else; adopt a copy made before copies had records if it verifies."""
+        found = copies.copy_record(final)
+        if found is None:
+            try:
+                self.verify(final)
+            except DataError as err:
+                raise DataError(
+                    f"{final}: not a copy of {self.copy_of()} (no {META}/{copies.COPY_RECORD}, and {err}); "
+                    "move it away, or set dataset.args.name where the dataset takes one"
+                ) from None
+            (final / "index.csv").unlink(missing_ok=True)  # an older tympan's one index; superseded
+            copies.write_copy_record(final, self.copy_of(), self.block()["dataset"])
+        elif found["copy of"] != self.copy_of():
+            raise DataError(
+                f"{final}: already a copy of {found['copy of']}, not of {self.copy_of()}; a fetch never "
+                "replaces another dataset's copy: set dataset.args.name to fetch this one beside it"
+            )
 
     def _gather(self, staging: Path) -> None:
         mirror = self.mirror()
@@ -228,31 +235,37 @@ class AudioDataset(abc.ABC):
         else:
             self.download(staging)
 
-    def _is_complete(self, dataset_dir: Path, on_unreadable: str) -> bool:
-        """A readable index whose files all exist (and are not empty, unless skipped), and files that verify."""
-        if not (dataset_dir / INDEX_FILE).is_file():
-            return False
+    def _check_copy(self, dataset_dir: Path, on_unreadable: str) -> list[dict[str, str]]:
+        """This block's rows, once its files are all there (not empty, unless skipped) and verify."""
+        self.verify(dataset_dir)
+        rows = self.prepare(dataset_dir)
+        index = Index(dataset_dir, rows)
+        missing = [row["path"] for row in index if not index.path_of(row).is_file()]
+        if missing:
+            raise DataError(f"{dataset_dir}: {len(missing)} indexed files missing, e.g. {missing[0]}")
+        _check_empty(index, on_unreadable)
+        return rows
+
+    def _complete_rows(self, dataset_dir: Path, on_unreadable: str) -> list[dict[str, str]] | None:
+        """This block's rows if the copy is complete for it, else None (with a warning)."""
         try:
-            index = read_index(dataset_dir)
-            missing = [row["path"] for row in index if not index.path_of(row).is_file()]
-            if missing:
-                raise DataError(f"{dataset_dir}: {len(missing)} indexed files missing, e.g. {missing[0]}")
-            _check_empty(index, on_unreadable)
-            self.verify(dataset_dir)
+            return self._check_copy(dataset_dir, on_unreadable)
         except DataError as err:
             log.warning("%s; fetching again", err)
-            return False
-        return True
+            return None
 
-    def _reindex(self, dataset_dir: Path) -> None:
-        """Rewrite the index if `prepare` now gives other rows (e.g. the splits changed)."""
-        file = dataset_dir / INDEX_FILE
-        text = _index_text(file, self.prepare(dataset_dir))
-        if file.read_text(encoding="utf-8") == text:
-            log.info("%s is already fetched in %s; nothing to do", self.name, dataset_dir)
+    def _write_index(self, dataset_dir: Path, final: Path, rows: list[dict[str, str]]) -> Path:
+        """Write this block's index of `rows` into `dataset_dir` (to be `final`) unless it is there."""
+        record = self.index_record()
+        key = copies.key_of(record)
+        file = copies.index_file(dataset_dir, key)
+        text = index_text(file, rows)
+        if file.is_file() and file.read_text(encoding="utf-8") == text:
+            log.info("%s is already fetched in %s; nothing to do", self.name, final)
         else:
-            write_text(file, text)
-            log.info("%s: files already fetched; index rewritten in %s", self.name, file)
+            copies.write_block_index(dataset_dir, key, {**record, "rows": len(rows)}, text)
+            log.info("%s: %d files indexed in %s", self.name, len(rows), copies.index_file(final, key))
+        return final
 
 
 def _check_empty(index: Index, on_unreadable: str) -> None:
@@ -264,6 +277,14 @@ def _check_empty(index: Index, on_unreadable: str) -> None:
         more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
         raise DataError(f"{empty[0]}: empty file (0 bytes){more}; set dataset.on_unreadable: skip to leave it out")
     log.warning("%d empty file(s), e.g. %s: preprocessing will skip them (on_unreadable: skip)", len(empty), empty[0])
+
+
+def _keep_indexes(old: Path, new: Path, record: dict) -> None:
+    """Carry the other blocks' indexes of a copy fetched again (the same source) into the new one."""
+    for key, found in copies.block_indexes(old).items() if old.is_dir() else []:
+        if not copies.same_block(found, record):
+            for file in (copies.index_file(old, key), old / META / f"index-{key}.json"):
+                shutil.copyfile(file, new / META / file.name)
 
 
 def _replace_dir(src: Path, dest: Path) -> None:
@@ -286,20 +307,42 @@ def _discard_unless_resumable(staging: Path) -> None:
 
 
 def link_or_copy(src: Path, dest: Path) -> None:
-    """Hard-link `src` to `dest` when that cannot expose `src` to writes, else copy it.
+    """Put the regular file `src` at `dest` (atomically, keeping its permissions): hard-linked
+    when that cannot expose `src` to writes, else copied. Anything but a regular file (a FIFO, a
+    device) is a DataError: it is never read.
 
     A hard link shares the file, so it is used only when `src` is read-only to
     us: then nothing done to `dest` can change the mirror it came from.
     """
-    if dest.exists():
-        dest.unlink()
-    if not os.access(src, os.W_OK):
-        try:
-            os.link(src, dest)
-            return
-        except OSError:
-            pass  # another file system, or links not allowed: copy instead
-    shutil.copyfile(src, dest)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+    except OSError as err:
+        raise DataError(f"{src}: cannot read it ({err.strerror})") from None
+    with os.fdopen(fd, "rb") as source:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{src}: not a regular file; only regular files are fetched")
+        if not _linked(src, tmp, fd):
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+            os.chmod(tmp, stat.S_IMODE(mode))  # the source's permissions, not the umask's default
+    os.replace(tmp, dest)
+
+
+def _linked(src: Path, tmp: Path, fd: int) -> bool:
+    """Hard-link `src` to `tmp` if `src` is read-only to us and the link is the file `fd` holds open."""
+    if os.access(src, os.W_OK):
+        return False
+    try:
+        os.link(src, tmp, follow_symlinks=False)
+    except OSError:
+        return False  # another file system, or links not allowed: copy instead
+    if os.stat(tmp, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:  # src was swapped meanwhile
+        tmp.unlink()
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- downloads

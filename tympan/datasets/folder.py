@@ -6,6 +6,11 @@ shuffle of each class that gives it train/dev/test shares as close to `ratios` a
 allows (stratified: every class is in every split it can fill). The same seed and files always
 give the same split, and one class's files never move another's. Audio files in no row of a split
 CSV are left out of the index, with a warning.
+
+Fetching takes files as the table dataset does (see `table`): regular files whose real path lies
+below `root` (links out of it only with `follow_symlinks: true`), into a copy named after `root`
+unless `name:` is set. The split CSV, or with `split: ratio` the list of audio files, keys the
+index: files added to `root` after a fetch need a new fetch.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import math
 import random
 from pathlib import Path
 
-from tympan.datasets.table import LocalAudio, check_name, read_csv, relative_path, split_name
+from tympan.datasets.copies import digest, file_digest
+from tympan.datasets.table import LocalAudio, check_flag, check_name, read_csv, relative_path, split_name
 from tympan.errors import DataError
 
 __all__ = ["AUDIO_SUFFIXES", "Folder"]
@@ -37,16 +43,17 @@ class Folder(LocalAudio):
         split: str = RATIO,
         ratios: list[float] | tuple[float, float, float] = (0.8, 0.1, 0.1),
         seed: int = 0,
-        name: str = "folder",
+        name: str | None = None,
+        follow_symlinks: bool = False,
     ):
-        self.validate_args(root, split, ratios, seed, name)
-        super().__init__(root, name)
+        self.validate_args(root, split, ratios, seed, name, follow_symlinks)
+        super().__init__(root, name, follow_symlinks)
         self.split = split
         self.ratios = tuple(float(r) for r in ratios)
         self.seed = seed
 
     @staticmethod
-    def validate_args(root, split, ratios, seed, name) -> None:
+    def validate_args(root, split, ratios, seed, name, follow_symlinks) -> None:
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be 'ratio' or the path of a CSV (file, split), got {split!r}")
         numbers = isinstance(ratios, list | tuple) and all(
@@ -61,6 +68,16 @@ class Folder(LocalAudio):
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         check_name(name)
+        check_flag("follow_symlinks", follow_symlinks)
+
+    def inputs(self) -> dict[str, str | None]:
+        """The split CSV, or for a ratio split the audio files below `root` (their paths)."""
+        if self.split != RATIO:
+            return {self.split: file_digest(Path(self.split).expanduser())}
+        try:
+            return {str(self.root): digest(self._classes())}
+        except DataError:
+            return {str(self.root): None}
 
     def listing(self) -> list[dict[str, str]]:
         classes = self._classes()

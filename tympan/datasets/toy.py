@@ -4,7 +4,9 @@ They exist so that every task can train end to end in seconds, in tests and in a
 tympan, with no download and no mirror. `download` writes real 16 kHz 16-bit WAV files with
 soundfile; everything is drawn from `seed`, each clip from its own generator (seed, split, clip),
 so the same settings always give the same bytes. A small model on log-Mel features learns each
-of them in a few epochs.
+of them in a few epochs. A copy holds one set of settings: generating other settings under the
+same name is refused (it would change the audio under another config's index), so give such a
+block its own `name:`.
 
 - `ToyClassification`: `label` is tone, chirp or noise.
 - `ToyMultiLabel`: each clip mixes a non-empty subset of tone, chirp and noise; one 0/1 column each.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,24 +39,29 @@ SETTINGS = "toy.json"  # what the files were generated from; other settings mean
 FADE_S = 0.01
 FLOOR = 0.003  # a faint noise floor under every clip, so no clip is digital silence
 VERSION = 1  # bump when the signals change, so fetched copies are generated again
+NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 class Toy(AudioDataset):
     """A generated dataset: subclasses `draw` each clip's parameters (targets included) and
     `render` its samples; `prepare` needs only the draws, so indexing never renders audio."""
 
-    def __init__(self, seed: int = 0, train: int = 60, dev: int = 20, test: int = 20):
-        self.validate_args(seed, train, dev, test)
+    def __init__(self, seed: int = 0, train: int = 60, dev: int = 20, test: int = 20, name: str | None = None):
+        self.validate_args(seed, train, dev, test, name)
         self.seed = seed
         self.counts = {"train": train, "dev": dev, "test": test}
+        if name is not None:
+            self.name = name  # else the class's own
 
     @staticmethod
-    def validate_args(seed, train, dev, test) -> None:
+    def validate_args(seed, train, dev, test, name=None) -> None:
         for arg, value in {"seed": seed, "train": train, "dev": dev, "test": test}.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{arg} must be a non-negative integer, got {value!r}")
         if not train or not dev:
             raise ValueError(f"train and dev need clips, got train={train}, dev={dev}")
+        if name is not None and (not isinstance(name, str) or not NAME.match(name)):
+            raise ValueError(f"name must be a lower-case directory name (letters, digits, _ . -), got {name!r}")
 
     @abc.abstractmethod
     def draw(self, rng: np.random.Generator) -> dict:
@@ -68,6 +76,10 @@ class Toy(AudioDataset):
 
     def settings(self) -> dict:
         return {"dataset": type(self).__name__, "version": VERSION, "seed": self.seed, **self.counts}
+
+    def copy_of(self) -> dict:
+        """The settings but the version: a copy of an older version is made again (verify fails)."""
+        return {k: v for k, v in self.settings().items() if k != "version"}
 
     def clips(self) -> Iterator[tuple[str, str, dict, np.random.Generator]]:
         """(path, split, parameters, the clip's generator after drawing them) for every clip."""
