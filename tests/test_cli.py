@@ -1,5 +1,6 @@
 """The `tympan` command: user mistakes give one clear line and a non-zero exit, never a traceback."""
 
+import inspect
 import os
 import shutil
 import subprocess
@@ -177,6 +178,27 @@ def test_help_lists_every_command(tmp_path, capsys):
     assert "Train one model into runs/<experiment>/<run id>/" in shown
     alone = tympan_here(capsys)  # `tympan` with no command lists them too
     assert alone.returncode == 0 and all(f"     {name}\n" in alone.stdout for name in commands)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["train", "exp.yaml", "-h"], ["pipeline", "-h"]])
+def test_help_is_only_help(tmp_path, monkeypatch, capsys, args):
+    """No "INFO: Showing help with the command 'tympan -- --help'" line before it, nothing run."""
+    monkeypatch.chdir(tmp_path)
+    result = tympan_here(capsys, *args)
+    shown = result.stdout + result.stderr
+    assert result.returncode == 0 and shown.startswith("NAME\n") and "INFO" not in shown, shown
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_help_shows_the_config_as_its_first_positional_argument(capsys):
+    """As the README passes it (`tympan train params.yaml`), not as the flag -c/--config only."""
+    shown = tympan_here(capsys, "train", "--help").stderr
+    assert "tympan train CONFIG <flags> [OVERRIDES]..." in shown
+    positional = shown.split("POSITIONAL ARGUMENTS")[1].split("FLAGS")[0]
+    assert "CONFIG" in positional and "(default: params.yaml)" in positional and "OVERRIDES" in positional
+    assert "--config" not in shown and "--run_dir" in shown
+    # the config is still optional and still a flag too
+    assert inspect.signature(Commands.train).parameters["config"].default == "params.yaml"
 
 
 def test_a_switch_does_not_swallow_the_override_after_it(tmp_path, monkeypatch, capsys):

@@ -105,6 +105,7 @@ def test_cli_register_and_promote(sqlite_store, tiny_run, tmp_path):
     registered = tympan("register", str(tiny_run[0]), "--name", "kws")
     assert registered.returncode == 0, registered.stderr
     assert "registered kws version 1" in registered.stdout
+    assert (registered.stdout + registered.stderr).count("registered kws version 1") == 1  # said once
     promoted = tympan("promote", "--name", "kws", "--print-uri")
     assert promoted.returncode == 0 and "kws@champion -> version 1" in promoted.stdout
     assert promoted.stdout.strip().splitlines()[-1].endswith("artifacts")

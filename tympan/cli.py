@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import fire
 import yaml
@@ -398,9 +399,77 @@ def _explicit_switches(argv: list[str]) -> list[str]:
     return argv[:rest] + [f"{w}=True" if w in switches else w for w in words[:end]] + words[end:]
 
 
+HELP_FLAGS = ("-h", "--help")
+
+
+def _help_path(argv: list[str]) -> list[str] | None:
+    """The commands a help request names (`train x.yaml --help` -> ["train"]), or None for no request.
+    Words after a bare `--` are fire's own flags: `-- --help` already asks fire directly."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    if not any(word in HELP_FLAGS for word in words):
+        return None
+    path, component = [], Commands
+    for word in words:
+        member = None if word.startswith(("-", "_")) else getattr(component, word.replace("-", "_"), None)
+        if member is None:
+            break
+        path.append(word)
+        if not isinstance(member, PipelineCommands):
+            break
+        component = member
+    return path
+
+
+def _help_view(method):
+    """`method` as its help shows it: a config with a default (params.yaml) is still its first
+    positional argument, as the README passes it; fire lists any argument with a default as a
+    flag only (-c/--config). Shown, never called."""
+    signature = inspect.signature(method)
+    config = signature.parameters.get("config")
+    if config is None or config.default is inspect.Parameter.empty:
+        return method
+
+    def view(*args, **kwargs):
+        raise AssertionError("a help view is never called")
+
+    parameters = [
+        p.replace(default=inspect.Parameter.empty) if p is config else p for p in signature.parameters.values()
+    ]
+    view.__signature__ = signature.replace(parameters=parameters)
+    view.__name__ = method.__name__
+    lines = [f"config: the config file or experiment preset (default: {config.default})"]
+    if "overrides" in signature.parameters:
+        lines.append("overrides: key.path=value pairs that change the config, e.g. training.epochs=3 seed=2")
+    view.__doc__ = inspect.getdoc(method) + "\n\nArgs:\n" + "".join(f"    {line}\n" for line in lines)
+    return view
+
+
+def _show_help(path: list[str]) -> int:
+    """Help on `tympan [command...]` as fire's own `-- --help` gives it, which (unlike a `--help` among
+    the arguments) prints no "INFO: Showing help with the command ..." line first."""
+    component = Commands()
+    if path:
+        target = component
+        for word in path:
+            target = getattr(target, word.replace("-", "_"))
+        if not isinstance(target, PipelineCommands):
+            component = _help_view(target)
+            for word in reversed(path):
+                component = SimpleNamespace(**{word.replace("-", "_"): component})
+    try:
+        fire.Fire(component, command=[*path, "--", "--help"], name="tympan")
+    except fire.core.FireExit as done:
+        return done.code
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    argv = _explicit_switches(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    help_path = _help_path(argv)
+    if help_path is not None:
+        return _show_help(help_path)
+    argv = _explicit_switches(argv)
     try:
         fire.Fire(Commands(), command=argv, name="tympan")  # an instance: --help then lists every command
     except TympanError as exc:

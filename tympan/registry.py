@@ -133,7 +133,8 @@ def _log_and_register(
     client = mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    log.info("registered %s version %s (run %s)", name, version, run.info.run_id)
+    # debug: `tympan register` prints it, and the pipeline's register step returns the version
+    log.debug("registered %s version %s (run %s)", name, version, run.info.run_id)
     return {
         "name": name,
         "version": str(version),
