@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from tympan.datasets import FSDD, download_file, read_index, write_index
 from tympan.datasets.copies import META
@@ -136,6 +137,108 @@ def test_changed_splits_add_an_index_beside_the_audio(tmp_path, subset, caplog):
     assert {r["speaker"] for r in regrouped.index(tmp_path).split("dev")} == {"george"}
     assert {r["speaker"] for r in first.index(tmp_path).split("dev")} == {"yweweler"}  # its own, untouched
     assert wav.stat().st_mtime_ns == stamp  # the audio was not fetched again
+
+
+# ---------------------------------------------------------------- one index per dataset block
+
+PARAMS_SPLIT = {}  # params.yaml's FSDD block: the preset's split (train george, jackson, lucas, nicolas)
+TINY_SPLIT = {"train_speakers": ["george", "jackson"], "dev_speakers": ["yweweler"], "test_speakers": ["lucas"]}
+
+
+@pytest.fixture(scope="module")
+def five_speakers(fsdd_mirror, tmp_path_factory):
+    """Take 0 of every digit of the five speakers that the two configs split differently (50 files)."""
+    recordings = tmp_path_factory.mktemp("five") / "recordings"
+    recordings.mkdir()
+    for speaker in ("george", "jackson", "lucas", "nicolas", "yweweler"):
+        for digit in range(10):
+            shutil.copyfile(
+                fsdd_mirror / f"fsdd/recordings/{digit}_{speaker}_0.wav", recordings / f"{digit}_{speaker}_0.wav"
+            )
+    return recordings.parent
+
+
+def _write_config(path: Path, root: Path, source: Path, split: dict) -> Path:
+    from tests.conftest import TINY
+
+    dataset = {"preset": "FSDD", "root": str(root / "raw"), "args": {"source": str(source), **split}}
+    features = {**TINY["features"], "root": str(root / "features")}
+    path.write_text(yaml.safe_dump({**TINY, "dataset": dataset, "features": features}))
+    return path
+
+
+def _printed(capsys, key: str) -> Path:
+    return Path(next(line for line in capsys.readouterr().out.splitlines() if line.startswith(key)).split(": ")[1])
+
+
+def test_another_configs_fetch_never_changes_this_configs_split(tmp_path, five_speakers, capsys):
+    """The issue's three commands: fetch params.yaml, fetch pipelines/tiny.yaml, preprocess params.yaml."""
+    from tympan import config as configuration
+    from tympan import feature_store
+    from tympan.cli import main
+
+    params = _write_config(tmp_path / "params.yaml", tmp_path, five_speakers, PARAMS_SPLIT)
+    tiny = _write_config(tmp_path / "tiny.yaml", tmp_path, five_speakers, TINY_SPLIT)
+    assert main(["fetch", str(params)]) == 0
+    assert main(["fetch", str(tiny)]) == 0
+    assert main(["preprocess", str(params)]) == 0
+    store = _printed(capsys, "features:")
+
+    def speakers(store, split):
+        return {row["speaker"] for row in feature_store.open_split(store, split).rows}
+
+    assert speakers(store, "train") == {"george", "jackson", "lucas", "nicolas"}  # params.yaml's split, not tiny's
+    assert speakers(store, "dev") == {"yweweler"} and speakers(store, "test") == set()
+    assert main(["preprocess", str(tiny)]) == 0
+    tiny_store = _printed(capsys, "features:")
+    assert tiny_store != store and speakers(tiny_store, "test") == {"lucas"}  # two blocks, two stores
+    for path, made in ((params, store), (tiny, tiny_store)):  # what `tympan train` trains on
+        assert feature_store.store_dir(configuration.load(path), "fsdd") == made
+    assert len(list((tmp_path / "raw/fsdd/recordings").iterdir())) == 50  # one copy of the audio for both
+
+
+def test_a_block_without_its_own_index_is_refused_naming_the_others(tmp_path, five_speakers, capsys):
+    from tympan.cli import main
+
+    assert main(["fetch", str(_write_config(tmp_path / "params.yaml", tmp_path, five_speakers, PARAMS_SPLIT))]) == 0
+    split = {"train_speakers": ["george", "jackson", "nicolas"], "test_speakers": ["lucas"]}
+    other = _write_config(tmp_path / "other.yaml", tmp_path, five_speakers, split)
+    other_split = FSDD(source=str(five_speakers), **split)
+    capsys.readouterr()
+    with pytest.raises(DataError) as info:
+        other_split.index(tmp_path / "raw")  # lucas is in train there: not this block's index
+    message = str(info.value)
+    assert "\n" not in message and "no index of this dataset block (tympan.datasets.fsdd:FSDD)" in message
+    assert "test_speakers ['theo'] there, ['lucas'] here" in message and "run `tympan fetch`" in message
+    assert main(["preprocess", str(other)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tympan: error:")]
+    assert len(errors) == 1 and "test_speakers ['theo'] there" in errors[0]
+    assert not (tmp_path / "features").exists() or not any((tmp_path / "features").iterdir())
+
+
+def test_fetching_a_damaged_copy_again_keeps_the_other_blocks_indexes(tmp_path, subset, caplog):
+    first = FSDD(source=str(subset.archive))
+    second = FSDD(source=str(subset.archive), train_speakers=["yweweler"], dev_speakers=["george"])
+    dataset_dir = first.fetch(tmp_path)
+    second.fetch(tmp_path)
+    (dataset_dir / "recordings" / "3_george_1.wav").unlink()
+    first.fetch(tmp_path)
+    assert "fetching again" in caplog.text and (dataset_dir / "recordings" / "3_george_1.wav").is_file()
+    assert {r["speaker"] for r in second.index(tmp_path).split("train")} == {"yweweler"}
+    assert {r["speaker"] for r in first.index(tmp_path).split("train")} == {"george"}
+
+
+def test_a_copy_from_an_older_tympan_is_adopted(tmp_path, subset):
+    dataset = FSDD(source=str(subset.archive))
+    dataset_dir = dataset.fetch(tmp_path)
+    shutil.rmtree(dataset_dir / META)
+    (dataset_dir / "index.csv").write_text("path,split\n")  # the one shared index of before
+    with pytest.raises(DataError, match="fetched by an older tympan; run `tympan fetch`"):
+        dataset.index(tmp_path)
+    stamp = (dataset_dir / "recordings" / "0_george_0.wav").stat().st_mtime_ns
+    assert len(fetched(dataset, tmp_path)) == 60
+    assert (dataset_dir / "recordings" / "0_george_0.wav").stat().st_mtime_ns == stamp  # not fetched again
+    assert sorted(p.name for p in dataset_dir.iterdir()) == [META, "recordings"]  # the old index is gone
 
 
 def test_a_speaker_in_two_splits_is_a_config_error():

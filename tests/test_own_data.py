@@ -2,9 +2,11 @@
 
 import csv
 import logging
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,12 @@ import yaml
 from torch import nn
 
 from tests.conftest import TINY
-from tympan import audio
+from tympan import audio, feature_store
 from tympan.cli import main
 from tympan.config import DatasetConfig
 from tympan.config.presets import available_presets, load_preset
 from tympan.datasets.folder import Folder, shares
+from tympan.datasets.index import MAX_CSV_BYTES
 from tympan.datasets.table import Table
 from tympan.datasets.toy import ToyClassification, ToyMultiLabel, ToyRegression
 from tympan.errors import ConfigError, DataError
@@ -286,6 +289,188 @@ def test_shares_give_every_asked_split_one_when_possible():
     assert shares(2, (0.8, 0.1, 0.1)) == [1, 1, 0]
     assert shares(7, (0.5, 0.5, 0.0)) == [4, 3, 0]
     assert all(sum(shares(n, (0.7, 0.2, 0.1))) == n for n in range(50))
+
+
+# ---------------------------------------------------------------- copies: whose they are, what they take
+
+SECRET = "root:x:0:0:a line of a file that is not a CSV"
+
+
+def _table_config(root: Path, data: Path, **args) -> dict:
+    dataset = {"preset": "Table", "args": {"root": str(root), **args}, "root": str(data / "raw")}
+    return {**TINY, "dataset": dataset, "features": {**TINY["features"], "root": str(data / "features")}}
+
+
+def test_a_csv_changed_after_fetch_is_refused_by_preprocess(clips, tmp_path):
+    from tympan import config as configuration
+    from tympan import stages
+
+    root, rows = clips
+    csv_file = write_csv(root / "index.csv", rows)
+    config = configuration.parse(_table_config(root, tmp_path))
+    stages.fetch(config)
+    rows[0]["split"] = "dev"  # george/0_george_0.wav moves from train to dev
+    write_csv(csv_file, rows)
+    with pytest.raises(DataError) as info:
+        stages.preprocess(config)
+    message = str(info.value)
+    assert (
+        message.startswith(f"{csv_file}: changed since `tympan fetch`") and "fetch` with this config again" in message
+    )
+    assert not (tmp_path / "features").exists()
+    stages.fetch(config)
+    moved = [row for row in stages.index_of(config).split("dev") if row["path"] == "george/0_george_0.wav"]
+    assert len(moved) == 1
+    store = stages.preprocess(config)
+    assert len(feature_store.open_split(store, "dev").rows) == 7
+
+
+def test_tables_without_a_name_never_replace_each_other(clips, tmp_path):
+    root, rows = clips
+    write_csv(root / "index.csv", rows)
+    other = tmp_path / "more" / "clips"  # another root whose folder has the same name
+    shutil.copytree(root, other)
+    write_csv(other / "index.csv", [{**row, "label": "x"} for row in rows])
+    first, second = Table(root), Table(other)
+    data = tmp_path / "data"
+    first_index = fetched(first, data)
+    second_index = fetched(second, data)
+    assert first.name != second.name and first.name.startswith("clips-") and second.name.startswith("clips-")
+    assert first.index(data).rows == first_index.rows and {r["label"] for r in first_index} == set(DIGITS)
+    assert {r["label"] for r in second_index} == {"x"}
+    assert all(first_index.path_of(row).is_file() for row in first_index)
+
+    before = sorted(p.relative_to(data) for p in (data / first.name).rglob("*"))
+    with pytest.raises(DataError) as info:
+        Table(other, name=first.name).fetch(data)  # a name that another root's copy has
+    message = str(info.value)
+    assert f"already a copy of {{'local audio below': '{root}'}}, not of {{'local audio below': '{other}'}}" in message
+    assert "set dataset.args.name" in message
+    assert sorted(p.relative_to(data) for p in (data / first.name).rglob("*")) == before
+    assert first.index(data).rows == first_index.rows
+
+
+def test_two_csvs_of_one_root_share_its_copy(clips, tmp_path):
+    root, rows = clips
+    george = write_csv(
+        tmp_path / "george.csv", [{**r, "split": "dev"} if r["file"].endswith("_1.wav") else r for r in rows[:6]]
+    )
+    rest = write_csv(
+        tmp_path / "rest.csv", [{**r, "split": "train" if r["speaker"] == "yweweler" else "dev"} for r in rows[6:]]
+    )
+    data = tmp_path / "data"
+    one, two = fetched(Table(root, index=george), data), fetched(Table(root, index=rest), data)
+    assert one.root == two.root == data / Table(root).name
+    assert len(one) == 6 and len(two) == 12
+    assert all(
+        index.path_of(row).is_file() for index in (one, two) for row in index
+    )  # the second fetch added, never removed
+    assert Table(root, index=george).index(data).rows == one.rows
+
+
+def test_links_out_of_the_root_are_refused_unless_followed(clips, tmp_path):
+    root, rows = clips
+    outside = tmp_path / "private.wav"
+    shutil.copyfile(root / rows[0]["file"], outside)
+    outside.chmod(0o640)
+    (root / "george" / "link.wav").symlink_to(outside)
+    (root / "george" / "inside.wav").symlink_to(root / rows[1]["file"])  # a link within the root is fine
+    listed = [*rows, {**rows[0], "file": "george/link.wav"}, {**rows[1], "file": "george/inside.wav"}]
+    write_csv(root / "index.csv", listed)
+    data = tmp_path / "data"
+    with pytest.raises(DataError, match=r"george/link.wav: a link to a file outside .*follow_symlinks: true"):
+        Table(root).fetch(data)
+    assert not list(data.rglob("*.wav"))
+
+    index = fetched(Table(root, follow_symlinks=True), data)
+    copy = index.root / "george" / "link.wav"
+    assert not copy.is_symlink() and copy.read_bytes() == outside.read_bytes()
+    assert copy.stat().st_mode & 0o777 == 0o640  # the source's permissions, not a world-readable default
+
+    classes = tmp_path / "classes"
+    (classes / "a").mkdir(parents=True)
+    (classes / "b").mkdir()
+    for label in ("a", "b"):
+        shutil.copyfile(root / rows[2]["file"], classes / label / "x.wav")
+    (classes / "b" / "y.wav").symlink_to(outside)
+    with pytest.raises(DataError, match=r"b/y.wav: a link to a file outside"):
+        Folder(classes, ratios=[0.5, 0.5, 0.0]).fetch(data)
+
+
+def test_only_regular_files_are_taken_with_their_permissions(clips, tmp_path):
+    root, rows = clips
+    os.mkfifo(root / "george" / "fifo.wav")
+    (root / "george" / "zero.wav").symlink_to("/dev/zero")
+    (root / rows[0]["file"]).chmod(0o640)
+    (root / rows[1]["file"]).chmod(0o600)
+    data = tmp_path / "data"
+    for name in ("fifo.wav", "zero.wav"):
+        write_csv(root / "index.csv", [*rows, {**rows[0], "file": f"george/{name}"}])
+        with pytest.raises(DataError, match=rf"george/{name}: not a regular file"):
+            Table(root, follow_symlinks=True).fetch(data)
+    write_csv(root / "index.csv", rows)
+    index = fetched(Table(root), data)
+    assert [index.path_of(index.rows[i]).stat().st_mode & 0o777 for i in (0, 1)] == [0o640, 0o600]
+
+    classes = tmp_path / "classes"
+    for label in ("a", "b"):
+        (classes / label).mkdir(parents=True)
+        for name in ("x.wav", "y.wav"):
+            shutil.copyfile(root / rows[2]["file"], classes / label / name)
+    os.mkfifo(classes / "a" / "fifo.wav")  # not a file: not audio of the class
+    folder = Folder(classes, ratios=[0.5, 0.5, 0.0])
+    assert sorted(row["path"] for row in fetched(folder, data)) == ["a/x.wav", "a/y.wav", "b/x.wav", "b/y.wav"]
+
+
+def test_a_csv_that_is_not_a_regular_file_is_refused_at_once(clips, tmp_path):
+    root, _ = clips
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"^/dev/zero: not a regular file \(a character device\)"):
+        Table(root, index="/dev/zero").fetch(tmp_path / "data")
+    with pytest.raises(DataError, match=r"george: not a regular file \(a directory\)"):
+        Table(root, index=root / "george").fetch(tmp_path / "data")
+    os.mkfifo(tmp_path / "fifo.csv")
+    with pytest.raises(DataError, match=r"fifo.csv: not a regular file \(a FIFO\)"):
+        Table(root, index=tmp_path / "fifo.csv").fetch(tmp_path / "data")
+    huge = tmp_path / "huge.csv"
+    with open(huge, "wb") as f:
+        f.truncate(MAX_CSV_BYTES + 1)  # sparse: nothing is written, nothing must be read
+    with pytest.raises(DataError, match=r"huge.csv: larger than 256 MiB"):
+        Table(root, index=huge).fetch(tmp_path / "data")
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (f"{SECRET}\ndaemon:x:1:1\n".encode(), "its first line is not a header of comma-separated columns"),
+        (b"\xff\xfe" + SECRET.encode(), "not UTF-8 text (byte 0)"),
+        (f"{SECRET}\x00\n".encode(), "holds NUL bytes (byte 45): not text"),
+    ],
+)
+def test_errors_about_a_csv_never_show_a_line_of_another_file(clips, tmp_path, content, problem):
+    root, _ = clips
+    other = tmp_path / "passwd"
+    other.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        Table(root, index=other).fetch(tmp_path / "data")
+    message = str(info.value)
+    assert message.startswith(str(other)) and problem in message and "root:x" not in message and "\n" not in message
+    with pytest.raises(DataError) as info:
+        Folder(root, split=str(other)).fetch(tmp_path / "data")
+    assert "root:x" not in str(info.value)
+
+
+def test_file_names_keep_their_leading_and_trailing_spaces(clips, tmp_path):
+    root, rows = clips
+    for name in (" lead.wav", "trail.wav ", " both .wav"):
+        shutil.copyfile(root / rows[0]["file"], root / "george" / name)
+    spaced = [{**rows[0], "file": f"george/{name}"} for name in (" lead.wav", "trail.wav ", " both .wav")]
+    write_csv(root / "index.csv", [*rows[1:], *spaced])
+    index = fetched(Table(root), tmp_path / "data")
+    paths = [row["path"] for row in index][-3:]
+    assert paths == ["george/ lead.wav", "george/trail.wav ", "george/ both .wav"]
+    assert all(index.path_of(row).read_bytes() == (root / rows[0]["file"]).read_bytes() for row in index.rows[-3:])
 
 
 # ---------------------------------------------------------------- toy datasets

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tympan.datasets import copies
 from tympan.datasets.copies import META
-from tympan.datasets.index import SPLITS, Index, index_text, read_index
+from tympan.datasets.index import SPLITS, Index, index_text, kind, read_index
 from tympan.errors import DataError
 from tympan.progress import bar
 
@@ -320,10 +320,11 @@ def link_or_copy(src: Path, dest: Path) -> None:
         fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
     except OSError as err:
         raise DataError(f"{src}: cannot read it ({err.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DataError(f"{src}: not a regular file ({kind(mode)}); only regular files are fetched")
     with os.fdopen(fd, "rb") as source:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise DataError(f"{src}: not a regular file; only regular files are fetched")
         if not _linked(src, tmp, fd):
             with open(tmp, "wb") as out:
                 shutil.copyfileobj(source, out, 1 << 20)

@@ -73,18 +73,21 @@ def read_csv_text(file: Path, what: str = "CSV file") -> str:
         raise DataError(f"{file}: no such {what}") from None
     except OSError as err:
         raise DataError(f"{file}: cannot open the {what} ({err.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CSV_BYTES:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"{file}: not a regular file ({kind(info.st_mode)}), so not a {what}")
+        raise DataError(f"{file}: larger than {MAX_CSV_BYTES >> 20} MiB, too large for a {what}")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise DataError(f"{file}: not a regular file ({_kind(mode)}), so not a {what}")
-        if os.fstat(fd).st_size > MAX_CSV_BYTES:
-            raise DataError(f"{file}: larger than {MAX_CSV_BYTES >> 20} MiB, too large for a {what}")
         try:
             data = f.read(MAX_CSV_BYTES + 1)
         except OSError as err:
             raise DataError(f"{file}: cannot read the {what} ({err.strerror})") from None
     if len(data) > MAX_CSV_BYTES:
         raise DataError(f"{file}: larger than {MAX_CSV_BYTES >> 20} MiB, too large for a {what}")
+    if b"\x00" in data:
+        raise DataError(f"{file}: holds NUL bytes (byte {data.index(0)}): not text, so not a {what}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -105,7 +108,7 @@ def shown_header(header: list[str]) -> str:
     """The columns of a header, for an error: only when the line parsed as several columns (a
     one-column "header" is as likely the first line of some other file, which is not to be shown)."""
     if len(header) < 2:
-        return f"its first line is not a header of comma-separated columns ({len(header)} column)"
+        return "its first line is not a header of comma-separated columns"
     text = ", ".join(header)
     return f"columns: {text if len(text) <= SHOWN_HEADER else text[:SHOWN_HEADER] + '...'}"
 
@@ -153,7 +156,8 @@ def _check_row(file: Path, line: int, row: dict) -> dict:
     return row
 
 
-def _kind(mode: int) -> str:
+def kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
     kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device"}
     kinds |= {stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
     return next((name for test, name in kinds.items() if test(mode)), "not a file")
