@@ -111,11 +111,14 @@ def _edit_weights(change):
     return damage
 
 
-def _edit_manifest(change):
+def _edit_manifest(change, literal=None):
+    """A damage that edits bundle.json; with `literal`, the value "@" is then written as that JSON text."""
+
     def damage(copy):
         manifest = json.loads((copy / bundle.MANIFEST).read_text())
         change(manifest)
-        (copy / bundle.MANIFEST).write_text(json.dumps(manifest))
+        text = json.dumps(manifest)
+        (copy / bundle.MANIFEST).write_text(text.replace('"@"', literal) if literal else text)
 
     return damage
 
@@ -137,15 +140,65 @@ DAMAGES = {
     ),
     "manifest not JSON": (lambda c: (c / bundle.MANIFEST).write_text("{not json"), "bundle.json: not valid JSON"),
     "manifest a list": (lambda c: (c / bundle.MANIFEST).write_text("[]"), "must hold a JSON object"),
-    "no task": (_edit_manifest(lambda m: m.pop("task")), "missing key 'task'"),
-    "no model target": (_edit_manifest(lambda m: m["model"].pop("target")), "missing key 'model.target'"),
+    "no task": (_edit_manifest(lambda m: m.pop("task")), "'task': Field required"),
+    "no model target": (_edit_manifest(lambda m: m["model"].pop("target")), "'model.target': Field required"),
     "offline not a list": (
         _edit_manifest(lambda m: m["features"].update(offline={"a": 1})),
-        "'features.offline' has the wrong type (dict)",
+        "'features.offline': Input should be a valid list",
     ),
     "transform args not a mapping": (
         _edit_manifest(lambda m: m["features"]["online"][0].update(args=[1, 2])),
-        "'features.online.0' must be an object with a 'target' and 'args'",
+        "'features.online.0.args': Input should be a valid dictionary",
+    ),
+    "an unknown key": (_edit_manifest(lambda m: m["input"].update(hop=1)), "'input.hop': Extra inputs are not"),
+    "min_frames huge": (
+        _edit_manifest(lambda m: m["input"].update(min_frames=10**12)),
+        "'input.min_frames': Input should be less than or equal to 100000",
+    ),
+    "min_frames negative": (
+        _edit_manifest(lambda m: m["input"].update(min_frames=-5)),
+        "'input.min_frames': Input should be greater than or equal to 1",
+    ),
+    "min_frames not the model's": (
+        _edit_manifest(lambda m: m["input"].update(min_frames=3)),
+        "'input.min_frames' is 3, but tympan.models.cnn:SmallCNN needs 4",
+    ),
+    "a rate the pipeline does not give": (
+        _edit_manifest(lambda m: m["input"].update(sample_rate=8000)),
+        "'input.sample_rate' is 8000, but the feature pipeline gives 16000",
+    ),
+    "a served name that is no URL segment": (
+        _edit_manifest(lambda m: m.update(experiment="a/b")),
+        "'experiment': String should match pattern",
+    ),
+    "NaN": (_edit_manifest(lambda m: m["model"]["args"].update(dropout="@"), "NaN"), "NaN is not a number"),
+    "a float past the range": (
+        _edit_manifest(lambda m: m["metrics"].update(huge="@"), "1e400"),
+        "1e400 is out of range",
+    ),
+    "nested 200,000 deep": (
+        lambda c: (c / bundle.MANIFEST).write_text("[" * 200_000 + "]" * 200_000),
+        "nested too deeply to be a bundle manifest",
+    ),
+    "a recorded pipeline other than the features": (
+        _edit_manifest(lambda m: m["pipeline"]["transforms"][0]["args"].update(n_mels=128)),
+        "'pipeline.transforms' is not what its 'features' build",
+    ),
+    "outputs other than the task's": (
+        _edit_manifest(lambda m: m["outputs"][0].update(name="score")),
+        "'outputs' are not the outputs of its task and state",
+    ),
+    "a pretrained file named": (
+        _edit_manifest(lambda m: m["model"]["args"].update(pretrained="/etc/passwd")),
+        "'model.args.pretrained': a bundle's weights are its own",
+    ),
+    "sizes other than the features give": (
+        _edit_manifest(lambda m: m["model"]["args"].update(n_mels=32)),
+        "'model.args.n_mels' is 32, but the features and the task give 64",
+    ),
+    "a model far larger than its weights": (  # built on the meta device: nothing is allocated
+        _edit_manifest(lambda m: m["model"]["args"].update(channels=[100_000, 100_000, 100_000])),
+        "the weights do not fit tympan.models.cnn:SmallCNN",
     ),
     "labels not strings": (
         _edit_manifest(lambda m: m["task"]["state"].update(labels=[1, 2])),
@@ -211,3 +264,14 @@ def test_a_bundle_of_the_first_format_still_loads_and_predicts_the_same(tiny_run
     then, now = bundle.load(copy).predict(samples, rate), bundle.load(tiny_run[0] / "bundle").predict(samples, rate)
     assert then.outputs["label"] == now.outputs["label"]
     np.testing.assert_allclose(then.scores, now.scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("key, value", [("center", 1e308), ("scale", 1e31), ("scale", 0.0)])
+def test_a_regression_bundle_whose_scaling_overflows_is_refused(key, value, toy_regression_run, tmp_path):
+    """Predictions leave the model as float32: a tampered center or scale that makes them infinite
+    (served as null) is refused at load, naming the state key."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(toy_regression_run[0] / "bundle", copy)
+    _edit_manifest(lambda m: m["task"]["state"][key].__setitem__(0, value))(copy)
+    with pytest.raises(DataError, match=rf"task.state: task state '{key}' must be a list of 2 finite numbers in"):
+        bundle.load(copy)

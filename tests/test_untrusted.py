@@ -4,12 +4,17 @@ a marker file if it ran."""
 
 import json
 import pickle
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import S3_BUCKET, free_port
 from tympan import audio, bundle, registry
 from tympan.cli import main
 from tympan.errors import DataError
@@ -207,3 +212,149 @@ def test_register_and_load_a_custom_class_only_with_trust(tiny_run, tiny_workspa
     table = model.predict(samples[None, :], params={"sample_rate": rate})
     expected = bundle.load("models:/custom/1", trust_code=True).predict(samples, rate)
     assert table["label"][0] == expected.outputs["label"]
+
+
+# ---- targets that look like tympan's own modules: every role, every loader
+
+ROLE_PACKAGES = {"model": "tympan.models", "features": "tympan.transforms", "task": "tympan.tasks"}
+
+
+def lookalikes(package):
+    """Targets a resolver might read as a file or a module outside the installed tympan."""
+    return [
+        f"{package}.evil.py:Evil",  # dotted, ends in .py: was read as a file in the working directory
+        f"{package}.evil:Evil",  # a module that only the planted folders hold
+        f"{package}.evil.py.x:Evil",
+        "evil:Evil",
+        "./evil.py:Evil",
+        f"{package}/../evil.py:Evil",
+        f"{package}.evil.py:Evil ",
+    ]
+
+
+def plant(folder, marker):
+    """Marker-writing Python files at every place a resolver could look for the targets above:
+    `folder/<dotted name>.py`, `folder/evil.py` and `folder/tympan/<package>/evil(.py)`."""
+    source = f"from pathlib import Path\nPath({str(marker)!r}).touch()\nclass Evil:\n    pass\n"
+    names = ["evil.py", *(f"{p}.evil.py" for p in [*ROLE_PACKAGES.values(), "tympan.augmentations"])]
+    for package in [*ROLE_PACKAGES.values(), "tympan.augmentations"]:
+        inner = folder.joinpath(*package.split("."))
+        names += [f"{inner.relative_to(folder)}/evil.py", f"{inner.relative_to(folder)}/evil/py.py"]
+        names += [f"{inner.relative_to(folder)}/evil/__init__.py", f"{inner.relative_to(folder)}/evil/py/x.py"]
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(source)
+
+
+def with_target(manifest, role, target):
+    """`manifest` with `target` in `role`: the model, the task, the first online transform, or an
+    augmentation in the pipeline record (beside an adapter naming a file)."""
+    if role == "features":
+        online = [{"target": target, "args": {}}, *manifest["features"]["online"]]
+        return {**manifest, "features": {**manifest["features"], "online": online}}
+    if role == "augmentations":
+        adapter = {"target": "tympan.augmentations:Audiomentations", "args": {"transform": "evil.py:Evil"}}
+        record = {**manifest["pipeline"], "augmentations": [{"target": target, "args": {}}, adapter]}
+        return {**manifest, "pipeline": record}
+    return {**manifest, role: {**manifest[role], "target": target}}
+
+
+def hostile_bundle(tiny_run, tmp_path, marker, name, role, target):
+    """The tiny bundle with `target` in `role`, evil files planted inside."""
+    copy = tmp_path / name
+    shutil.copytree(tiny_run[0] / "bundle", copy)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    (copy / "bundle.json").write_text(json.dumps(with_target(manifest, role, target)))
+    plant(copy, marker)
+    return copy
+
+
+def test_lookalike_targets_never_import_a_file(tiny_run, tmp_path, monkeypatch):
+    """Every look-alike in every role is refused by `bundle.load` run from inside the bundle, with
+    the marker files planted there and in the working directory; none of them runs."""
+    marker = tmp_path / "PWNED"
+    plant(tmp_path, marker)
+    number = 0
+    for role, package in ROLE_PACKAGES.items():
+        for target in lookalikes(package):
+            number += 1
+            tampered = hostile_bundle(tiny_run, tmp_path, marker, f"b{number}", role, target)
+            monkeypatch.chdir(tampered)
+            with pytest.raises(bundle.UntrustedCodeError) as refused:
+                bundle.load(".")
+            assert f"the {role} target {target!r}" in str(refused.value)
+            assert not marker.exists(), f"{role} {target} ran"
+    # the augmentations a bundle records are read by people, never built
+    tampered = hostile_bundle(
+        tiny_run, tmp_path, marker, "augment", "augmentations", "tympan.augmentations.evil.py:Evil"
+    )
+    monkeypatch.chdir(tampered)
+    assert bundle.load(".").name == "tiny" and not marker.exists()
+
+
+def test_user_file_targets_need_a_path_separator(tmp_path, monkeypatch):
+    from tympan.targets import resolve_target
+
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "ran"
+    plant(tmp_path, marker)
+    with pytest.raises(ValueError, match=r"a file target needs a path separator, e.g. './evil.py:Evil'"):
+        resolve_target("evil.py:Evil")
+    with pytest.raises(ValueError, match=r"needs a path separator, e.g. './tympan.models.evil.py:Evil'"):
+        resolve_target("tympan.models.evil.py:Evil")
+    with pytest.raises(ValueError, match="cannot import tympan.models.evil"):
+        resolve_target("tympan.models.evil:Evil")
+    assert not marker.exists()
+    assert resolve_target("./evil.py:Evil").__name__ == "Evil" and marker.exists()
+
+
+@pytest.fixture
+def registry_here(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    monkeypatch.setenv("TYMPAN_CACHE", str(tmp_path / "cache"))
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def tamper_registered(tiny_run, root, name, role, target, marker):
+    """Register the tiny run as `name`, then put `target` in `role` of the stored copy (what a
+    person with write access to the artifact store could do) and plant the evil files beside it."""
+    registry.register(tiny_run[0], name)
+    stored = [p.parent for p in root.rglob("bundle.json") if "artifacts" in p.parts or "mlartifacts" in p.parts]
+    assert stored, "the registered bundle was not found in the local artifact store"
+    for directory in stored:
+        manifest = json.loads((directory / "bundle.json").read_text())
+        (directory / "bundle.json").write_text(json.dumps(with_target(manifest, role, target)))
+        plant(directory, marker)
+
+
+@pytest.mark.parametrize("role", list(ROLE_PACKAGES))
+def test_lookalike_targets_refused_through_every_loader(
+    role, tiny_run, tiny_workspace, tmp_path, registry_here, s3_server, monkeypatch
+):
+    """One look-alike per role, through the CLI's inference and serve run from inside the bundle,
+    a registered model (`models:/`) and an `s3://` copy: each refuses, and no marker appears."""
+    from tympan import storage
+
+    marker = tmp_path / "PWNED"
+    target = f"{ROLE_PACKAGES[role]}.evil.py:Evil"
+    plant(tmp_path, marker)
+    tampered = hostile_bundle(tiny_run, tmp_path, marker, "hostile", role, target)
+    tympan = str(Path(sys.executable).parent / "tympan")
+    clip = str(wav(tiny_workspace))
+    inference = subprocess.run([tympan, "inference", ".", clip], cwd=tampered, capture_output=True, text=True)
+    assert inference.returncode == 1 and "refusing to load" in inference.stderr, inference.stderr
+    serve = [tympan, "serve", ".", "--port", str(free_port())]
+    served = subprocess.run(serve, cwd=tampered, capture_output=True, text=True, timeout=120)
+    assert served.returncode != 0 and "refusing to load" in served.stderr, served.stderr[-2000:]
+
+    uri = storage.upload(tampered, f"s3://{S3_BUCKET}/hostile/{role}")
+    with pytest.raises(bundle.UntrustedCodeError, match=re.escape(target)):
+        bundle.load(uri)
+    tamper_registered(tiny_run, registry_here, f"hostile-{role}", role, target, marker)
+    with pytest.raises(bundle.UntrustedCodeError, match=re.escape(target)):
+        bundle.load(f"models:/hostile-{role}/1")
+    assert not marker.exists()

@@ -21,7 +21,6 @@ inside is read; nothing in it is unpickled.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,23 +32,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tympan import audio, flow
-from tympan.config import Config, resolve_target
+from tympan.config import Config
 from tympan.errors import DataError
 from tympan.fileio import atomic_dir, write_json
+from tympan.manifest import FORMAT, MANIFEST, read_manifest
+from tympan.models.base import sizes as model_sizes
+from tympan.targets import RefusedTarget, resolve_own, resolve_target
 from tympan.tasks.base import Output, Task
 from tympan.transforms.pipeline import Pipeline
 from tympan.transforms.spec import Transform
 
-FORMAT = "tympan-bundle/2"
-OLD_FORMATS = ("tympan-bundle/1",)  # read by converting them (see `_upgrade`)
-MANIFEST = "bundle.json"
 WEIGHTS = "model.safetensors"
 PIPELINE_WEIGHTS = "pipeline.safetensors"
 MLMODEL = "MLmodel"
 LOADER_MODULE = "tympan.mlflow_pyfunc"  # the pyfunc loader of models that `tympan register` logs
 # where the classes a bundle may name without trust_code live, per role, and what they must be
-PACKAGES = {"model": "tympan.models", "features": "tympan.transforms", "task": "tympan.tasks"}
-_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
+ROLES = {
+    "model": ("tympan.models", torch.nn.Module),
+    "features": ("tympan.transforms", Transform),
+    "task": ("tympan.tasks", Task),
+}
 TRUST_HINT = "pass --trust-code (trust_code=True) only for a bundle of your own custom classes"
 
 
@@ -110,83 +112,6 @@ class Prediction:
     embedding: np.ndarray | None = None
 
 
-def read_manifest(directory: str | Path) -> dict:
-    """A bundle's bundle.json, checked for the keys and types loading needs (a DataError naming
-    the file and the key otherwise); a bundle of an older format is converted."""
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise DataError(f"{directory}: not a tympan bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: must hold a JSON object, not {type(manifest).__name__}")
-    if manifest.get("format") in OLD_FORMATS:
-        manifest = _upgrade(path, manifest)
-    if manifest.get("format") != FORMAT:
-        raise DataError(f"{path}: unsupported bundle format {manifest.get('format')!r} (expected {FORMAT!r})")
-    _check_types(path, manifest)
-    return manifest
-
-
-def _upgrade(path: Path, old: dict) -> dict:
-    """A tympan-bundle/1 manifest (single-label classification, one feature extractor, optional
-    per-clip normalisation) in today's form."""
-    _check_keys(path, old, {"labels": list, "features": dict, "features.args": dict, "normalize": str,
-                            "input": dict, "model": dict})  # fmt: skip
-    args = {k: v for k, v in old["features"]["args"].items() if k != "sample_rate"}
-    online = [{"target": "tympan.transforms.normalize:Normalize", "args": {"mode": "instance"}}]
-    return {
-        **old,
-        "format": FORMAT,
-        "task": {"target": "tympan.tasks.classification:Classification", "args": {}, "targets": ["label"],
-                 "state": {"labels": old["labels"], "class_weights": None}},
-        "features": {
-            "sample_rate": old["features"]["args"].get("sample_rate", old["input"].get("sample_rate")),
-            "offline": [{"target": old["features"].get("target"), "args": args}],
-            "online": online if old["normalize"] == "utterance" else [],
-        },
-        "input": {"kind": "frames", **old["input"]},
-    }  # fmt: skip
-
-
-def _check_types(path: Path, manifest: dict) -> None:
-    expected = {
-        "experiment": str, "task": dict, "model": dict, "features": dict, "input": dict,
-        "task.target": str, "task.args": dict, "task.targets": list, "task.state": dict,
-        "model.target": str, "model.args": dict, "features.sample_rate": int, "features.offline": list,
-        "features.online": list, "input.min_frames": int,
-    }  # fmt: skip
-    _check_keys(path, manifest, expected)
-    for place in ("offline", "online"):
-        for i, item in enumerate(manifest["features"][place]):
-            if not (isinstance(item, dict) and isinstance(item.get("target"), str)
-                    and isinstance(item.get("args", {}), dict)):  # fmt: skip
-                raise DataError(f"{path}: 'features.{place}.{i}' must be an object with a 'target' and 'args'")
-
-
-def _check_keys(path: Path, manifest: dict, expected: dict) -> None:
-    for key, kind in expected.items():
-        parent, _, child = key.rpartition(".")
-        holder = manifest[parent] if parent else manifest
-        if child not in holder:
-            raise DataError(f"{path}: missing key {key!r}")
-        if not isinstance(holder[child], kind) or isinstance(holder[child], bool):
-            raise DataError(f"{path}: {key!r} has the wrong type ({type(holder[child]).__name__})")
-
-
-def _is_tympan_target(target: str, role: str) -> bool:
-    """Whether `target` is `tympan.<role package>[.module]:Class`, judged on the string alone."""
-    module, sep, name = target.partition(":")
-    dotted = _DOTTED.fullmatch(module) is not None
-    return bool(sep) and name.isidentifier() and dotted and _in_package(module, PACKAGES[role])
-
-
-def _in_package(module: str, package: str) -> bool:
-    return module == package or module.startswith(f"{package}.")
-
-
 def _targets(manifest: dict) -> list[tuple[str, str]]:
     """(role, target) of every class a manifest names."""
     features = [item["target"] for place in ("offline", "online") for item in manifest["features"][place]]
@@ -196,35 +121,32 @@ def _targets(manifest: dict) -> list[tuple[str, str]]:
 
 
 def check_targets(path: Path, manifest: dict, trust_code: bool = False) -> None:
-    """Refuse, before importing anything, a bundle whose targets name code outside tympan."""
+    """Refuse, before building anything, a bundle whose targets are not tympan's own classes of
+    their role (no file outside the installed tympan package is imported to find out)."""
     if trust_code:
         return
     for role, target in _targets(manifest):
-        if not _is_tympan_target(target, role):
-            raise UntrustedCodeError(
-                f"{path}: refusing to load: the {role} target {target!r} names code outside tympan's own "
-                f"{PACKAGES[role]} classes, and loading a bundle runs no other code; {TRUST_HINT}"
-            )
+        _resolver(path, role, trust_code)(target)
 
 
 def _resolver(path: Path, role: str, trust_code: bool):
-    """`resolve_target` for one role that, without trust, accepts only classes of the role's kind
-    defined in tympan's package for it."""
-    base = {"model": torch.nn.Module, "features": Transform, "task": Task}[role]
+    """The class a bundle's target names for one role: without trust, only a class of the role's
+    kind in tympan's package for it (`targets.resolve_own`); with trust, any class, as a config."""
+    package, kind = ROLES[role]
 
     def resolve(target: str):
+        if trust_code:
+            try:
+                return resolve_target(target)
+            except ValueError as exc:
+                raise DataError(f"{path}: {role}: {exc}") from None
         try:
-            cls = resolve_target(target)
-        except ValueError as exc:
-            raise DataError(f"{path}: {role}: {exc}") from None
-        package = PACKAGES[role]
-        is_kind = isinstance(cls, type) and issubclass(cls, base)
-        if not trust_code and not (is_kind and _in_package(cls.__module__, package)):
+            return resolve_own(target, package, kind)
+        except RefusedTarget as exc:
             raise UntrustedCodeError(
-                f"{path}: refusing to load: the {role} target {target!r} is not a {base.__name__} class of "
-                f"{package}; {TRUST_HINT}"
-            )
-        return cls
+                f"{path}: refusing to load: the {role} target {target!r} names code outside tympan's own "
+                f"{package} classes ({exc}), and loading a bundle runs no other code; {TRUST_HINT}"
+            ) from None
 
     return resolve
 
@@ -246,8 +168,8 @@ def _read_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
         raise DataError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def _load_weights(module, weights: dict[str, torch.Tensor], path: Path, target: str) -> None:
-    """Load weights that match the module key for key and shape for shape."""
+def _check_fit(module, weights: dict[str, torch.Tensor], path: Path, target: str) -> None:
+    """Refuse weights that do not match the module key for key and shape for shape."""
     expected = module.state_dict()
     problems = []
     if missing := sorted(expected.keys() - weights.keys()):
@@ -259,7 +181,38 @@ def _load_weights(module, weights: dict[str, torch.Tensor], path: Path, target: 
             problems.append(f"{key} has shape {tuple(weights[key].shape)}, the model needs {tuple(value.shape)}")
     if problems:
         raise DataError(f"{path}: the weights do not fit {target}: {'; '.join(problems[:3])}")
-    module.load_state_dict(weights)
+
+
+def _check_consistent(path: Path, manifest: dict, pipeline: Pipeline, task: Task) -> None:
+    """The manifest's fields that restate what the pipeline, the task and the model arguments
+    build must say the same (a tampered copy would mislead people or break at predict time)."""
+    fields = manifest["input"]
+    output = pipeline.output
+    built = {"kind": output.kind, "sample_rate": pipeline.sample_rate, "frame_rate": output.frame_rate}
+    for key, value in built.items():
+        if fields[key] != value:
+            raise DataError(f"{path}: 'input.{key}' is {fields[key]!r}, but the feature pipeline gives {value!r}")
+    model_args = manifest["model"]["args"]
+    if "pretrained" in model_args:
+        raise DataError(f"{path}: 'model.args.pretrained': a bundle's weights are its own; it names no other file")
+    for name, value in model_sizes(output, task.n_outputs).items():
+        if name in model_args and model_args[name] != value:
+            raise DataError(
+                f"{path}: 'model.args.{name}' is {model_args[name]!r}, but the features and the task give {value}"
+            )
+    outputs = [asdict(o) for o in task.outputs()]
+    if manifest.get("outputs") is not None and json_form(manifest["outputs"]) != json_form(outputs):
+        raise DataError(f"{path}: 'outputs' are not the outputs of its task and state")
+    record = manifest.get("pipeline")
+    if record is not None:
+        for key, value in {"sample_rate": pipeline.sample_rate, "transforms": pipeline.resolved}.items():
+            if json_form(record.get(key)) != json_form(value):
+                raise DataError(f"{path}: 'pipeline.{key}' is not what its 'features' build")
+
+
+def json_form(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists), for comparing with a manifest."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _some(keys: list[str]) -> str:
@@ -308,11 +261,21 @@ class Predictor:
         self.sample_rate: int = self.pipeline.sample_rate
         self.frame_rate: float | None = self.pipeline.output.frame_rate
         self.min_frames: int = manifest["input"]["min_frames"]
+        _check_consistent(path, manifest, self.pipeline, self.task)
         model = manifest["model"]
-        self.model = _build(path, "model", model["target"], model["args"], trust_code)
-        if not isinstance(self.model, torch.nn.Module):
+        weights = _read_weights(directory / WEIGHTS, "weights")
+        with torch.device("meta"):  # sized from data: nothing is allocated until it fits the weights file
+            shell = _build(path, "model", model["target"], model["args"], trust_code)
+        if not isinstance(shell, torch.nn.Module):
             raise DataError(f"{path}: the model target {model['target']!r} did not build a torch module")
-        _load_weights(self.model, _read_weights(directory / WEIGHTS, "weights"), directory / WEIGHTS, model["target"])
+        _check_fit(shell, weights, directory / WEIGHTS, model["target"])
+        if int(getattr(shell, "min_frames", 1)) != self.min_frames:
+            raise DataError(
+                f"{path}: 'input.min_frames' is {self.min_frames}, but {model['target']} needs "
+                f"{int(getattr(shell, 'min_frames', 1))}"
+            )
+        self.model = _build(path, "model", model["target"], model["args"], trust_code)
+        self.model.load_state_dict(weights)
         self.model.to(self.device).eval()
 
     @property

@@ -17,6 +17,8 @@ from tympan.tasks.common import check_choice, check_targets, row_name, state_num
 LOSSES = ("mse", "mae", "ccc")
 SCALINGS = ("zscore", "minmax", "none")
 METRICS = ("mse", "mae", "pearson", "ccc")
+# predictions leave the model as float32 (up to 3.4e38): a center or scale past this makes them infinite
+LIMIT = 1e30
 
 
 class Regression(Task):
@@ -70,8 +72,8 @@ class Regression(Task):
         targets = state_strings(state, "targets")
         if targets != self.targets:
             raise ValueError(f"task state 'targets' {targets!r} are not this task's target columns {self.targets!r}")
-        center = state_numbers(state, "center", len(targets))
-        self.scale = state_numbers(state, "scale", len(targets), low=0)
+        center = state_numbers(state, "center", len(targets), low=-LIMIT, high=LIMIT)
+        self.scale = state_numbers(state, "scale", len(targets), low=0, high=LIMIT)
         self.center = center
         return self
 
