@@ -155,7 +155,7 @@ def test_bad_values_fail_at_load_in_one_line(override, needles, tmp_path, monkey
 def test_user_target_file_that_fails_to_import_is_one_line(source, needle, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my_model.py").write_text(source)
-    config = write_config(tmp_path / "exp.yaml", {**TINY, "model": {"target": "my_model.py:Net"}})
+    config = write_config(tmp_path / "exp.yaml", {**TINY, "model": {"target": "./my_model.py:Net"}})
     assert_one_line_error(tympan_here(capsys, "config", str(config)), "model.target", "my_model.py", needle)
 
 
