@@ -263,3 +263,14 @@ def test_a_saved_config_gives_its_run_id_without_parsing():
         configuration.run_id_of({**saved, "experiment": "other", "training": {**saved["training"], "threads": 2}})
         == cfg.run_id()
     )
+
+
+def test_a_dataset_block_alone_is_a_config():
+    """features, model and optimizer default to the default experiment's (16 kHz PANN log-Mels
+    normalised per clip, SmallCNN, AdamW); the task to the dataset's; each can still be set."""
+    alone = configuration.parse({"dataset": "ToyRegression"})
+    default = configuration.load("params.yaml")
+    assert alone.features == default.features and alone.model == default.model
+    assert alone.optimizer.target == "torch.optim:AdamW" and alone.task.target.endswith(":Regression")
+    mine = configuration.parse({"dataset": "ToyRegression", "model": {"preset": "SmallCNN", "args": {"dropout": 0}}})
+    assert mine.model.args["dropout"] == 0 and mine.features == default.features

@@ -222,10 +222,9 @@ class Commands:
         """List the runs below ROOT with their status (finished, running, stopped)."""
         from tympan import postprocess
 
-        for run_dir in postprocess.find_runs(root):
-            row = postprocess.load_run(run_dir)
+        for row in postprocess.load_runs(root):
             score = "  ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items() if k.startswith("dev."))
-            print(f"{row['status']:9} {run_dir}  epochs {len(row['history'])}  {score}")
+            print(f"{row['status']:9} {row['run']}  epochs {len(row['history'])}  {score}")
 
     def clean(self, root: str = "runs", stopped: bool = False, states: bool = False) -> None:
         """Delete killed runs (--stopped) and/or the training states of finished ones (--states).
@@ -250,22 +249,28 @@ class Commands:
 
     def show(self, run_dir: str) -> None:
         """Print a finished run's dev and test results (or those of every finished run below a folder)."""
-        from tympan import postprocess
+        from tympan import postprocess, results
 
         path = Path(run_dir)
         if (path / "summary.json").is_file():
-            return _print_summary(path, json.loads((path / "summary.json").read_text()))
+            return _print_summary(path, results.read_summary(path / "summary.json"))
         if not path.is_dir():
             raise TympanError(f"{run_dir}: no such run directory")
         if (path / "config.yaml").is_file():
             raise TympanError(f"{run_dir}: no summary.json (the run has not finished)")
-        finished = [r for r in postprocess.find_runs(path) if (r / "summary.json").is_file()]
+        finished = []
+        for run in postprocess.find_runs(path):
+            if (run / "summary.json").is_file():
+                try:
+                    finished.append((run, results.read_summary(run / "summary.json")))
+                except TympanError as exc:  # one corrupt run does not hide the others
+                    logging.getLogger("tympan").warning("skipped a run: %s", exc)
         if not finished:
             raise TympanError(f"{run_dir}: no finished run in it or below it")
-        for number, run in enumerate(finished):
+        for number, (run, summary) in enumerate(finished):
             if number:
                 print()
-            _print_summary(run, json.loads((run / "summary.json").read_text()))
+            _print_summary(run, summary)
 
     def inference(
         self,
@@ -315,21 +320,25 @@ class Commands:
         max_clips: int = 64,
         max_body_mb: float = 32.0,
         trust_code: bool = False,
+        max_samples: int = 64_000_000,
     ) -> None:
         """Serve a bundle (a directory, s3://..., or models:/NAME@ALIAS) with KServe: V1 /v1/models/NAME:predict and
         V2 /v2/models/NAME/infer on --host (default 127.0.0.1, this machine only; 0.0.0.0 in a container) and --port.
 
+        NAME is --name, else the registered model's name (models:/NAME@ALIAS), else the bundle's experiment name.
         Refused: clips longer than --max-duration seconds, requests of more than --max-clips clips, bodies over
-        --max-body-mb MiB. --trust-code: as for inference."""
+        --max-body-mb MiB, requests whose audio decodes to more than --max-samples samples (frames x channels as
+        stored, plus resampling to the model's rate; read from the files' headers). --trust-code: as for inference."""
         from tympan import serving
 
         limits = {"max_duration": max_duration, "max_batch": max_batch, "max_clips": max_clips}
-        serving.serve(model, name=name, host=host, port=port, max_body_mb=max_body_mb, trust_code=trust_code, **limits)
+        limits |= {"max_samples": max_samples, "max_body_mb": max_body_mb}
+        serving.serve(model, name=name, host=host, port=port, trust_code=trust_code, **limits)
 
     def register(self, run_dir: str, name: str, tracking_uri: str | None = None, trust_code: bool = False) -> None:
         """Log a finished run to MLflow and register its bundle as a new version of NAME.
 
-        The tracking store is --tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db.
+        The tracking store is --tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (MLflow's own default).
         --trust-code registers a bundle of your own custom classes (it then loads only with trust).
         """
         from tympan import registry

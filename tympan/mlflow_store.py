@@ -19,7 +19,10 @@ from urllib.parse import quote
 from tympan.errors import TympanError
 
 log = logging.getLogger("tympan")
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+# MLflow's own default store, so `mlflow.pyfunc.load_model("models:/...")` and the MLflow UI find
+# what tympan registered without being told where
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+OLD_DEFAULT = "mlruns.db"  # tympan's default before it followed MLflow's
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
 
@@ -28,8 +31,18 @@ class RegistryError(TympanError):
 
 
 def tracking_uri(uri: str | None = None) -> str:
-    """The given URI, else $MLFLOW_TRACKING_URI, else a sqlite store in the working directory."""
-    return uri or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
+    """The given URI, else $MLFLOW_TRACKING_URI, else MLflow's default sqlite store in the working
+    directory (with a warning where only tympan's earlier default store is there)."""
+    chosen = uri or os.environ.get(TRACKING_ENV)
+    if chosen:
+        return chosen
+    if Path(OLD_DEFAULT).is_file() and not Path("mlflow.db").is_file():
+        log.warning(
+            "%s is tympan's earlier default store; the default is now MLflow's own, %s: set "
+            "MLFLOW_TRACKING_URI=sqlite:///%s to keep using it",
+            OLD_DEFAULT, DEFAULT_TRACKING_URI, OLD_DEFAULT,
+        )  # fmt: skip
+    return DEFAULT_TRACKING_URI
 
 
 def fail_fast(timeout: int) -> None:

@@ -63,7 +63,7 @@ def parse(raw: dict, source: str = "config", *, training: bool = True) -> Config
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(raw).__name__}")
     try:
-        config = Config.model_validate(_with_default_task(expand_presets(raw)))
+        config = Config.model_validate(_with_default_task(expand_presets({**DEFAULTS, **raw})))
     except ValidationError as exc:
         lines = [_describe(e, Config) for e in exc.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
@@ -93,6 +93,16 @@ def parse(raw: dict, source: str = "config", *, training: bool = True) -> Config
 
 # what training fills into a model's constructor (models.base.sizes), never the config
 SIZES = ("n_outputs", "n_mels", "n_bins", "input_dim", "sample_rate", "in_channels")
+# what a config that leaves them out trains with (the default experiment's features: 16 kHz PANN
+# log-Mels normalised per clip; a small CNN; AdamW), so that a dataset block alone is a config
+DEFAULTS = {
+    "features": {
+        "preset": "PannLogMel16k",
+        "online": [{"target": "tympan.transforms.normalize:Normalize", "args": {"mode": "instance"}}],
+    },
+    "model": "SmallCNN",
+    "optimizer": "AdamW",
+}
 
 
 def _with_default_task(raw: dict) -> dict:

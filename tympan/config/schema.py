@@ -179,7 +179,7 @@ class TrackingConfig(Block):
     """Where runs are tracked besides their run directory (which is always written)."""
 
     mlflow: bool = False
-    mlflow_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db")
+    mlflow_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     mlflow_experiment: str | None = Field(None, description="default: the config's experiment name")
     system_metrics: bool = False
     tensorboard: bool = Field(False, description="TensorBoard event files in <run dir>/tensorboard")
