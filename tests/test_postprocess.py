@@ -241,3 +241,49 @@ def test_runs_of_other_tracking_metrics_need_a_metric_and_old_summaries_rank_on_
     # naming the metric compares them on it: only the runs that have it are ranked
     out = postprocess.report(tmp_path / "old", [], "dev.accuracy", tmp_path / "on-accuracy")
     assert [r["id"] for r in read_csv(out / "best.csv")] == [summary["run"]["id"]]
+
+
+def corrupt_copies(run_dir, root):
+    """A good copy of a finished run beside copies with a corrupt file each: {name: the file}."""
+    broken = {
+        "cut-summary": ("summary.json", lambda text: text[: len(text) // 2]),
+        "list-summary": ("summary.json", lambda text: "[1, 2]\n"),
+        "word-metric": ("summary.json", lambda text: json.dumps({**json.loads(text), "dev": {"accuracy": "high"}})),
+        "bad-config": ("config.yaml", lambda text: "seed: [1\n"),
+        "scalar-config": ("config.yaml", lambda text: "42\n"),
+        "bad-metrics": ("metrics.csv", lambda text: text.replace("\n", "\nzero,", 1)),
+    }
+    ignore = shutil.ignore_patterns("best", "last")
+    shutil.copytree(run_dir, root / "good", ignore=ignore)
+    files = {}
+    for name, (file, damage) in broken.items():
+        shutil.copytree(run_dir, root / name, ignore=ignore)
+        path = root / name / file
+        path.write_text(damage(path.read_text()))
+        files[name] = path
+    return files
+
+
+@pytest.mark.parametrize("command", ["show", "runs", "postprocess"])
+def test_a_corrupt_run_is_skipped_with_a_warning_naming_its_file(tiny_run, tmp_path, command):
+    root = tmp_path / "runs"
+    files = corrupt_copies(tiny_run[0], root)
+    result = subprocess.run(
+        [sys.executable, "-m", "tympan.cli", command, str(root)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("skipped a run: ")]
+    read = {n: f for n, f in files.items() if command != "show" or f.name == "summary.json"}  # show reads summaries
+    assert len(warnings) == len(read), result.stderr
+    for path in read.values():
+        assert sum(w.startswith(f"skipped a run: {path}: not a") for w in warnings) == 1, warnings
+    assert str(root / "good") in (result.stdout if command != "postprocess" else (root / "report/runs.csv").read_text())
+    if command == "show":  # the runs whose summary is fine are shown, whatever their other files
+        assert result.stdout.count("run: ") == 1 + len(files) - len(read)
+
+
+def test_show_of_one_corrupt_run_is_one_line_naming_the_file(tiny_run, tmp_path, capsys):
+    files = corrupt_copies(tiny_run[0], tmp_path)
+    assert cli.main(["show", str(tmp_path / "cut-summary")]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"tympan: error: {files['cut-summary']}: not a readable summary")

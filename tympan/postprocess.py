@@ -22,7 +22,8 @@ from tympan.config import flatten, run_id_of
 from tympan.errors import ConfigError, DataError
 from tympan.fileio import write_csv, write_text
 from tympan.results import best as best_of
-from tympan.results import describe, metric_values, ranking, tracking
+from tympan.results import describe, metric_values, ranking, read_summary, tracking
+from tympan.results import first_line as _first_line
 
 log = logging.getLogger("tympan")
 
@@ -49,7 +50,19 @@ def status(run_dir: Path) -> str:
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    return sorted(p.parent for p in Path(root).rglob("config.yaml") if p.parent.name != "bundle")
+    return sorted(p.parent for p in Path(root).rglob("config.yaml") if p.parent.name != "bundle" and p.is_file())
+
+
+def load_runs(root: str | Path) -> list[dict]:
+    """`load_run` of every run below `root`; a run whose files cannot be read (a corrupt
+    summary.json, config.yaml or metrics.csv) is left out with a warning naming the file."""
+    rows = []
+    for run_dir in find_runs(root):
+        try:
+            rows.append(load_run(run_dir))
+        except DataError as exc:
+            log.warning("skipped a run: %s", exc)
+    return rows
 
 
 def is_copy(run_dir: Path) -> bool:
@@ -62,25 +75,52 @@ def is_copy(run_dir: Path) -> bool:
 def _run_id(raw: dict, summary: dict | None) -> str:
     """The id a run is known by wherever its copies lie: the summary's, else that of its resolved
     config (computed from the data, so reading a report never imports a config's targets)."""
-    if summary and summary.get("run", {}).get("id"):
-        return summary["run"]["id"]
-    return run_id_of(raw)
+    return str(_run_block(summary).get("id") or run_id_of(raw))
+
+
+def _run_block(summary: dict | None) -> dict:
+    run = (summary or {}).get("run")
+    return run if isinstance(run, dict) else {}
+
+
+def _read_config(path: Path) -> tuple[dict, dict[str, str]]:
+    """A run's config.yaml as data and flattened; a DataError naming it if it is not a config."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise DataError(f"{path}: not a run's config: expected a YAML mapping, got {type(raw).__name__}")
+        return raw, flatten(raw)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, AttributeError, RecursionError) as exc:
+        raise DataError(f"{path}: not a readable config ({_first_line(exc)})") from None
+
+
+def _read_history(path: Path) -> list[dict]:
+    """The rows of a run's metrics.csv as numbers; a DataError naming it if they are not."""
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable metrics table ({_first_line(exc)})") from None
 
 
 def load_run(run_dir: Path) -> dict:
-    """One row: run dir, id, status, the flattened config, and dev/test metrics of the best state."""
-    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
-    row = {"run": str(run_dir), "status": status(run_dir), "config": flatten(raw), "metrics": {}, "history": []}
-    if (run_dir / "metrics.csv").is_file():
-        with open(run_dir / "metrics.csv", newline="") as f:
-            row["history"] = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    """One row: run dir, id, status, the flattened config, and dev/test metrics of the best state.
+    A file of the run that cannot be read is a DataError naming it."""
+    raw, flat = _read_config(run_dir / "config.yaml")
+    row = {"run": str(run_dir), "status": status(run_dir), "config": flat, "metrics": {}, "history": []}
+    row["history"] = _read_history(run_dir / "metrics.csv")
     summary = None
     if row["status"] == "finished":
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = read_summary(run_dir / "summary.json")
         row["metrics"] = metric_values(summary)
         row["tracking"] = tracking(summary, str(run_dir / "summary.json"))
-        row["best_epoch"] = summary.get("run", {}).get("best_epoch")
-    row["id"] = _run_id(raw, summary)
+        row["best_epoch"] = _run_block(summary).get("best_epoch")
+    try:
+        row["id"] = _run_id(raw, summary)
+    except (TypeError, AttributeError, ValueError) as exc:
+        raise DataError(f"{run_dir / 'config.yaml'}: not a run's config ({_first_line(exc)})") from None
     return row
 
 
@@ -299,7 +339,7 @@ def report(
     runs are told apart by their id. Groups and runs get short labels; the runs table maps each
     label to its directory and the values of every key that varies."""
     root = Path(root)
-    runs, copies = distinct([load_run(r) for r in find_runs(root)])
+    runs, copies = distinct(load_runs(root))
     if not runs:
         raise DataError(f"{root}: no runs (no */config.yaml below it)")
     metric, direction = ranking([r["tracking"] for r in runs if "tracking" in r], metric, direction)

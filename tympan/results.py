@@ -9,7 +9,9 @@ and for every run from before tasks, which has no `task` block.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TypeVar
 
 from tympan.errors import ConfigError, DataError
@@ -18,6 +20,35 @@ DIRECTIONS = ("max", "min")
 BEFORE_TASKS = ("dev.accuracy", "max")  # what runs without a task block were ranked on
 SPLITS = ("dev", "test")  # the blocks of a summary that hold metrics
 Item = TypeVar("Item")
+
+
+def read_summary(path: str | Path) -> dict:
+    """A run's summary.json, checked to be one (a JSON object whose dev and test blocks map metric
+    names to numbers): a file cut short or edited by hand is a DataError naming it, so that a
+    command over many runs can skip that run and go on."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: not a readable summary ({first_line(exc)})") from None
+    if not isinstance(summary, dict):
+        raise DataError(f"{path}: not a summary: expected a JSON object, got {type(summary).__name__}")
+    for name in ("task", "run"):
+        if not isinstance(summary.get(name) or {}, dict):
+            raise DataError(f"{path}: not a summary: its {name!r} block must be a JSON object")
+    for split in SPLITS:
+        block = summary.get(split) or {}
+        numbers = isinstance(block, dict) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in block.values()
+        )
+        if not numbers:
+            raise DataError(f"{path}: not a summary: its {split!r} block must map metric names to numbers")
+    return summary
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line, or its type where it has no message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def metric_values(summary: dict) -> dict[str, float]:
