@@ -186,6 +186,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_finite_state(tiny_workspace, t
     with pytest.raises(TrainingError, match=message):
         stages.train(config, tmp_path / "run")
     assert not (tmp_path / "run/summary.json").exists() and not (tmp_path / "run/best").exists()
+    assert not (tmp_path / "run/running.pid").exists()  # removed on every exit, not only a finished one
     state = torch.load(tmp_path / "run/last/training_state.pt", weights_only=True)
     assert state["step"] == 1
     assert all(torch.isfinite(v).all() for v in load_file(tmp_path / "run/last/model.safetensors").values())

@@ -624,3 +624,28 @@ def test_every_own_data_preset_builds(tmp_path):
     args = {**table["args"], "root": str(tmp_path), "targets": ["snr_db", "rate"], "default_task": "regression"}
     dataset = DatasetConfig(target=table["target"], args=args).build_checked("dataset")
     assert dataset.targets == ["snr_db", "rate"] and dataset.csv == tmp_path / "index.csv"
+
+
+@pytest.mark.parametrize("split", ["train", "Dev"])
+def test_a_regression_target_past_float32_stops_training_before_it_starts(clips, tmp_path, capsys, split):
+    """-1e308 made the scaling (train) or the encoded targets (dev) infinite: training crashed at
+    its first evaluation with sklearn's "Input contains NaN" and left running.pid behind."""
+    root, rows = clips
+    rows = [{**r, "y": str(100 + i)} for i, r in enumerate(rows)]
+    bad = next(i for i, r in enumerate(rows) if r["split"] == split)
+    rows[bad]["y"] = "-1e308"
+    write_csv(root / "index.csv", rows)
+    args = {"root": str(root), "index": str(root / "index.csv"), "targets": ["y"], "name": "pitch"}
+    dataset = {"target": "tympan.datasets.table:Table", "args": args, "root": str(tmp_path / "data")}
+    features = {**TINY["features"], "root": str(tmp_path / "features")}
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "dataset": dataset, "features": features, "task": "regression"}))
+    assert main(["fetch", str(config)]) == 0 and main(["preprocess", str(config)]) == 0
+    capsys.readouterr()
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run_dir)]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    where = "train" if split == "train" else "dev split"
+    assert len(errors) == 1 and errors[0].startswith(f"tympan: error: {where}, row "), errors
+    assert "column 'y' holds '-1e308', beyond ±1e+30" in errors[0]
+    assert not (run_dir / "running.pid").exists() and not (run_dir / "summary.json").exists()

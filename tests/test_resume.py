@@ -13,7 +13,8 @@ import yaml
 
 from tests.conftest import kill_once_last_exists
 from tympan import config as configuration
-from tympan import stages
+from tympan import postprocess, stages
+from tympan.cli import main
 
 
 @pytest.mark.parametrize(
@@ -111,3 +112,37 @@ def test_sigkill_before_the_first_row_or_inside_the_swap_resumes(tiny_workspace,
         assert (run_dir / name).read_text() == (uninterrupted / name).read_text(), name
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
     assert torch.load(run_dir / "last/training_state.pt", weights_only=True)["step"] == STATES_BEFORE_ROWS["steps"]
+
+
+def test_a_second_training_of_the_run_is_refused_naming_the_first_and_a_kill_frees_it(tiny_workspace, tmp_path, capsys):
+    """Two identical trainings into one run directory: the second fails at once, with one line naming
+    the pid of the first (held there by SIGSTOP, so nothing is raced); once the first is SIGKILLed
+    the OS has released its lock, and the run resumes from its last state and finishes."""
+    root, raw = tiny_workspace
+    raw = {**raw, "training": {**raw["training"], "steps": 12, "eval_every": 12, "save_every": 2}}
+    config_file, run_dir = tmp_path / "exp.yaml", tmp_path / "run"
+    config_file.write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-m", "tympan.cli", "train", str(config_file), "--run-dir", str(run_dir)]
+    first = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "last").is_dir():
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        assert (run_dir / "running.pid").read_text() == str(first.pid)
+        assert main(["train", str(config_file), "--run-dir", str(run_dir)]) == 1
+        errors = capsys.readouterr().err.splitlines()
+        assert errors == [
+            f"tympan: error: {run_dir}: another training (pid {first.pid}) is running in this run directory; "
+            "wait for it to end, or use another --run-dir"
+        ]
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    assert (run_dir / "running.pid").is_file() and postprocess.status(run_dir) == "stopped"  # left by the kill
+
+    resumed = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and (run_dir / "summary.json").is_file()
+    assert not (run_dir / "running.pid").exists()

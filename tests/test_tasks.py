@@ -409,6 +409,26 @@ def test_regression_bad_values(fsdd_rows, value):
         Regression(["pitch"]).fit(fsdd_rows["train"])
 
 
+@pytest.mark.parametrize("value", ["-1e308", "1e308", "3e30"])
+def test_regression_refuses_values_beyond_float32_at_fit_and_encode(fsdd_rows, value):
+    """Such a value made the scaling infinite, and training crashed at its first evaluation."""
+    rows = [fsdd_rows["train"][0], {**fsdd_rows["train"][1], "digit": value}]
+    with pytest.raises(DataError, match=rf"train, row 2 \(.*\): column 'digit' holds '{value}', beyond ±1e\+30"):
+        Regression(TARGETS).fit(rows)
+    task = Regression(TARGETS).fit(fsdd_rows["train"])
+    with pytest.raises(DataError, match=rf"dev split, row 1 \(.*\): column 'digit' holds '{value}'"):
+        task.encode([{**fsdd_rows["dev"][0], "digit": value}], where="dev split")
+
+
+def test_regression_refuses_a_scaling_past_what_float32_holds():
+    rows = [{"path": "a.wav", "y": "-1e30"}, {"path": "b.wav", "y": "1e30"}]
+    assert Regression(["y"]).fit(rows).scale == [1e30]
+    with pytest.raises(
+        DataError, match=r"train split: column 'y': its minmax scaling \(center -1e\+30, scale 2e\+30\)"
+    ):
+        Regression(["y"], scaling="minmax").fit(rows)
+
+
 @pytest.mark.parametrize(
     ("state", "key"),
     [

@@ -20,7 +20,7 @@ import yaml
 from safetensors import SafetensorError
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tympan import augmentations, bundle, checkpoint, feature_store, flow, plots, progress, tracking
+from tympan import augmentations, bundle, checkpoint, feature_store, flow, plots, progress, runlock, tracking
 from tympan import config as configuration
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader, sample_seed
@@ -177,7 +177,9 @@ class Trainer:
 
     def fit(self) -> dict:
         with logging_redirect_tqdm(), _disk_space(self.run_dir):
-            return self._fit()
+            self._same_config()  # first, as it only reads: a directory of another run is refused untouched
+            with runlock.hold(self.run_dir):  # one training at a time in a run directory, pid file removed at the end
+                return self._fit()
 
     def _fit(self) -> dict:
         summary = self.run_dir / "summary.json"
@@ -192,7 +194,6 @@ class Trainer:
         write_text(self.run_dir / "pipeline.yaml", yaml.safe_dump(record, sort_keys=False))
         unit = "step" if self.by_step else "epoch"
         self.tracker.start(self.config, self.run_dir, (history[-1][unit] if history else 0) if step else None)
-        write_text(self.run_dir / "running.pid", str(os.getpid()))
         bar = progress.bar(
             None, self.config.training.progress, desc="training", unit="step", initial=step, total=self.total_steps
         )
@@ -205,7 +206,6 @@ class Trainer:
         plots.training_curves(history, self.run_dir / "plots" / "training_curves.png", self.task.tracking_metric,
                               x="step" if self.by_step else "epoch")  # fmt: skip
         summary = self._finish(history)
-        (self.run_dir / "running.pid").unlink(missing_ok=True)
         self.tracker.finish(summary, self.run_dir)
         return summary
 

@@ -55,12 +55,19 @@ class Regression(Task):
         if not rows:
             raise DataError("train: no rows to fit the regression task on")
         values = self._values(rows, "train")
-        if self.scaling == "zscore":
-            center, scale = values.mean(axis=0), values.std(axis=0)
-        elif self.scaling == "minmax":
-            center, scale = values.min(axis=0), values.max(axis=0) - values.min(axis=0)
-        else:
-            center, scale = np.zeros(len(self.targets)), np.ones(len(self.targets))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, naming its column
+            if self.scaling == "zscore":
+                center, scale = values.mean(axis=0), values.std(axis=0)
+            elif self.scaling == "minmax":
+                center, scale = values.min(axis=0), values.max(axis=0) - values.min(axis=0)
+            else:
+                center, scale = np.zeros(len(self.targets)), np.ones(len(self.targets))
+        for name, c, s in zip(self.targets, center, scale, strict=True):
+            if not (abs(c) <= LIMIT and s <= LIMIT):  # NaN fails too
+                raise DataError(
+                    f"train split: column {name!r}: its {self.scaling} scaling (center {c:g}, scale {s:g}) is "
+                    f"not finite within ±{LIMIT:g}, as the bundle and float32 predictions need"
+                )
         scale = np.where(scale > 0, scale, 1.0)  # a constant target is only shifted
         self.center, self.scale = [float(c) for c in center], [float(s) for s in scale]
         return self
@@ -88,7 +95,8 @@ class Regression(Task):
 
     # ---- training
     def _values(self, rows: list[dict[str, str]], where: str) -> np.ndarray:
-        """(n, targets) float64 in original units; a non-numeric or non-finite value is a DataError."""
+        """(n, targets) float64 in original units; a value that is not a number, or past ±LIMIT (which
+        float32 predictions could not reach, and whose scaling would overflow), is a DataError."""
         columns = [self.column(rows, t, where) for t in self.targets]
         out = np.zeros((len(rows), len(self.targets)))
         for j, (name, column) in enumerate(zip(self.targets, columns, strict=True)):
@@ -99,6 +107,11 @@ class Regression(Task):
                     value = math.nan
                 if not math.isfinite(value):
                     raise DataError(f"{where}, {row_name(row, number)}: column {name!r} holds {text!r}, not a number")
+                if abs(value) > LIMIT:
+                    raise DataError(
+                        f"{where}, {row_name(row, number)}: column {name!r} holds {text!r}, beyond ±{LIMIT:g}: "
+                        "too large to scale and predict in float32"
+                    )
                 out[number, j] = value
         return out
 
