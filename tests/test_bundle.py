@@ -72,6 +72,18 @@ def test_sliding_windows_cover_a_long_recording(tiny_workspace, tiny_run):
     assert mean.outputs["label"] == predictor.task.labels[int(mean.scores.argmax())]
 
 
+def test_sliding_windows_start_every_hop_and_one_more_ends_at_the_end(tiny_workspace, tiny_run):
+    """The documented rule: windows start at 0, hop, 2 hop ...; where the last of them stops
+    short of the end, one more window ends exactly at the end (0.44 s, 0.4/0.2: 0-0.4, 0.04-0.44)."""
+    predictor = bundle.load(tiny_run[0] / "bundle")
+    clip = sorted((tiny_workspace[0] / "data/raw/fsdd/recordings").glob("*_yweweler_*.wav"))[0]
+    samples = np.resize(audio.load(clip, 16000)[0], 6880)  # 44 frames at 100 frames/s: 0.44 s of features
+    spans, _, _ = predictor.predict_windows(samples, 16000, window=0.4, hop=0.2)
+    assert spans == [(0.0, 0.4), (0.04, 0.44)]
+    spans, _, _ = predictor.predict_windows(np.resize(samples, 9440), 16000, window=0.4, hop=0.2)  # 60 frames
+    assert spans == [(0.0, 0.4), (0.2, 0.6)]
+
+
 def test_not_a_bundle(tmp_path):
     with pytest.raises(DataError, match="not a tympan bundle"):
         bundle.load(tmp_path)

@@ -286,8 +286,10 @@ class Commands:
         """Predict audio files or folders with a bundle (a run's `bundle/`, or models:/NAME@ALIAS).
 
         --output FILE.csv|.json writes the table (embeddings to FILE.embeddings.npy); --window and
-        --hop (seconds) add sliding-window rows plus a `mean` row per file. --trust-code builds a bundle's
-        custom (non-tympan) classes, which runs their code: only for bundles of your own.
+        --hop (seconds) add sliding-window rows plus a `mean` row per file: windows start every hop
+        from 0 s, and where the last of them stops short of the end, one more ends exactly at the end.
+        --trust-code builds a bundle's custom (non-tympan) classes, which runs their code: only for
+        bundles of your own.
         """
         from tympan import bundle, inference
 
