@@ -10,12 +10,14 @@ training-time pipeline exactly (it is the same `transforms.pipeline.Pipeline`), 
 outputs with the same task, so CLI inference, the MLflow model and the KServe predictor cannot
 drift apart from training.
 
-A bundle is data: loading it never runs code it names. Its model, transform and task targets
-must be tympan's own classes (`tympan.models...:Class`, `tympan.transforms...:Class`,
-`tympan.tasks...:Class`), checked before anything is imported, unless the caller passes
-`trust_code=True` for a bundle of its own custom classes. An MLflow model directory is read the
-same way: its MLmodel must name tympan's loader (`tympan.mlflow_pyfunc`), and only the bundle
-inside is read; nothing in it is unpickled.
+A bundle is data: loading it never runs code it names. `bundle.json` is checked field by field
+first (`tympan.manifest`); its model, transform and task targets must then be tympan's own classes
+of their role (`tympan.models...:Class`, `tympan.transforms...:Class`, `tympan.tasks...:Class`),
+found through Python's import system and checked to lie inside the installed tympan package before
+they are imported (`tympan.targets.resolve_own`), unless the caller passes `trust_code=True` for a
+bundle of its own custom classes. An MLflow model directory is read the same way: its MLmodel must
+name tympan's loader (`tympan.mlflow_pyfunc`), and only the bundle inside is read; nothing in it is
+unpickled.
 """
 
 from __future__ import annotations
