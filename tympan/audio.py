@@ -23,7 +23,7 @@ import torchaudio.transforms as AT
 
 from tympan.errors import AudioError
 
-__all__ = ["load", "decode_bytes", "resample", "to_mono"]
+__all__ = ["load", "decode_bytes", "probe_bytes", "resample", "to_mono"]
 
 
 def load(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
@@ -47,6 +47,25 @@ def decode_bytes(data: bytes, name: str = "<bytes>", sample_rate: int | None = N
     if not data:
         raise AudioError(name, "empty input (0 bytes)")
     return _decode(io.BytesIO(data), name, sample_rate)
+
+
+def probe_bytes(data: bytes, name: str = "<bytes>") -> tuple[int, int, int]:
+    """`(frames, rate, channels)` as an in-memory file's header declares them, without decoding.
+
+    A server bounds a request's work by these before it decodes anything: a few kilobytes of
+    FLAC can declare an hour of audio. Decoding reads no more frames than the header declares.
+    """
+    if not data:
+        raise AudioError(name, "empty input (0 bytes)")
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as err:
+        raise AudioError(name, f"cannot decode audio ({_reason(err)})") from err
+    if info.frames <= 0:
+        raise AudioError(name, "no audio frames")
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(name, f"cannot decode audio (header declares {info.samplerate} Hz, {info.channels} channels)")
+    return info.frames, info.samplerate, info.channels
 
 
 # Polyphase resampling builds a kernel of about (orig/gcd) x (new/gcd) taps: fine for common

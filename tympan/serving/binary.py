@@ -1,18 +1,23 @@
-"""KServe's V2 binary-data extension, parsed here: KServe 0.21 garbles raw BYTES (audio files)."""
+"""KServe's V2 binary-data extension, parsed here: KServe 0.21 garbles raw BYTES (audio files).
+Framing is exact: each tensor's binary_data_size is what its shape and datatype take, and the
+body ends where the last tensor's bytes end."""
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 
 import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
-
-from tympan.serving.inputs import FLOATS
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
 BINARY_HEADER = "inference-header-content-length"
+# The protocol's datatypes; its strings are case-sensitive ("fp32" is none of them).
+DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
+DATATYPES |= {"FP16", "FP32", "FP64", "BF16", "BYTES"}
 
 
 def parse_binary_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
@@ -38,6 +43,13 @@ def parse_binary_request(body: bytes, headers: dict, model_name: str) -> InferRe
     for i, spec in enumerate(header["inputs"]):
         tensor, offset = binary_tensor(spec, body, offset, f"inputs[{i}]")
         inputs.append(tensor)
+    if offset != len(body):
+        raise InvalidInput(
+            f"{len(body) - offset} bytes after the last tensor's binary data: each input's"
+            " binary_data_size must add up to the bytes sent after the JSON header"
+        )
+    if not isinstance(header.get("id"), str | None):
+        raise InvalidInput(f"'id' must be a string, got {header['id']!r}")
     return InferRequest(
         model_name=model_name,
         infer_inputs=inputs,
@@ -65,23 +77,37 @@ def binary_tensor(spec, body: bytes, offset: int, where: str) -> tuple[InferInpu
     """One input tensor of a binary request, and the offset of the next tensor's bytes."""
     if not isinstance(spec, dict) or not {"name", "shape", "datatype"} <= set(spec):
         raise InvalidInput(f"{where}: a tensor needs 'name', 'shape' and 'datatype'")
-    shape, datatype = spec["shape"], str(spec["datatype"]).upper()
+    name, shape, datatype = spec["name"], spec["shape"], check_datatype(spec["datatype"], where)
     parameters = object_or_none(spec.get("parameters"), f"{where}.parameters") or {}
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(name, str):
+        raise InvalidInput(f"{where}: 'name' must be a string, got {name!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise InvalidInput(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
-    if "data" in spec:
-        return InferInput(spec["name"], shape, datatype, spec["data"], parameters), offset
     size = parameters.get("binary_data_size")
-    if not isinstance(size, int) or size < 0 or offset + size > len(body):
-        raise InvalidInput(f"{where}: no 'data', and no binary_data_size that fits the bytes after the JSON")
+    if "data" in spec:
+        if size is not None:
+            raise InvalidInput(f"input '{name}': both 'data' and a binary_data_size; send one of them")
+        return InferInput(name, shape, datatype, spec["data"], parameters), offset
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(body):
+        raise InvalidInput(f"input '{name}': no 'data', and no binary_data_size that fits the bytes after the JSON")
     raw = body[offset : offset + size]
     if datatype == "BYTES":
-        data = split_bytes(raw, where)
-    elif datatype in FLOATS and size % np.dtype(FLOATS[datatype]).itemsize == 0:
-        data = np.frombuffer(raw, dtype=FLOATS[datatype])
+        data = split_bytes(raw, f"input '{name}'")
+    elif datatype == "FP32":
+        if size != 4 * math.prod(shape):
+            raise InvalidInput(
+                f"input '{name}': binary_data_size is {size} bytes; FP32 of shape {shape} takes {4 * math.prod(shape)}"
+            )
+        data = np.frombuffer(raw, dtype="<f4")
     else:
-        data = raw  # any other datatype is refused with its name when the clips are read
-    return InferInput(spec["name"], shape, datatype, data, parameters), offset + size
+        data = raw  # another datatype is refused, with its name, when the clips are read
+    return InferInput(name, shape, datatype, data, parameters), offset + size
+
+
+def check_datatype(datatype, where: str) -> str:
+    if datatype not in DATATYPES:
+        raise InvalidInput(f"{where}: {datatype!r} is not a datatype of the protocol (e.g. FP32, BYTES; upper case)")
+    return datatype
 
 
 def split_bytes(raw: bytes, where: str) -> list[bytes]:
@@ -102,4 +128,7 @@ class BinaryAwareDataPlane(DataPlane):
     def decode_inference_request(self, body, headers, model_name):
         if isinstance(body, bytes):
             return parse_binary_request(body, headers, model_name)
+        if isinstance(body, InferenceRequest):  # JSON; KServe upper-cases datatypes when it converts them
+            for i, tensor in enumerate(body.inputs):
+                check_datatype(tensor.datatype, f"inputs[{i}]")
         return super().decode_inference_request(body, headers, model_name)

@@ -1,37 +1,45 @@
-"""What a request may carry and how it becomes clips: the limits, the checks on one clip, and V1 / V2
-bodies parsed into `Clip`s (decoded later, in the batcher's feature thread)."""
+"""What a request may carry and how it becomes clips: the limits, the checks on one clip and on a
+request's decoded size, and V1 bodies parsed into `Clip`s (decoded later, in the batcher's feature
+thread; V2 bodies are `v2`'s)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import soundfile as sf
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferInput, InferRequest
+from kserve.protocol.infer_type import InferRequest
 
 from tympan import bundle
-from tympan.audio import check_rates, decode_bytes
+from tympan.audio import check_rates, decode_bytes, probe_bytes
 from tympan.errors import AudioError
-
-FLOATS = {"FP32": np.float32, "FP64": np.float64}
-
 
 # ---------------------------------------------------------------- checks on one request
 
 
+# A request's decoded size: 64 clips of 30 s at 16 kHz (30.7 M) fit with room; 64 such clips at
+# 384 kHz (0.75 G, from 3.4 MB of FLAC silence) do not.
+MAX_SAMPLES = 64_000_000
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What the server accepts: the bundle's sample rate (to resample to), the longest clip and the
-    most clips in one request."""
+    """What the server accepts: the bundle's sample rate (to resample to), the longest clip, the
+    most clips in one request and the most samples that a request's audio decodes to."""
 
     sample_rate: int
     max_duration: float = 30.0
     max_clips: int = 64
+    max_samples: int = MAX_SAMPLES
+
+
+class TooLarge(InvalidInput):
+    """A request whose audio decodes to more than the server takes: answered with a 413."""
+
+    status = 413
 
 
 def check_rate(value, where: str, limits: Limits) -> int:
@@ -76,20 +84,46 @@ def check_samples(samples: np.ndarray, rate: int, where: str, limits: Limits) ->
     return samples
 
 
-def header_frames(data: bytes) -> tuple[int, int] | None:
-    """(frames, rate) as an audio file's header declares them, or None when it cannot be read."""
-    try:
-        info = sf.info(io.BytesIO(data))
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError):
-        return None
-    return (info.frames, info.samplerate) if info.samplerate > 0 else None
+def decoded_size(frames: int, channels: int, rate: int, limits: Limits) -> int:
+    """The samples a clip costs before the model sees it: `frames x channels` as decoded, plus
+    its frames after resampling to the model's rate (none when it is at that rate already)."""
+    resampled = 0 if rate == limits.sample_rate else math.ceil(frames * limits.sample_rate / rate)
+    return frames * channels + resampled
 
 
-def float_samples(data, where: str, dtype=np.float32) -> np.ndarray:
+def check_budget(clips: list[Clip], limits: Limits) -> None:
+    """Refuse (413) a request whose clips decode to more than `max_samples` in all, before any
+    clip is decoded: a few kilobytes of FLAC can declare half an hour of audio at 384 kHz."""
+    total = sum(clip.size for clip in clips)
+    if total > limits.max_samples:
+        raise TooLarge(
+            f"the request's audio decodes to {total:,} samples (frames x channels as stored, plus"
+            f" resampling to {limits.sample_rate} Hz); this server takes at most {limits.max_samples:,}"
+            f" per request: send fewer or shorter clips, or audio at {limits.sample_rate} Hz"
+        )
+
+
+NUMBERS = {int, float}  # what JSON numbers parse to; JSON true/false parse to bool, which is no number
+
+
+def float_samples(data, where: str) -> np.ndarray:
+    """JSON samples (a list, nested or not) as float32; booleans, strings and nulls are refused."""
+    if not isinstance(data, list) or not set(map(type, flatten(data))) <= NUMBERS:
+        raise InvalidInput(f"{where}: samples must be numbers: JSON numbers, not booleans, strings or null")
     try:
-        return np.asarray(data, dtype=dtype)
-    except (TypeError, ValueError):
+        return np.asarray(data, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"{where}: samples must be numbers in a regular array") from None
+
+
+def flatten(data) -> list:
+    """The elements of a nested list in row-major order, taking the first element's nesting for all
+    (a ragged or mixed list is refused later, when numpy reads it)."""
+    if not isinstance(data, list):
+        return []
+    if not data or not isinstance(data[0], list):
+        return data
+    return [item for part in data for item in flatten(part)]
 
 
 def as_flag(value, where: str) -> bool:
@@ -104,28 +138,36 @@ def as_flag(value, where: str) -> bool:
 @dataclass
 class Clip:
     """One audio input of a request: float samples with their rate, or an encoded file whose header
-    has been checked. Decoding waits for the batcher's feature thread (`clip_audio`)."""
+    has been checked. Decoding waits for the batcher's feature thread (`clip_audio`). `size` is
+    what it decodes to (`decoded_size`), known from the header."""
 
     where: str
     samples: np.ndarray | None = None
     rate: int = 0
     encoded: bytes | None = None
     embedding: bool = False
+    size: int = 0
+
+
+def samples_clip(samples: np.ndarray, rate: int, where: str, limits: Limits) -> Clip:
+    samples = check_samples(samples, rate, where, limits)
+    return Clip(where, samples, rate, size=decoded_size(samples.size, 1, rate, limits))
 
 
 def encoded_clip(data: bytes | str, where: str, limits: Limits) -> Clip:
-    """An audio file given as raw bytes or as a base64 string, refused early when its header
-    declares a rate or a length this server does not take."""
+    """An audio file given as raw bytes or as a base64 string, refused from its header alone when
+    it is not audio, or declares a rate or a length this server does not take."""
     if isinstance(data, str):
         try:
             data = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInput(f"{where}: not valid base64") from None
-    declared = header_frames(data)
-    if declared:
-        frames, rate = declared
-        check_duration(frames, check_rate(rate, where, limits), where, limits)
-    return Clip(where, encoded=data)
+    try:
+        frames, rate, channels = probe_bytes(data, where)
+    except AudioError as err:
+        raise InvalidInput(str(err)) from None
+    check_duration(frames, check_rate(rate, where, limits), where, limits)
+    return Clip(where, encoded=data, size=decoded_size(frames, channels, rate, limits))
 
 
 def clip_audio(clip: Clip, limits: Limits) -> tuple[np.ndarray, int]:
@@ -162,7 +204,9 @@ def v1_clips(body, limits: Limits) -> list[Clip]:
     if not isinstance(parameters, dict):
         raise InvalidInput("'parameters' must be a JSON object")
     everyone = as_flag(parameters.get("embeddings", False), "parameters.embeddings")
-    return [v1_clip(item, f"instances[{i}]", everyone, limits) for i, item in enumerate(body["instances"])]
+    clips = [v1_clip(item, f"instances[{i}]", everyone, limits) for i, item in enumerate(body["instances"])]
+    check_budget(clips, limits)
+    return clips
 
 
 def v1_clip(item, where: str, embedding: bool, limits: Limits) -> Clip:
@@ -183,79 +227,6 @@ def v1_clip(item, where: str, embedding: bool, limits: Limits) -> Clip:
     samples = float_samples(item["samples"], where)
     if samples.ndim != 1:
         raise InvalidInput(f"{where}: 'samples' must be a flat list of numbers (mono audio)")
-    return Clip(where, check_samples(samples, rate, where, limits), rate, embedding=embedding)
-
-
-def v2_clips(request: InferRequest, limits: Limits, outputs: list[str]) -> list[Clip]:
-    """The clips of a V2 request: one BYTES input of encoded files or one FP32 input of samples.
-    `outputs` names what the model can answer, which is all a request may ask for."""
-    if len(request.inputs) != 1:
-        names = [tensor.name for tensor in request.inputs]
-        raise InvalidInput(f"expected exactly one input ('audio' BYTES or 'samples' FP32), got {names}")
-    tensor = request.inputs[0]
-    if tensor.datatype == "BYTES":
-        clips = encoded_clips(tensor, limits)
-    elif tensor.datatype in FLOATS:
-        clips = sample_clips(tensor, request.parameters or {}, limits)
-    else:
-        raise InvalidInput(
-            f"input '{tensor.name}' has datatype {tensor.datatype}; send BYTES (audio files) or FP32 ([batch, time])"
-        )
-    embedding = v2_wants_embeddings(request, outputs)
-    for clip in clips:
-        clip.embedding = embedding
-    return clips
-
-
-def encoded_clips(tensor: InferInput, limits: Limits) -> list[Clip]:
-    items = flatten(tensor.data)
-    if not items or len(items) != math.prod(tensor.shape):
-        raise InvalidInput(f"input '{tensor.name}': shape {tensor.shape} does not match its {len(items)} items")
-    check_count(len(items), f"input '{tensor.name}'", limits)
-    clips = []
-    for i, item in enumerate(items):
-        where = f"input '{tensor.name}'[{i}]"
-        if not isinstance(item, bytes | str):
-            raise InvalidInput(f"{where}: expected an audio file (raw bytes, or a base64 string in JSON)")
-        clips.append(encoded_clip(item, where, limits))
-    return clips
-
-
-def sample_clips(tensor: InferInput, request_parameters: dict, limits: Limits) -> list[Clip]:
-    where, shape = f"input '{tensor.name}'", list(tensor.shape)
-    if len(shape) not in (1, 2) or any(not isinstance(d, int) or d < 0 for d in shape):
-        raise InvalidInput(f"{where}: expected shape [batch, time], got {shape}")
-    check_count(shape[0] if len(shape) == 2 else 1, where, limits)
-    rate = (tensor.parameters or {}).get("sample_rate", request_parameters.get("sample_rate"))
-    if rate is None:
-        raise InvalidInput(f"{where}: samples need 'parameters': {{'sample_rate': N}} on the input or the request")
-    rate = check_rate(rate, where, limits)
-    samples = float_samples(tensor.data, where, FLOATS[tensor.datatype])
-    if samples.size != math.prod(shape):
-        raise InvalidInput(f"{where}: expected shape [batch, time] that matches the data, got {shape}")
-    rows = samples.reshape(shape) if len(shape) == 2 else samples[None]
-    return [
-        Clip(f"{where}[{i}]", check_samples(row, rate, f"{where}[{i}]", limits), rate) for i, row in enumerate(rows)
-    ]
-
-
-def flatten(data) -> list:
-    """The elements of a nested list (or array) of BYTES data, in row-major order."""
-    if data is None:
-        return []
-    if isinstance(data, np.ndarray):
-        return list(data.reshape(-1))
-    if not isinstance(data, list):
-        return [data]
-    return [item for part in data for item in flatten(part)]
-
-
-def v2_wants_embeddings(request: InferRequest, outputs: list[str]) -> bool:
-    """True when the request says `embeddings: true` or asks for the `embedding` output; an output
-    the model does not have (`outputs`) is refused."""
-    asked = [output.name for output in request.request_outputs or []]
-    unknown = [name for name in asked if name not in outputs]
-    if unknown:
-        raise InvalidInput(f"unknown outputs {unknown}; this model has {outputs}")
-    flag = as_flag((request.parameters or {}).get("embeddings", False), "parameters.embeddings")
-    return flag or "embedding" in asked
+    clip = samples_clip(samples, rate, where, limits)
+    clip.embedding = embedding
+    return clip

@@ -1,9 +1,10 @@
-"""The KServe side: the bundle as a KServe model, health, the ASGI guard, the metadata route and `serve()`."""
+"""The KServe side: the bundle as a KServe model, health, the metadata route and `serve()`."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 
 import kserve
@@ -16,10 +17,13 @@ from tympan import bundle
 from tympan.errors import ConfigError
 from tympan.serving.batcher import MicroBatcher
 from tympan.serving.binary import BinaryAwareDataPlane
-from tympan.serving.inputs import Clip, Job, Limits, clip_audio, v1_clips, v2_clips
+from tympan.serving.inputs import MAX_SAMPLES, Clip, Job, Limits, clip_audio, v1_clips
+from tympan.serving.refusals import Guard, quiet_refusals
+from tympan.serving.v2 import INPUTS, v2_clips
 
-# KServe's model-repository API: load and unload any model, open to every client.
-REPOSITORY_ROUTES = "/v2/repository"
+# Model input per batch, in seconds of audio's worth: one 30 s clip of the default SmallCNN takes
+# about 0.2 s of one core, so a one-clip request waits at most about that long for the model.
+MAX_BATCH_SECONDS = 30.0
 
 
 # ---------------------------------------------------------------- the model
@@ -36,21 +40,33 @@ class ServedModel(kserve.Model):
         max_duration: float = 30.0,
         max_batch: int = 16,
         max_clips: int = 64,
+        max_samples: int = MAX_SAMPLES,
+        max_batch_seconds: float = MAX_BATCH_SECONDS,
     ):
         super().__init__(name)
         self.predictor = predictor
-        self.limits = Limits(predictor.sample_rate, max_duration, max_clips)
-        self.batcher = MicroBatcher(self.featurize, predictor.predict_features, max_batch)
+        self.limits = Limits(predictor.sample_rate, max_duration, max_clips, max_samples)
+        self.second_size = 1  # the model input size of one second of audio, measured by load()
+        self.batcher = MicroBatcher(
+            self.featurize, predictor.predict_features, max_batch, max_batch_seconds, cost=self.seconds
+        )
         self.outputs = predictor.outputs()
         self.embedding_dim = 0
 
     def load(self) -> bool:
-        """Run one silent second through the model: warms it up and measures the embedding."""
+        """Run one silent second through the model: warms it up, measures the embedding and the
+        size of a second's model input (what a batch's cost is counted in)."""
         rate = self.predictor.sample_rate
         silence = self.predictor.features(np.zeros(rate, np.float32), rate)
+        self.second_size = silence.numel()
         self.embedding_dim = len(self.predictor.predict_features([silence], embeddings=True)[0].embedding)
         self.ready = True
         return self.ready
+
+    def seconds(self, features: torch.Tensor) -> float:
+        """A clip's cost in the model: its input size in seconds of audio's worth (features of a
+        fixed size cost the same for every clip)."""
+        return features.numel() / self.second_size
 
     async def healthy(self) -> bool:
         """Ready only while the model can answer: loaded, and its batcher running."""
@@ -131,10 +147,8 @@ class ServedModel(kserve.Model):
         )
 
     def get_input_types(self) -> list[dict]:
-        return [
-            {"name": "audio", "datatype": "BYTES", "shape": [-1]},
-            {"name": "samples", "datatype": "FP32", "shape": [-1, -1]},
-        ]
+        """The V2 inputs, exactly as `v2` checks requests against them."""
+        return [spec.metadata() for spec in INPUTS.values()]
 
     def get_output_types(self) -> list[dict]:
         """The task's outputs, then the embedding."""
@@ -147,8 +161,8 @@ class ServedModel(kserve.Model):
     def metadata(self) -> dict:
         """`GET /v2/models/NAME`: KServe's fields plus the parameters its schema has no room for."""
         inputs, outputs = self.get_input_types(), self.get_output_types()
-        inputs[0]["parameters"] = {"content": "encoded audio files (WAV, FLAC, OGG, ...), one per element"}
-        inputs[1]["parameters"] = {"content": "mono samples in [-1, 1]; give parameters.sample_rate"}
+        for tensor, spec in zip(inputs, INPUTS.values(), strict=True):
+            tensor["parameters"] = {"content": spec.content}
         for output, spec in zip(outputs, self.outputs, strict=False):
             if spec.columns is not None:
                 output["parameters"] = {"labels": json.dumps(list(spec.columns))}
@@ -168,6 +182,7 @@ class ServedModel(kserve.Model):
                 "sample_rate": self.predictor.sample_rate,
                 "max_duration": self.limits.max_duration,
                 "max_clips": self.limits.max_clips,
+                "max_samples": self.limits.max_samples,
                 "inputs": "exactly one per request: 'audio' (BYTES) or 'samples' (FP32)",
             },
         }
@@ -187,57 +202,6 @@ class TympanDataPlane(BinaryAwareDataPlane):
             if isinstance(model, ServedModel) and not model.batcher.alive():
                 raise ServerNotLive(f"the batcher of model {model.name} has stopped")
         return {"status": "alive"}
-
-
-# ---------------------------------------------------------------- refused before KServe sees them
-
-
-class Guard:
-    """ASGI middleware that answers two kinds of request itself: KServe's model-repository routes
-    (403: any client could unload the model) and bodies over `max_body` bytes (413, decided from
-    Content-Length before the body is read, or while reading a body sent without one)."""
-
-    def __init__(self, app, max_body: int):
-        self.app = app
-        self.max_body = max_body
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        if scope["path"].startswith(REPOSITORY_ROUTES):
-            return await answer(send, 403, "the model repository API (load, unload) is disabled on this server")
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is None:
-            receive = await self.read_limited(receive)
-        elif not length.isdigit() or int(length) > self.max_body:
-            receive = None
-        if receive is None:
-            return await answer(send, 413, f"the request body is over this server's limit of {self.max_body} bytes")
-        await self.app(scope, receive, send)
-
-    async def read_limited(self, receive):
-        """A `receive` that replays a body sent without Content-Length, or None once it is too long."""
-        messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            size += len(message.get("body", b""))
-            if size > self.max_body:
-                return None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                break
-
-        async def replay():
-            return messages.pop(0) if messages else await receive()
-
-        return replay
-
-
-async def answer(send, status: int, error: str) -> None:
-    body = json.dumps({"error": error}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 # ---------------------------------------------------------------- the server
@@ -286,15 +250,47 @@ class Server(kserve.ModelServer):
         super().setup_event_loop()
 
 
-def check_options(**options) -> None:
-    """Refuse limits that would refuse every request: each must be a positive number (clip and
-    batch counts whole)."""
+def check_options(port, **options) -> None:
+    """Refuse a port that is not one, and limits that would refuse every request: each must be a
+    positive number (clip, batch and sample counts whole)."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise ConfigError(f"serve: --port must be an integer from 1 to 65535, got {port!r}")
     for key, value in options.items():
-        whole = key in ("max_batch", "max_clips")
+        whole = key in ("max_batch", "max_clips", "max_samples")
         number = isinstance(value, int if whole else int | float) and not isinstance(value, bool)
         if not number or not value > 0 or not math.isfinite(value):
             kind = "a positive integer" if whole else "a positive number"
             raise ConfigError(f"serve: --{key.replace('_', '-')} must be {kind}, got {value!r}")
+
+
+# A served name is one segment of the URL path /v2/models/NAME/infer.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(name, what: str) -> str:
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"serve: {what} {name!r} cannot name a model in /v2/models/NAME/infer: use up to 128 letters,"
+            " digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def registered_name(location: str) -> str | None:
+    """NAME of a registry location, `models:/NAME@ALIAS` or `models:/NAME/VERSION`; None for others."""
+    if not location.startswith("models:/"):
+        return None
+    return re.split(r"[@/]", location.removeprefix("models:/"), maxsplit=1)[0]
+
+
+def served_name(location: str, name: str | None, predictor: bundle.Predictor) -> str:
+    """`--name`, else a registered model's name, else the bundle's experiment name."""
+    if name is not None:
+        return name
+    registered = registered_name(location)
+    if registered is not None:
+        return check_name(registered, "the registered name (pass --name NAME)")
+    return check_name(predictor.name, "the bundle's experiment name (pass --name NAME)")
 
 
 def serve(
@@ -306,20 +302,26 @@ def serve(
     max_duration: float = 30.0,
     max_batch: int = 16,
     max_clips: int = 64,
+    max_samples: int = MAX_SAMPLES,
     max_body_mb: float = 32.0,
     trust_code: bool = False,
 ) -> None:
     """Load the bundle at `location` (a directory, `s3://...` or `models:/NAME@ALIAS`) and serve it on
-    `host:port` until SIGTERM or SIGINT. The default host answers this machine only; a container
-    passes 0.0.0.0."""
+    `host:port` until SIGTERM or SIGINT, as `name` (default: a registered model's name, else the
+    bundle's experiment name). The default host answers this machine only; a container passes
+    0.0.0.0."""
     from kserve import model_server
 
-    check_options(max_duration=max_duration, max_batch=max_batch, max_clips=max_clips, max_body_mb=max_body_mb)
+    limits = {"max_duration": max_duration, "max_batch": max_batch, "max_clips": max_clips}
+    check_options(port, **limits, max_samples=max_samples, max_body_mb=max_body_mb)
+    if name is not None:
+        check_name(name, "--name")
     torch.set_num_threads(torch_threads())
     predictor = bundle.load(location, trust_code=trust_code)
-    model = ServedModel(name or predictor.name, predictor, max_duration, max_batch, max_clips)
+    model = ServedModel(served_name(str(location), name, predictor), predictor, **limits, max_samples=max_samples)
     model.load()
     server = Server(host, port)
     add_metadata_route(model_server.app, model)
+    quiet_refusals(model_server.app)
     model_server.app.add_middleware(Guard, max_body=int(max_body_mb * 2**20))
     server.start([model])
