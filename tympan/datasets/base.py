@@ -167,7 +167,9 @@ class AudioDataset(abc.ABC):
             )
         if (copy / "index.csv").is_file():
             raise DataError(f"{copy}: fetched by an older tympan; run `tympan fetch` with this config to index it")
-        raise DataError(f"{copy}: no index of this dataset block; run `tympan fetch` with this config first")
+        raise DataError(
+            f"{copy}: no index of this dataset block; fetch the dataset first (`tympan fetch` with this config)"
+        )
 
     # ---- fetching
 
