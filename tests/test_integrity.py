@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from tests.conftest import TINY
 from tympan import config as configuration
 from tympan import feature_store, inference, stages
 from tympan.bundle import Predictor
+from tympan.cli import main
 from tympan.errors import AudioError, DataError, StorageError, TrainingError
 from tympan.training import _disk_space
 
@@ -154,6 +156,31 @@ def test_unusable_clips_stop_preprocessing_or_are_skipped_with_their_reason(tmp_
     assert np.isfinite(train.features).all()
 
 
+@pytest.mark.parametrize("speakers", [["lucas"], list(SPEAKERS)], ids=["the-dev-split", "every-split"])
+def test_skipping_every_file_of_a_split_is_an_error(tmp_path, source, fsdd_mirror, capsys, speakers):
+    """`on_unreadable: skip` that skipped them all made an empty split (or store) and exited 0."""
+    copy = tmp_path / "source"
+    shutil.copytree(source, copy)
+    original, rate = sf.read(fsdd_mirror / "fsdd/recordings/2_george_0.wav", dtype="float32")
+    for path in copy.glob("recordings/*.wav"):
+        if path.name.split("_")[1] in speakers:
+            sf.write(path, original[:80], rate)  # 10 ms: too short for the features
+    raw = {**TINY, "dataset": {"preset": "FSDD", "args": {"source": str(copy), **SPLIT_A}, "on_unreadable": "skip"}}
+    raw["dataset"]["root"], raw["features"] = str(tmp_path / "raw"), {**TINY["features"], "root": str(tmp_path / "f")}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["fetch", str(tmp_path / "exp.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["preprocess", str(tmp_path / "exp.yaml")]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    split, files = ("dev", 10) if speakers == ["lucas"] else ("train", 20)
+    assert errors == [
+        f"tympan: error: fsdd: every one of the {files} files of the {split} split was skipped as unusable "
+        f"(first: recordings/0_{speakers[0]}_0.wav: too short for the features (160 samples at 16000 Hz)); "
+        "nothing was stored"
+    ]
+    assert not any((tmp_path / "f").iterdir())  # neither a store nor a staging directory
+
+
 def test_cli_names_the_clip_that_stops_preprocessing(tmp_path, broken):
     directory, _ = broken
     raw = {**TINY, "dataset": {"preset": "FSDD", "args": {"source": str(directory), **SPLIT_A}}}
@@ -213,11 +240,13 @@ def test_inference_reports_a_non_finite_prediction_as_a_failure(tiny_run, tmp_pa
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A real 3 MB tmpfs (skipped where mounting is not allowed); yields its path."""
+def small_disk(tmp_path, request):
+    """A real tmpfs of 3 MB, or of the size an indirect parameter gives (skipped where mounting is
+    not allowed); yields its path."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True)
+    size = getattr(request, "param", "3m")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -261,3 +290,32 @@ def test_a_full_disk_stops_training_with_one_line_and_no_corrupt_state(tiny_work
     (small_disk / "fill").unlink()
     again = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and (run_dir / "summary.json").is_file(), again.stderr
+
+
+@pytest.mark.parametrize("small_disk", ["24m"], indirect=True)
+def test_a_full_disk_stops_preprocess_with_one_line_and_it_resumes(toy_regression_workspace, small_disk):
+    """A real full disk (tmpfs) under the features root: one `tympan: error:` line, no store, and once
+    there is space again the same store as one built without trouble."""
+    root, raw = toy_regression_workspace
+    features = small_disk / "features"
+    (small_disk / "exp.yaml").write_text(
+        yaml.safe_dump({**raw, "features": {**raw["features"], "root": str(features)}})
+    )
+    command = [sys.executable, "-m", "tympan.cli", "preprocess", str(small_disk / "exp.yaml"), "--workers", "1"]
+    _fill(small_disk, 200)
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tympan: error:")]
+    assert errors == [
+        f"tympan: error: {features}: no space left on device; free some space and run `tympan preprocess` "
+        "again: it resumes from its last complete chunk"
+    ], result.stderr
+    assert not list(features.glob("*/meta.json")) and not list(features.glob("[!.]*"))  # no store, even partly
+
+    (small_disk / "fill").unlink()
+    again = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    [store] = features.glob("*/meta.json")
+    reference = Path(raw["features"]["root"]) / store.parent.name
+    for path in sorted(p for p in reference.rglob("*") if p.is_file()):
+        assert (store.parent / path.relative_to(reference)).read_bytes() == path.read_bytes(), path

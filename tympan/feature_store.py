@@ -40,6 +40,7 @@ from tympan import audio
 from tympan.config import STORE_FORMAT, Config, digest
 from tympan.datasets.base import SPLITS, AudioDataset, Index
 from tympan.errors import AudioError, ConfigError, DataError, TympanError
+from tympan.fileio import disk_space
 from tympan.progress import bar as progress_bar
 from tympan.staging import Staging
 from tympan.transforms.spec import Spec
@@ -110,6 +111,13 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
         pipeline = config.features.pipeline()
     except ValueError as exc:
         raise ConfigError(f"features: {exc}") from None
+    advice = "free some space and run `tympan preprocess` again: it resumes from its last complete chunk"
+    with disk_space(out.parent, advice):  # what was staged stays valid, as after a kill
+        return _build(config, dataset, index, pipeline, out, progress, workers)
+
+
+def _build(config: Config, dataset: AudioDataset, index: Index, pipeline, out: Path, progress: bool, workers: int):
+    """`build` itself, under the features root's lock."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with _locked(out.parent):
         if (out / "meta.json").is_file():  # built by the build this one waited for
@@ -122,6 +130,7 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
             with _extractor(pipeline, min(workers, math.ceil(todo / CHUNK))) as run:
                 for split in SPLITS:
                     _extract_split(staging, split, index, run, stop_at_error, progress)
+            _check_kept(staging.progress["splits"], dataset.name)
         except TympanError:  # bad data or a bad pipeline: what was staged must not be resumed
             shutil.rmtree(staging.dir, ignore_errors=True)
             raise
@@ -130,6 +139,18 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
     clips = ", ".join(f"{k}: {v} clips" for k, v in counts.items())
     log.info("features written to %s (%s); %d files extracted in %.1f s", out, clips, todo, seconds)
     return out
+
+
+def _check_kept(splits: dict[str, dict], dataset_name: str) -> None:
+    """A split whose files were all skipped (`on_unreadable: skip`) is an error, not an empty split:
+    such a store trained, or tested, on nothing without a word."""
+    for split, done in splits.items():
+        if done["files"] and not done["clips"]:
+            first = done["skipped"][0]
+            raise DataError(
+                f"{dataset_name}: every one of the {done['files']} files of the {split} split was skipped as unusable "
+                f"(first: {first['path']}: {first['reason']}); nothing was stored"
+            )
 
 
 def _meta(config: Config, dataset: AudioDataset, index: Index, stored: Spec) -> dict:

@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tympan.errors import StorageError, TympanError
+
+# A full disk or quota: ENOSPC / EDQUOT, also inside the messages of libraries that wrap them
+# (safetensors says "os error 28").
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_OS_ERROR = re.compile(r"os error (\d+)")
+
+
+@contextmanager
+def disk_space(where: str | Path, advice: str) -> Iterator[None]:
+    """Turn a full disk or quota, whichever file below `where` was being written, into one
+    StorageError: "<where>: no space left on device; <advice>". Other errors pass unchanged."""
+    try:
+        yield
+    except TympanError:
+        raise
+    except Exception as err:
+        code = err.errno if isinstance(err, OSError) else next(map(int, _OS_ERROR.findall(str(err))), None)
+        if code not in DISK_FULL:
+            raise
+        raise StorageError(f"{where}: no space left on device; {advice}") from None
 
 
 @contextmanager

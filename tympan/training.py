@@ -3,29 +3,25 @@ best state by the task's tracking metric."""
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
 import os
 import random
-import re
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
-from safetensors import SafetensorError
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tympan import augmentations, bundle, checkpoint, feature_store, flow, plots, progress, runlock, tracking
 from tympan import config as configuration
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader, sample_seed
-from tympan.errors import ConfigError, DataError, StorageError, TrainingError, TympanError
-from tympan.fileio import write_csv, write_json, write_text
+from tympan.errors import ConfigError, DataError, TrainingError, TympanError
+from tympan.fileio import disk_space, write_csv, write_json, write_text
 from tympan.models.base import sizes as input_sizes
 
 log = logging.getLogger("tympan")
@@ -59,24 +55,10 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-# A full disk or quota while writing the run: ENOSPC / EDQUOT, also inside safetensors' messages.
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-_OS_ERROR = re.compile(r"os error (\d+)")
-
-
-@contextmanager
 def _disk_space(run_dir: Path):
-    """Turn a full disk, whichever file of the run was being written, into one StorageError."""
-    try:
-        yield
-    except (OSError, SafetensorError) as err:
-        code = err.errno if isinstance(err, OSError) else int((_OS_ERROR.findall(str(err)) or ["0"])[0])
-        if code not in _DISK_FULL:
-            raise
-        raise StorageError(
-            f"{run_dir}: no space left on device; free some space (or use another --run-dir) and train again: "
-            "the run resumes from its last complete state"
-        ) from None
+    """A full disk, whichever file of the run was being written (safetensors' too), as one StorageError."""
+    advice = "free some space (or use another --run-dir) and train again: the run resumes from its last complete state"
+    return disk_space(run_dir, advice)
 
 
 class Trainer:
