@@ -179,6 +179,18 @@ def test_a_fixed_length_input_gives_a_fixed_number_of_frames(clip):
         (StackFrames, {"k": 0}, "k must be a positive integer, got 0"),
         (StackFrames, {"stride": 1.5}, "stride must be a positive integer, got 1.5"),
         (PannLogMel, {"expected_rate": 32000}, "is for 32000 Hz audio, but its input is waveform at 16000 Hz"),
+        # upper bounds: more Mel bands than frequency bins, hops that skip samples, windows without bound
+        (MelSpectrogram, {"n_mels": 202}, "n_mels=202 is more than 201: n_fft=400 gives 201 frequency bins"),
+        (MelSpectrogram, {"hop_length": 401}, r"hop_length=401 is more than 400: a hop longer than the window"),
+        (MelSpectrogram, {"win_length": 200, "hop_length": 201}, r"hop_length=201 is more than 200"),
+        (MelSpectrogram, {"n_fft": 65537}, "n_fft=65537 is more than 65536"),
+        (MFCC, {"n_mels": 300}, "n_mels=300 is more than 201"),
+        (MFCC, {"hop_length": 10**9}, "hop_length=1000000000 is more than 400"),
+        (PannLogMel, {"n_mels": 258}, "n_mels=258 is more than 257: n_fft=512 gives 257 frequency bins"),
+        (PannLogMel, {"hop_length": 513}, "hop_length=513 is more than 512"),
+        (KaldiFbank, {"num_mel_bins": 257}, "num_mel_bins=257 is more than 256: a 25.0 ms frame gives 256"),
+        (KaldiFbank, {"frame_shift": 25.5}, "frame_shift=25.5 is more than 25: a shift longer than the frame"),
+        (KaldiFbank, {"frame_length": 5000.0}, "frame_length=5000.0 is more than 4096: 65536 samples"),
     ],
 )
 def test_bad_args_are_refused_by_validate_args_and_at_config_load(cls, args, message):

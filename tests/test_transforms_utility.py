@@ -287,6 +287,11 @@ def test_length_changing_transforms_declare_the_length_they_give(logmels, transf
         (Crop, {"frames": 10, "pad": "zeros"}, "unknown padding pad: 'zeros'"),
         (RandomCrop, {"frames": 10, "value": 2.0}, "value=2.0 is used only with pad: constant, but pad is None"),
         (Repeat, {}, "give exactly one of seconds and frames"),
+        (Pad, {"seconds": 600.5}, "seconds=600.5 is more than 600: a length is at most ten minutes"),
+        (Pad, {"seconds": float("inf")}, "seconds=inf is more than 600"),
+        (Pad, {"seconds": float("nan")}, "seconds must be a positive number, got nan"),  # was told seconds=None
+        (Repeat, {"frames": 10**12}, "frames=1000000000000 is more than"),
+        (Crop, {"seconds": 10**6}, "seconds=1000000 is more than 600"),
     ],
 )
 def test_bad_padding_args_are_refused_at_config_load(tmp_path, cls, args, message):
@@ -295,6 +300,19 @@ def test_bad_padding_args_are_refused_at_config_load(tmp_path, cls, args, messag
     target = f"tympan.transforms.crop:{cls.__name__}"
     with pytest.raises(ConfigError, match=message):
         parse(tmp_path, ["PannLogMel"], [{"target": target, "args": args}])
+
+
+def test_a_length_in_frames_is_at_most_ten_minutes_at_the_input_frame_rate(tmp_path):
+    """Log-Mels at 100 frames/s: 60000 frames are ten minutes. Alone, without a frame rate, the
+    bound is ten minutes at the highest sample rate features may have (768 kHz)."""
+    pad = "tympan.transforms.crop:Pad"
+    parse(tmp_path, ["PannLogMel"], [{"target": pad, "args": {"frames": 60_000}}])
+    message = "frames=60001 is more than 60000: ten minutes at 100 frames/s"
+    with pytest.raises(ConfigError, match=message):
+        parse(tmp_path, ["PannLogMel"], [{"target": pad, "args": {"frames": 60_001}}])
+    Pad.validate_args(frames=600 * 768_000)
+    with pytest.raises(ValueError, match="ten minutes at 768000 frames/s"):
+        Pad.validate_args(frames=600 * 768_000 + 1)
 
 
 def test_an_empty_clip_cannot_be_padded_by_its_own_values():

@@ -20,6 +20,13 @@ def positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def at_most(name: str, value: Any, limit: float, why: str) -> None:
+    """An upper bound (after the value's type is checked): past it a transform or layer would
+    allocate without bound, or compute nothing useful; `why` says which."""
+    if value > limit:
+        raise ValueError(f"{name}={value!r} is more than {limit:g}: {why}")
+
+
 def positive_ints(name: str, value: Any) -> None:
     if not isinstance(value, list | tuple) or not value or not all(_is_int(v) and v > 0 for v in value):
         raise ValueError(f"{name} must be a non-empty list of positive integers, got {value!r}")

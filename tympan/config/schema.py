@@ -92,7 +92,8 @@ class FeaturesConfig(Block):
         """The pipeline these transforms make (checked: a mismatched chain is a ValueError)."""
         from tympan.transforms.pipeline import Pipeline
 
-        items = [c.model_dump(mode="json") for c in self.offline], [c.model_dump(mode="json") for c in self.online]
+        # the values as loaded: JSON mode would give NaN as None, and a transform would be told of that, not of NaN
+        items = [c.model_dump() for c in self.offline], [c.model_dump() for c in self.online]
         return Pipeline(self.sample_rate, *items, resolve=resolve_target)
 
     def shared_args(self, pipeline=None) -> dict[str, Any]:

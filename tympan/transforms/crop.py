@@ -5,6 +5,8 @@ waveform, frames of frames x bins. Seconds become a count with the input's frame
 second for a waveform), which the pipeline fills in as `frame_rate` from its input, as it fills in
 `sample_rate` elsewhere; `round(seconds * frame_rate)`, at least one.
 
+A length is at most ten minutes (`MAX_SECONDS`; as `frames`, that many at the input's frame rate).
+
 Padding always goes at a clip's end, by one of `functional.PAD_MODES`: `silence` (zeros for a
 waveform, the clip's minimum for frames: tympan's default), `constant` (`value`), `minimum`,
 `reflect`, `replicate` (the last item) or `repeat` (the clip tiled). Each transform declares the
@@ -20,6 +22,11 @@ from tympan.transforms import functional as F
 from tympan.transforms.spec import ShapeError, Spec, Transform
 
 ANCHORS = ("start", "centre", "end")
+# A length is at most ten minutes: a longer clip is a recording to cut into windows, and padding or
+# tiling to more allocates without bound. Where the frame rate is not known yet, the highest sample
+# rate features may have (768 kHz) bounds `frames`.
+MAX_SECONDS = 600
+MAX_RATE = 768_000
 
 
 def _positive_number(name: str, value) -> None:
@@ -61,10 +68,13 @@ class _Length(Transform):
             raise ValueError(f"give exactly one of seconds and frames, got seconds={seconds!r}, frames={frames!r}")
         if seconds is not None:
             _positive_number("seconds", seconds)
-        if frames is not None:
-            checks.positive_int("frames", frames)
+            checks.at_most("seconds", seconds, MAX_SECONDS, "a length is at most ten minutes")
         if frame_rate is not None:
             _positive_number("frame_rate", frame_rate)
+        if frames is not None:
+            checks.positive_int("frames", frames)
+            rate = frame_rate or MAX_RATE
+            checks.at_most("frames", frames, MAX_SECONDS * rate, f"ten minutes at {rate:g} frames/s")
 
     def output(self, spec: Spec) -> Spec:
         self.check(spec)

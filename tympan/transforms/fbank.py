@@ -7,6 +7,7 @@ from torchaudio.compliance import kaldi
 
 from tympan import checks
 from tympan.checks import _is_number
+from tympan.transforms.mel import MAX_FFT
 from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.waveform import check_rate
 
@@ -29,7 +30,8 @@ class KaldiFbank(Transform):
     `high_freq` <= 0 counts down from the Nyquist frequency, as in Kaldi. `dither` must stay 0:
     Kaldi's dither draws from torch's global generator, not the run's seed, so features would
     change from run to run (add noise with an augmentation instead). The pipeline fills in
-    `sample_rate`.
+    `sample_rate`. Bounds: a frame of at most 65536 samples, frame_shift <= frame_length, and
+    num_mel_bins at most the frame's frequency bins (half its length rounded up to a power of two).
     """
 
     takes = ("waveform",)
@@ -104,6 +106,13 @@ class KaldiFbank(Transform):
                 )
         if samples(frame_length, sample_rate) < 2:
             raise ValueError(f"frame_length={frame_length} ms is less than 2 samples at {sample_rate} Hz")
+        window = samples(frame_length, sample_rate)
+        checks.at_most(
+            "frame_length", frame_length, MAX_FFT * 1000 / sample_rate, f"{MAX_FFT} samples is the longest window"
+        )
+        checks.at_most("frame_shift", frame_shift, frame_length, "a shift longer than the frame skips samples")
+        bins = 1 << ((window - 1).bit_length() - 1)  # Kaldi pads the window to a power of two: half of it are bins
+        checks.at_most("num_mel_bins", num_mel_bins, bins, f"a {frame_length} ms frame gives {bins} frequency bins")
         nyquist = sample_rate / 2
         if not (_is_number(low_freq) and _is_number(high_freq)):
             raise ValueError(f"low_freq and high_freq must be numbers, got {low_freq!r}, {high_freq!r}")

@@ -13,6 +13,7 @@ import torch
 import torchaudio.functional as AF
 
 from tympan import checks
+from tympan.transforms.mel import check_stft_sizes
 from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.waveform import check_rate
 
@@ -23,7 +24,8 @@ class PannLogMel(Transform):
     Defaults are the PANN 16 kHz pipeline: Hann window 512, hop 160, 64 bins, 50-8000 Hz. The
     pipeline fills in `sample_rate` from its input. `expected_rate`, where set (the per-rate
     presets set it), is the input rate these sizes are for: another is a ShapeError at load, not a
-    front end with other frame rate and bands.
+    front end with other frame rate and bands. Bounds: n_fft <= 65536, n_mels <= n_fft // 2 + 1,
+    hop_length <= n_fft (`mel.check_stft_sizes`).
     """
 
     takes = ("waveform",)
@@ -62,6 +64,7 @@ class PannLogMel(Transform):
         sizes = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
         for name, value in sizes.items():
             checks.positive_int(name, value)
+        check_stft_sizes(n_fft, hop_length, n_mels)
         checks.frequency_range(fmin, fmax, sample_rate)
 
     def output(self, spec: Spec) -> Spec:

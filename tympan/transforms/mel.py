@@ -1,5 +1,5 @@
 """Mel spectrograms (torchaudio's MelSpectrogram), time first, optionally in decibels; and the
-checks every centred-STFT transform shares (its band, the shortest clip it can take)."""
+checks every centred-STFT transform shares (its band, its sizes' bounds, the shortest clip it can take)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ from tympan.checks import _is_number
 from tympan.transforms.db import AmplitudeToDB, check_top_db
 from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.waveform import check_rate
+
+MAX_FFT = 1 << 16  # samples of one STFT window at most: 4 s at 16 kHz, far past any spectrogram's
+
+
+def check_stft_sizes(n_fft: int, hop_length: int, n_mels: int, window: int | None = None) -> None:
+    """Upper bounds of a Mel STFT's sizes (all positive integers already): n_fft <= MAX_FFT, at most
+    one Mel band per frequency bin (n_fft // 2 + 1; more gives all-zero bands), and a hop no longer
+    than the window (`window`, default n_fft), so that every sample lies in some frame."""
+    checks.at_most("n_fft", n_fft, MAX_FFT, "a window that long is no spectrogram (and allocates without bound)")
+    bins = n_fft // 2 + 1
+    checks.at_most("n_mels", n_mels, bins, f"n_fft={n_fft} gives {bins} frequency bins, and each Mel band needs one")
+    frame = window or n_fft
+    checks.at_most("hop_length", hop_length, frame, f"a hop longer than the window ({frame}) skips samples")
 
 
 def check_band(f_min, f_max, sample_rate: int) -> None:
@@ -52,7 +65,8 @@ class MelSpectrogram(Transform):
     samples gives n // hop_length + 1 frames; torchaudio's HTK Mel scale without filter norm.
     `power` 2 gives power, 1 magnitude. With `db`, AmplitudeToDB turns it into decibels (power or
     magnitude as `power` says; `top_db` below the clip's maximum at most, when set). The pipeline
-    fills in `sample_rate` from its input.
+    fills in `sample_rate` from its input. Bounds (`check_stft_sizes`): n_fft <= 65536, n_mels <=
+    n_fft // 2 + 1, hop_length <= win_length (default n_fft).
     """
 
     takes = ("waveform",)
@@ -97,6 +111,7 @@ class MelSpectrogram(Transform):
             checks.positive_int("win_length", win_length)
             if win_length > n_fft:
                 raise ValueError(f"win_length={win_length} is longer than n_fft={n_fft}")
+        check_stft_sizes(n_fft, hop_length, n_mels, win_length)
         check_band(f_min, f_max, sample_rate)
         if not _is_number(power) or power <= 0:
             raise ValueError(f"power must be a positive number (2 for power, 1 for magnitude), got {power!r}")

@@ -6,7 +6,7 @@ import torch
 import torchaudio
 
 from tympan import checks
-from tympan.transforms.mel import check_band, fixed_frames, stft_frames
+from tympan.transforms.mel import check_band, check_stft_sizes, fixed_frames, stft_frames
 from tympan.transforms.spec import Spec, Transform
 from tympan.transforms.waveform import check_rate
 
@@ -19,6 +19,7 @@ class MFCC(Transform):
     1 or 2, the coefficients' deltas (and delta-deltas, the deltas of the deltas) along time
     follow them on the feature axis: torchaudio's compute_deltas over `delta_win_length` frames,
     the ends padded by repeating the first and last frame. The pipeline fills in `sample_rate`.
+    Bounds: n_fft <= 65536, n_mels <= n_fft // 2 + 1, hop_length <= n_fft (`mel.check_stft_sizes`).
     """
 
     takes = ("waveform",)
@@ -53,6 +54,7 @@ class MFCC(Transform):
         sizes = {"n_mfcc": n_mfcc, "n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
         for name, value in {**sizes, "sample_rate": sample_rate}.items():
             checks.positive_int(name, value)
+        check_stft_sizes(n_fft, hop_length, n_mels)
         if n_mfcc > n_mels:
             raise ValueError(f"n_mfcc={n_mfcc} is more than n_mels={n_mels}; the DCT cannot give more coefficients")
         if not isinstance(log_mels, bool):
