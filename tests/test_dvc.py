@@ -91,3 +91,51 @@ def test_grid_as_matrix_stages_then_report_then_nothing(fsdd_mirror, tmp_path):
 
     second = dvc("repro", cwd=experiment, env=env)
     assert "Running stage" not in second
+
+
+def test_clean_keeps_what_dvc_tracks_unless_the_run_is_named(tiny_run, tmp_path):
+    """`tympan clean runs --stopped --states` at a repository root deleted runs/default/best and last/,
+    which dvc.yaml tracks (here as a plain stage and as matrix stages), so `dvc status` reported them
+    missing. They are kept, and said so; runs DVC does not track are cleaned as before."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc("init", "-q", cwd=tmp_path, env=env)
+    outs = ["best", "last", "bundle", "config.yaml"]
+    stages = {
+        "train": {"cmd": "true", "outs": [f"runs/default/{o}" for o in outs]},
+        "seeds": {"matrix": {"seed": [1]}, "cmd": "true", "outs": [f"runs/seed${{item.seed}}/{o}" for o in outs]},
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    runs = tmp_path / "runs"
+    for name in ("default", "seed1", "mine"):
+        shutil.copytree(tiny_run[0], runs / name)
+    shutil.copytree(tiny_run[0], runs / "killed")
+    (runs / "killed/summary.json").unlink()
+    dvc("commit", "-f", "-q", cwd=tmp_path, env=env)
+    assert "up to date" in dvc("status", cwd=tmp_path, env=env)
+
+    def tympan(*args):
+        command = [sys.executable, "-m", "tympan.cli", "clean", *args]
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        return result.stdout.splitlines()
+
+    said = tympan("runs", "--stopped", "--states")
+    assert not (runs / "killed").exists() and not (runs / "mine/best").exists() and not (runs / "mine/last").exists()
+    for name, stage in (("default", "train"), ("seed1", "seeds@1")):
+        assert (runs / name / "best/model.safetensors").is_file() and (runs / name / "last").is_dir()
+        assert (
+            f"kept runs/{name}/best, runs/{name}/last: tracked by DVC (stage {stage}); to delete, name the run: "
+            f"tympan clean runs/{name} --states"
+        ) in said, said
+    assert "deleted runs/killed" in said and "deleted the states of runs/mine" in said
+    assert not any("runs/default" in line or "runs/seed1" in line for line in said if line.startswith("deleted"))
+    assert "up to date" in dvc("status", cwd=tmp_path, env=env)
+
+    said = tympan("runs/default", "--states")  # named: deleted, and what that means for DVC said
+    assert not (runs / "default/best").exists() and not (runs / "default/last").exists()
+    assert said == [
+        "deleted the states of runs/default (DVC-tracked by train: `dvc status` reports it missing until "
+        "`dvc checkout` or `dvc repro`)"
+    ]
+    assert "deleted" in dvc("status", cwd=tmp_path, env=env)

@@ -230,22 +230,15 @@ class Commands:
         """Delete killed runs (--stopped) and/or the training states of finished ones (--states).
 
         --stopped deletes runs that were killed or failed; --states deletes the saved training
-        states (best/, last/) of finished runs, keeping results, plots and bundles."""
-        import shutil
-
-        from tympan import postprocess
+        states (best/, last/) of finished runs, keeping results, plots and bundles. Outputs that a
+        dvc.yaml tracks (runs/default/best, ...) are kept, and said so, unless ROOT names that run."""
+        from tympan import cleaning
 
         if not (stopped or states):
             raise TympanError("say what to delete: --stopped and/or --states")
-        for run_dir in postprocess.find_runs(root):
-            state = postprocess.status(run_dir)
-            if stopped and state == "stopped":
-                shutil.rmtree(run_dir)
-                print(f"deleted {run_dir}")
-            elif states and state == "finished":
-                for name in ("best", "last"):
-                    shutil.rmtree(run_dir / name, ignore_errors=True)
-                print(f"deleted the states of {run_dir}")
+        done = cleaning.clean(root, stopped, states)
+        for line in done.deleted + done.kept:
+            print(line)
 
     def show(self, run_dir: str) -> None:
         """Print a finished run's dev and test results (or those of every finished run below a folder)."""
