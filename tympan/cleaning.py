@@ -68,20 +68,21 @@ def clean(root: str | Path, stopped: bool, states: bool) -> Cleaned:
     """Delete the runs below `root` that were killed or failed (`stopped`) and the states of the
     finished ones (`states`), keeping DVC-tracked outputs of runs other than `root` itself."""
     root = Path(root)
-    tracked = tracked_outputs(root)
+    wanted = {"stopped": stopped, "finished": states}
+    runs = [(r, s) for r in postprocess.find_runs(root) if wanted.get(s := postprocess.status(r))]
+    tracked = tracked_outputs(root) if runs else {}  # reading the pipelines takes seconds: only when needed
     named = root.resolve()
     done = Cleaned()
-    for run_dir in postprocess.find_runs(root):
-        state = postprocess.status(run_dir)
+    for run_dir, state in runs:
         asked = run_dir.resolve() == named
-        if stopped and state == "stopped":
+        if state == "stopped":
             outputs = _tracked_in(run_dir, tracked)
             if outputs and not asked:
                 done.kept.append(_kept(run_dir, f"{run_dir} (stopped)", outputs, "--stopped"))
                 continue
             shutil.rmtree(run_dir)
             done.deleted.append(f"deleted {run_dir}{_warning(outputs)}")
-        elif states and state == "finished":
+        else:
             paths = [run_dir / name for name in STATES if (run_dir / name).exists()]
             outputs = {p: s for p in paths if (s := _stage_of(p, tracked))}
             if outputs and not asked:
@@ -89,7 +90,7 @@ def clean(root: str | Path, stopped: bool, states: bool) -> Cleaned:
             for path in paths:
                 if asked or path not in outputs:
                     shutil.rmtree(path)
-            if asked or len(outputs) < len(paths):
+            if paths and (asked or len(outputs) < len(paths)):
                 done.deleted.append(f"deleted the states of {run_dir}{_warning(outputs if asked else {})}")
     return done
 
