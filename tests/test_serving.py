@@ -255,12 +255,13 @@ def test_v2_tritonclient_binary_bytes(server, clips):
         assert_matches(label.decode(), row, expected)
 
 
-def test_v2_tritonclient_fp32_samples_with_rate_and_embeddings(server, clips, predictor):
+@pytest.mark.parametrize("binary", [True, False])
+def test_v2_tritonclient_fp32_samples_with_rate_and_embeddings(server, clips, predictor, binary):
     length = min(len(s) for _, s, _, _ in clips[:3])
     batch = np.stack([s[:length] for _, s, _, _ in clips[:3]])
     rate = clips[0][2]
     tensor = triton.InferInput("samples", list(batch.shape), "FP32")
-    tensor.set_data_from_numpy(batch, binary_data=True)
+    tensor.set_data_from_numpy(batch, binary_data=binary)
     client = triton.InferenceServerClient(server.removeprefix("http://"))
     result = client.infer(NAME, [tensor], parameters={"sample_rate": rate, "embeddings": True})
     embeddings = result.as_numpy("embedding")
