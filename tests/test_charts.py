@@ -284,6 +284,7 @@ def test_validators_catch_a_broken_object(isvc_schema):
         ({"resources": {"limits": {"cpu": "two"}}}, "/resources/limits/cpu"),
         ({"model": {"maxClips": 0}}, "/model/maxClips"),
         ({"model": {"maxBodyMb": 0}}, "/model/maxBodyMb"),
+        ({"model": {"maxSamples": 1.5}}, "/model/maxSamples"),
         ({"probes": {"readiness": {"periodSeconds": 0}}}, "/probes/readiness/periodSeconds"),
         ({"probes": {"liveness": {"path": "/healthz"}}}, "'path'"),
         ({"probes": {"startup": {"enabled": True}}}, "'startup'"),
@@ -463,6 +464,7 @@ def test_predictor_command_fits_the_real_tympan_cli(monkeypatch):
     from tympan import cli, serving
 
     model = {"name": "digits", "maxDuration": 12.5, "maxBatch": 4, "maxClips": 8, "maxBodyMb": 2.5}
+    model["maxSamples"] = 123_000_000  # Helm reads numbers as floats: rendered whole, never as 1.23e+08
     values = _merge(INFERENCE_REQUIRED, {"model": model})
     (isvc,) = by_kind(render(INFERENCE, values), "InferenceService")
     (container,) = isvc["spec"]["predictor"]["containers"]
@@ -475,6 +477,7 @@ def test_predictor_command_fits_the_real_tympan_cli(monkeypatch):
     assert kwargs["name"] == "digits" and kwargs["port"] == 8080 and kwargs["host"] == "0.0.0.0"
     assert kwargs["max_duration"] == 12.5 and kwargs["max_batch"] == 4
     assert kwargs["max_clips"] == 8 and kwargs["max_body_mb"] == 2.5
+    assert kwargs["max_samples"] == 123_000_000
 
 
 def test_serving_image_command_fits_the_real_tympan_cli(monkeypatch):
