@@ -232,3 +232,14 @@ def test_inference_window_and_hop_are_argument_errors(tiny_run, fsdd_mirror, tmp
         assert result.returncode == 1 and not result.stdout
         assert_one_line_error(result, needle)
         assert "failed and were skipped" not in result.stderr
+
+
+def test_output_cut_short_by_a_pipe_is_no_error(tmp_path):
+    """`tympan config ... | head -1`: the reader closing the pipe ends the command quietly."""
+    config = write_config(tmp_path / "exp.yaml", TINY)
+    tympan = Path(sys.executable).parent / "tympan"
+    result = subprocess.run(
+        f"'{tympan}' config '{config}' | head -1; exit ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.startswith("experiment: tiny") and not result.stderr

@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -333,7 +334,8 @@ class Commands:
     def register(self, run_dir: str, name: str, tracking_uri: str | None = None, trust_code: bool = False) -> None:
         """Log a finished run to MLflow and register its bundle as a new version of NAME.
 
-        The tracking store is --tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (MLflow's own default).
+        The tracking store is --tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+        (MLflow's own default).
         --trust-code registers a bundle of your own custom classes (it then loads only with trust).
         """
         from tympan import registry
@@ -482,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tympan: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tympan config ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     return 0
 
 
