@@ -19,9 +19,8 @@ from tympan.errors import AudioError
 
 # ---------------------------------------------------------------- checks on one request
 
-
 # A request's decoded size: 64 clips of 30 s at 16 kHz (30.7 M) fit with room; 64 such clips at
-# 384 kHz (0.75 G, from 3.4 MB of FLAC silence) do not.
+# 384 kHz (0.75 G, from 2.5 MB of FLAC silence) do not.
 MAX_SAMPLES = 64_000_000
 
 
@@ -38,8 +37,6 @@ class Limits:
 
 class TooLarge(InvalidInput):
     """A request whose audio decodes to more than the server takes: answered with a 413."""
-
-    status = 413
 
 
 def check_rate(value, where: str, limits: Limits) -> int:
