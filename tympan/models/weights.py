@@ -110,11 +110,15 @@ def _why_unreadable(exc: Exception) -> str:
     if not text.startswith("Weights only load failed"):
         return f"not a safetensors file, nor a torch file of tensors ({first_line(exc)})"
     found = re.search(r"GLOBAL ([\w.]+)", text)  # "Unsupported global: GLOBAL x" and "unsupported GLOBAL x whose..."
-    what = f"it calls {found.group(1)}" if found else "it holds more than tensors and plain containers"
-    return (
-        f"refused: unpickling it would run code ({what}); tympan reads torch files with weights_only=True and never "
-        "unpickles code, so such a file cannot be loaded. Save a plain state dict or safetensors"
-    )
+    if found:
+        return (
+            f"refused: unpickling it would run code (it calls {found.group(1)}); tympan reads torch files with "
+            "weights_only=True and never unpickles code, so such a file cannot be loaded. Save a plain state dict "
+            "or safetensors"
+        )
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)  # e.g. "Unsupported operand 110"
+    reason = detail.group(1).split(" Please")[0] if detail else "a pickle that weights_only loading refuses"
+    return f"not a safetensors file, nor a torch file of tensors ({reason})"
 
 
 def _rename(state: dict[str, torch.Tensor], key_map: KeyMap | None, path: Path) -> dict[str, torch.Tensor]:
