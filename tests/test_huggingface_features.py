@@ -15,8 +15,8 @@ import torch
 from tests.conftest import TINY
 from tympan import audio, bundle, feature_store, stages
 from tympan import config as configuration
-from tympan.config.targets import resolve_target
 from tympan.errors import ConfigError, DataError
+from tympan.targets import resolve_target
 from tympan.transforms.huggingface import HuggingFaceExtractor
 from tympan.transforms.pipeline import Pipeline
 from tympan.transforms.spec import ShapeError, Spec, waveform

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from tympan.config.presets import load_preset
-from tympan.config.targets import resolve_target
 from tympan.errors import DataError
 from tympan.postprocess import read_confusion
+from tympan.targets import resolve_target
 from tympan.tasks import Classification, MultiLabel, Regression
 
 SPLITS = {"george": "train", "jackson": "train", "yweweler": "dev", "lucas": "test"}

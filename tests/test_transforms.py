@@ -11,8 +11,8 @@ from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 from tests.conftest import build_transform_for
 from tympan import audio
 from tympan.config.presets import PRESETS
-from tympan.config.targets import bound_args, resolve_target
 from tympan.config.yaml12 import load_yaml
+from tympan.targets import bound_args, resolve_target
 from tympan.transforms import (
     MFCC,
     Crop,

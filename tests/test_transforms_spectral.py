@@ -10,8 +10,8 @@ from torchaudio.compliance import kaldi
 
 from tympan import audio, config
 from tympan.config.presets import PRESETS, expand, load_preset
-from tympan.config.targets import bound_args, resolve_target
 from tympan.errors import ConfigError
+from tympan.targets import bound_args, resolve_target
 from tympan.transforms.db import AmplitudeToDB
 from tympan.transforms.fbank import KaldiFbank
 from tympan.transforms.logmel import PannLogMel

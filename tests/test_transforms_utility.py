@@ -11,8 +11,8 @@ from tympan import audio
 from tympan import config as configuration
 from tympan.config.presets import expand
 from tympan.config.schema import FeaturesConfig
-from tympan.config.targets import bound_args
 from tympan.errors import ConfigError
+from tympan.targets import bound_args
 from tympan.transforms import functional as F
 from tympan.transforms.crop import Crop, Pad, RandomCrop, Repeat
 from tympan.transforms.gain import GainNormalize

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tympan.augmentations.base import Augmentation
-from tympan.config.targets import first_line, resolve_target
+from tympan.targets import first_line, resolve_target
 from tympan.transforms.spec import ShapeError, Spec
 from tympan.transforms.waveform import check_rate
 

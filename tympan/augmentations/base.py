@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from tympan.config.targets import bound_args, first_line, resolve_target
+from tympan.targets import bound_args, first_line, resolve_target
 from tympan.transforms.spec import KINDS, ShapeError, Spec
 
 PLACES = ("waveform", "features", "batch")

@@ -9,7 +9,7 @@ signature and, where the class has one, its `validate_args(**all arguments)` sta
 checks the constructor also runs).
 Types are strict: `epochs: true` is an error, not one epoch (floats still take integers).
 
-The parts: `schema` (the blocks), `targets` (classes by import path), `presets`, `load` (YAML
+The parts: `schema` (the blocks), `presets`, `load` (YAML
 files, overrides, grids); everything is importable from here.
 """
 
@@ -33,9 +33,9 @@ from tympan.config.schema import (
     flatten,
     run_id_of,
 )
-from tympan.config.targets import resolve_target
 from tympan.config.yaml12 import load_yaml
 from tympan.errors import ConfigError
+from tympan.targets import resolve_target
 
 __all__ = [
     "PRESETS",

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from tympan.config.presets import PRESETS, available_presets, expand, expand_presets
 from tympan.config.schema import Config
-from tympan.config.targets import first_line, resolve_target
 from tympan.config.yaml12 import load_yaml
 from tympan.errors import ConfigError
 from tympan.grid import combinations
+from tympan.targets import first_line, resolve_target
 
 
 def _describe(error: dict, model: type[BaseModel]) -> str:

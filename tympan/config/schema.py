@@ -16,9 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tympan.config.targets import bound_args, first_line, resolve_target
 from tympan.errors import ConfigError
 from tympan.grid import combinations
+from tympan.targets import bound_args, first_line, resolve_target
 
 STORE_FORMAT = 4  # bump when the feature store layout or a transform's numbers change, so old stores are rebuilt
 

@@ -23,8 +23,8 @@ import numpy as np
 import soundfile as sf
 
 from tympan import checks
-from tympan.config.targets import resolve_target
 from tympan.fileio import atomic_dir, write_json
+from tympan.targets import resolve_target
 
 SETTINGS = "noise.json"
 COLOURS = ("white", "pink", "brown", "hum")

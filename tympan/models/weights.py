@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tympan.config.targets import first_line
 from tympan.errors import DataError
+from tympan.targets import first_line
 
 KeyMap = Mapping[str, str | None] | Callable[[str], str | None]
 SHOWN = 5  # keys named in an error

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tympan import checks
-from tympan.config.targets import first_line
+from tympan.targets import first_line
 from tympan.transforms.spec import ShapeError, Spec, Transform
 
 SUPPORTED = ("Wav2Vec2FeatureExtractor", "WhisperFeatureExtractor", "ASTFeatureExtractor")
