@@ -61,38 +61,6 @@ def test_repro_then_nothing_then_only_train(fsdd_mirror, tmp_path):
     assert "three" in dvc("exp", "show", "--json", cwd=tmp_path, env=env)
 
 
-def test_grid_as_matrix_stages_then_report_then_nothing(fsdd_mirror, tmp_path):
-    """experiments/lr-seeds: dvc repro runs the data stages it needs, one train stage per grid
-    combination (2 learning rates x 3 seeds) and the report; a second repro trains nothing."""
-    shutil.copy(REPO / "dvc.yaml", tmp_path)
-    shutil.copytree(REPO / "tympan", tmp_path / "tympan", ignore=shutil.ignore_patterns("__pycache__"))
-    args = {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}
-    dataset = {**TINY["dataset"], "args": args}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "dataset": dataset}))
-    experiment = tmp_path / "experiments/lr-seeds"
-    experiment.mkdir(parents=True)
-    shutil.copy(REPO / "experiments/lr-seeds/dvc.yaml", experiment)
-    params = yaml.safe_load((REPO / "experiments/lr-seeds/params.yaml").read_text())
-    params["dataset"] = {**params["dataset"], "args": args}
-    params["training"] = {**params["training"], "epochs": 1, "progress": False}
-    (experiment / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TYMPAN_DATA_MIRROR": str(fsdd_mirror)}
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    dvc("init", "-q", cwd=tmp_path, env=env)
-
-    first = dvc("repro", cwd=experiment, env=env)
-    trained = sorted(line.split("'")[1] for line in first.splitlines() if line.startswith("Running stage"))
-    grid = [f"train@{lr}-{seed}" for lr in (0.001, 0.003) for seed in (1, 2, 3)]
-    assert trained == sorted(["../../dvc.yaml:fetch", "../../dvc.yaml:preprocess", *grid, "report"])
-    groups = (experiment / "report/groups.csv").read_text().splitlines()
-    assert groups[0].startswith("optimizer.args.lr,runs,dev.accuracy mean,dev.accuracy std")
-    assert sorted(line.split(",")[:2] for line in groups[1:]) == [["0.001", "3"], ["0.003", "3"]]
-    assert float(groups[1].split(",")[3]) > 0  # seeds differ, so the spread is real
-
-    second = dvc("repro", cwd=experiment, env=env)
-    assert "Running stage" not in second
-
-
 def test_clean_keeps_what_dvc_tracks_unless_the_run_is_named(tiny_run, tmp_path):
     """`tympan clean runs --stopped --states` at a repository root deleted runs/default/best and last/,
     which dvc.yaml tracks (here as a plain stage and as matrix stages), so `dvc status` reported them

@@ -48,7 +48,9 @@ def project(directory: Path, mirror: Path) -> None:
         (directory / "images").mkdir()
         shutil.copy(REPO / "images/images.env", directory / "images")
     # the example grid comes with its committed dvc.lock, whose outputs nobody has pushed
-    shutil.copytree(REPO / "experiments", directory / "experiments", ignore=shutil.ignore_patterns("runs", "report"))
+    shutil.copytree(
+        REPO / "experiments", directory / "experiments", ignore=shutil.ignore_patterns("runs", "report", "data")
+    )
     assert (directory / "experiments/lr-seeds/dvc.lock").is_file()
     # five takes of each digit by two speakers: a small remote keeps the test quick
     source = directory.parent / "fsdd-mini"

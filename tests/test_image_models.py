@@ -270,7 +270,7 @@ def test_files_that_are_not_weights_are_one_clear_error(cls, tmp_path):
     marker = tmp_path / "ran"
     evil = tmp_path / "evil.pth"
     torch.save({"x": RunsCode(marker)}, evil)
-    with pytest.raises(DataError, match=r"evil.pth: refused: unpickling it would run code \(io.open\)"):
+    with pytest.raises(DataError, match=r"evil.pth: refused: unpickling it would run code \(it calls io.open\)"):
         build(cls, 10, 1, pretrained=str(evil))
     assert not marker.exists()
     with pytest.raises(DataError, match="missing.pth: no such weights file"):

@@ -250,11 +250,19 @@ def test_grid_block_is_the_example_file():
 
 
 def test_lr_seeds_block(default_run, workspace):
+    """The grid as DVC matrix stages (one train stage per combination, then the report), then the
+    CLI on its runs; a second `dvc repro` trains nothing."""
     root, _ = workspace
     printed = bash(block("cd experiments/lr-seeds"), workspace)
-    runs = root / "experiments/lr-seeds/runs"
-    assert (root / "experiments/lr-seeds/report/report.md").is_file() and "finished" in printed
-    assert len(list(runs.glob("*/summary.json"))) == 6
+    trained = sorted(line.split("'")[1] for line in printed.splitlines() if line.startswith("Running stage"))
+    grid = [f"train@{lr}-{seed}" for lr in (0.001, 0.003) for seed in (1, 2, 3)]
+    assert trained == sorted([*grid, "report"]), printed  # the data stages ran in make run
+    groups = (root / "experiments/lr-seeds/report/groups.csv").read_text().splitlines()
+    assert groups[0].startswith("optimizer.args.lr,runs,dev.accuracy mean,dev.accuracy std")
+    assert sorted(line.split(",")[:2] for line in groups[1:]) == [["0.001", "3"], ["0.003", "3"]]
+    assert "finished" in printed and "kept" in printed  # clean keeps what DVC tracks, and says so
+    assert len(list((root / "experiments/lr-seeds/runs").glob("*/summary.json"))) == 6
+    assert "Running stage" not in bash("cd experiments/lr-seeds && dvc repro", workspace)
 
 
 def test_training_block_is_a_valid_part_of_a_config():
