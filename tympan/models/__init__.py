@@ -8,18 +8,22 @@ through `weights.load_weights`.
 
 from tympan.models.base import AudioModel, check_accepts, sizes
 from tympan.models.cnn import SmallCNN
+from tympan.models.crnn import CRNN
 from tympan.models.ffnn import FFNN
 from tympan.models.pann import Cnn10, Cnn14
+from tympan.models.recurrent import SeqFFNN
 from tympan.models.timm_backbone import TimmModel
 from tympan.models.torchvision_backbone import TorchvisionModel
 from tympan.models.waveform_cnn import WaveformCNN
 from tympan.models.weights import load_weights
 
 __all__ = [
+    "CRNN",
     "FFNN",
     "AudioModel",
     "Cnn10",
     "Cnn14",
+    "SeqFFNN",
     "SmallCNN",
     "TimmModel",
     "TorchvisionModel",
