@@ -1,10 +1,6 @@
 """Grid expansion and `tympan train --grid`."""
 
-import subprocess
-import sys
-
 import pytest
-import yaml
 
 from tests.conftest import TINY
 from tympan import config as configuration
@@ -56,25 +52,3 @@ def test_expand_sets_dotted_keys_through_presets():
 def test_a_typo_in_one_combination_names_it():
     with pytest.raises(ConfigError, match=r"\[training.epocs=1\].*unknown key"):
         expand({**TINY, "grid": {"training.epocs": [1]}})
-
-
-def test_train_grid_runs_each_combination_once(tiny_workspace, tmp_path):
-    root, raw = tiny_workspace
-    raw = {**raw, "experiment": "grid", "training": {**raw["training"], "epochs": 1}}
-    raw["grid"] = {"optimizer.args.lr": [0.003, 0.001], "seed": [1, 2, 3]}
-    config = tmp_path / "grid.yaml"
-    config.write_text(yaml.safe_dump(raw))
-
-    def train():
-        command = [sys.executable, "-m", "tympan.cli", "train", str(config), "--grid"]
-        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
-        return result
-
-    first = train()
-    runs = sorted((tmp_path / "runs/grid").iterdir())
-    assert len(runs) == 6 and all((r / "summary.json").is_file() for r in runs)
-    assert "[6/6]" in first.stdout
-    second = train()
-    assert second.stderr.count("has finished already") == 6
-    assert sorted((tmp_path / "runs/grid").iterdir()) == runs

@@ -200,8 +200,11 @@ def test_using_it_block(default_run, workspace):
     root, _ = workspace
     assert "dev: accuracy" in printed and "# run id: " in printed
     assert (root / "predictions.csv").is_file() and (root / "predictions.embeddings.npy").is_file()
-    assert len(list((root / "runs/grid").glob("*/summary.json"))) == 5
+    grid = sorted((root / "runs/grid").iterdir())
+    assert len([run for run in grid if (run / "summary.json").is_file()]) == 5 and "[5/5]" in printed
     assert "mean" in printed  # the sliding windows' file row
+    again = bash("tympan train examples/grid.yaml --grid", workspace)  # finished runs are skipped
+    assert again.count("has finished already") == 5 and sorted((root / "runs/grid").iterdir()) == grid
 
 
 # ---------------------------------------------------------------- your own data
