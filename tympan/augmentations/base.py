@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from tympan.components import Checked
 from tympan.targets import bound_args, first_line, resolve_target
 from tympan.transforms.spec import KINDS, ShapeError, Spec
 
@@ -30,7 +31,7 @@ def check_probability(p: Any) -> None:
         raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
 
 
-class Augmentation:
+class Augmentation(Checked):
     """Base class: draws one uniform number for `p` first, then applies `apply` when it is below `p`.
 
     The draw happens whatever `p` is, so p = 0 is the identity, p = 1 always applies, and the

@@ -2,8 +2,8 @@
 
 Every block forbids unknown keys and is strict: `epochs: true` is an error, not one epoch (floats
 still take integers). A `Component` is a class chosen by `target:` plus its keyword `args:`,
-checked against the class's signature and, where the class has one, its
-`validate_args(**all arguments)` static method (cheap checks the constructor also runs).
+checked by `tympan.components` against the constructor's annotated signature and its
+`check_together` (the checks the constructor also runs), so a bad value fails at load.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tympan import components
 from tympan.errors import ConfigError
 from tympan.grid import combinations
-from tympan.targets import bound_args, first_line, resolve_target
+from tympan.targets import first_line, resolve_target
 
 STORE_FORMAT = 4  # bump when the feature store layout or a transform's numbers change, so old stores are rebuilt
 
@@ -42,19 +43,11 @@ class Component(Block):
 
     def check_args(self, *fixed: str, values: bool = True) -> None:
         """Fail early on an argument the class does not take (`fixed` are filled in later), or, with
-        `values`, on a value its `validate_args` refuses, so that a bad value fails at load, not mid-run."""
+        `values`, on a value its annotations or `check_together` refuse, so a bad value fails at load."""
         cls = resolve_target(self.target)
-        params = inspect.signature(cls).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-            for name in self.args:
-                if name in fixed:
-                    raise ValueError(f"{name!r} is filled in by tympan (from the data or the run); remove it")
-                if name not in allowed:
-                    choices = ", ".join(a for a in allowed if a not in fixed)
-                    raise ValueError(f"{self.target} takes no argument {name!r}; it takes: {choices}")
-        if values and hasattr(cls, "validate_args"):
-            cls.validate_args(**bound_args(cls, self.args))
+        bound = components.check(cls, self.args, fixed, values=values)
+        if values and hasattr(cls, "validate_args"):  # a user's class written against the older contract
+            cls.validate_args(**bound)
 
     def build(self, **fixed: Any) -> Any:
         return resolve_target(self.target)(**self.args, **fixed)
@@ -68,7 +61,7 @@ class Component(Block):
 
     def all_args(self) -> dict[str, Any]:
         """The arguments the class is built with, its defaults included."""
-        return bound_args(resolve_target(self.target), self.args)
+        return components.all_args(resolve_target(self.target), self.args)
 
 
 class DatasetConfig(Component):

@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tympan.components import Checked
 from tympan.datasets import copies
 from tympan.datasets.copies import META
 from tympan.datasets.index import SPLITS, Index, index_text, kind, read_index
@@ -52,7 +53,7 @@ CHUNK = 1 << 16
 # ---------------------------------------------------------------- datasets
 
 
-class AudioDataset(abc.ABC):
+class AudioDataset(Checked, abc.ABC):
     """One corpus: how to get its raw files (`download`) and how to index them (`prepare`).
 
     Subclasses set `name` (the directory name, lower-case), `target_column` (or `targets`,

@@ -13,13 +13,14 @@ import inspect
 import torch
 from torch import nn
 
+from tympan.components import Checked
 from tympan.transforms.spec import ShapeError, Spec
 
 # the constructor arguments tympan fills in (see `sizes`); a config must not set them
 SIZE_NAMES: tuple[str, ...] = ("n_outputs", "n_mels", "n_bins", "input_dim", "sample_rate", "in_channels")
 
 
-class AudioModel(nn.Module):
+class AudioModel(Checked, nn.Module):
     """Input (batch, ...) -> embedding (batch, dim) -> outputs (batch, n_outputs).
 
     `accepts` names the input kinds the model takes (checked at config load). `min_frames` is

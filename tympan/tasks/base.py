@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from tympan.components import Checked
 from tympan.errors import DataError
 from tympan.results import better
 
@@ -49,7 +50,7 @@ class Output:
     prefix: str = ""
 
 
-class Task(abc.ABC):
+class Task(Checked, abc.ABC):
     """Base class of the tasks; see the module docstring for the contract."""
 
     name: str

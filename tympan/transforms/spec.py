@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from tympan.components import Checked
+
 Kind = Literal["waveform", "frames", "vector", "image"]
 KINDS: tuple[str, ...] = ("waveform", "frames", "vector", "image")
 VARIABLE_LENGTH = ("waveform", "frames")
@@ -66,7 +68,7 @@ class ShapeError(ValueError):
     """Two neighbours in a chain do not fit: the message names both sides."""
 
 
-class Transform(nn.Module):
+class Transform(Checked, nn.Module):
     """A feature transform on one clip (no batch dimension).
 
     Subclasses set `takes` and implement `output(spec)` and `forward(x)`. A transform whose
