@@ -29,6 +29,7 @@ class AudioModel(Checked, nn.Module):
 
     accepts: tuple[str, ...] = ("frames",)
     min_frames: int = 1
+    head_modules: tuple[str, ...] = ()  # the submodules `head` runs; every other parameter is the backbone's
 
     @classmethod
     def check_input(cls, spec: Spec, args: dict) -> None:
@@ -43,6 +44,15 @@ class AudioModel(Checked, nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.embed(x, lengths))
+
+    def parts(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """The model's parameters by part, "backbone" and "head" (named as in its state dict), so an
+        optimiser can give each its own learning rate, or freeze one; `head_modules` draws the line."""
+        heads = tuple(f"{name}." for name in self.head_modules)
+        found: dict[str, list[tuple[str, nn.Parameter]]] = {"backbone": [], "head": []}
+        for name, parameter in self.named_parameters():
+            found["head" if name.startswith(heads) else "backbone"].append((name, parameter))
+        return found
 
 
 def sizes(spec: Spec, n_outputs: int, model_class: type | None = None) -> dict[str, int]:
