@@ -140,9 +140,9 @@ def test_a_timm_network_of_one_image_size_refuses_another_at_config_load(tmp_pat
         ("timm_backbone:TimmModel", {"name": "mobilenetv3_smal_050"},
          "timm has no model 'mobilenetv3_smal_050'; did you mean mobilenetv3_small_050.*small ones: "
          "mobilenetv3_small_050, mobilenetv3_small_100"),
-        ("timm_backbone:TimmModel", {"name": 3}, "timm has no model 3; small ones: mobilenetv3_small_050"),
+        ("timm_backbone:TimmModel", {"name": 3}, "name must be a string, got 3"),
         ("timm_backbone:TimmModel", {"name": "resnet18", "drop_rate": 1.5}, r"drop_rate must be a number in \[0, 1\)"),
-        ("timm_backbone:TimmModel", {"name": "resnet18", "pretrained": ""}, "pretrained must be the path of a weights"),
+        ("timm_backbone:TimmModel", {"name": "resnet18", "pretrained": ""}, "pretrained must be a weights file's path or a published name"),
         ("torchvision_backbone:TorchvisionModel", {"name": "resnet19"},
          "torchvision has no model 'resnet19'; did you mean resnet18.*small ones: mobilenet_v3_small"),
         ("torchvision_backbone:TorchvisionModel", {"name": "squeezenet1_1"},

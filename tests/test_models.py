@@ -242,7 +242,7 @@ def test_ffnn_without_hidden_layers_is_linear():
         (lambda: WaveformCNN(hop_ms=20), "hop_ms=20 is longer than window_ms=2.5"),
         (lambda: WaveformCNN(channels=[]), "channels must be a non-empty list of positive integers"),
         (lambda: WaveformCNN(sample_rate=0), "sample_rate must be a positive integer, got 0"),
-        (lambda: Cnn10(pretrained=""), "pretrained must be the path of a weights file, got ''"),
+        (lambda: Cnn10(pretrained=""), "pretrained must be a weights file's path or a published name or null, got ''"),
     ],
 )
 def test_new_constructors_refuse_bad_arguments_by_name(build, message):

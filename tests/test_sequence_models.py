@@ -121,12 +121,12 @@ def test_each_learns_a_fixed_batch(model, x):
         (lambda: SeqFFNN(cell="rnn"), "cell must be one of lstm, gru, got 'rnn'"),
         (lambda: SeqFFNN(pooling="max"), "pooling must be one of last, mean, attention, got 'max'"),
         (lambda: SeqFFNN(bidirectional=1), "bidirectional must be true or false, got 1"),
-        (lambda: SeqFFNN(hidden_size=0), "hidden_size must be a positive integer, got 0"),
-        (lambda: SeqFFNN(hidden_size=100_000), "hidden_size=100000 is more than 8192"),
+        (lambda: SeqFFNN(hidden_size=0), "hidden_size must be an integer in (0, 8192], got 0"),
+        (lambda: SeqFFNN(hidden_size=100_000), "hidden_size must be an integer in (0, 8192], got 100000"),
         (lambda: SeqFFNN(head_dropout=1), "head_dropout must be a number in [0, 1), got 1"),
         (lambda: SeqFFNN(hidden=[0]), "hidden must be a list of positive integers"),
         (lambda: CRNN(variant="emo16"), "variant must be one of emo18, zhao19, got 'emo16'"),
-        (lambda: CRNN(layers=0), "layers must be a positive integer, got 0"),
+        (lambda: CRNN(layers=0), "layers must be an integer in (0, 64], got 0"),
     ],
 )
 def test_constructors_refuse_bad_arguments_by_name(build, message):

@@ -81,7 +81,7 @@ def save(
         "experiment": config.experiment,
         "task": {"target": config.task.target, "args": config.task.args, "targets": task.targets,
                  "state": task.state()},
-        "model": {"target": config.model.target, "args": model_args},
+        "model": {"target": config.model.target, "args": model_args, **_provenance(model)},
         "features": pipeline.describe(),
         "pipeline": flow.resolve(config, pipeline),  # the record of what training did (read by people, not loading)
         "input": {
@@ -151,6 +151,12 @@ def _resolver(path: Path, role: str, trust_code: bool):
             ) from None
 
     return resolve
+
+
+def _provenance(model: torch.nn.Module) -> dict:
+    """The record of the pretrained weights the model started from (name and sha256), if any."""
+    provenance = getattr(model, "provenance", None)
+    return {"pretrained": provenance.as_dict()} if provenance is not None else {}
 
 
 def _build(path: Path, role: str, target: str, args: dict, trust_code: bool, **fixed):

@@ -38,12 +38,24 @@ __all__ = [
     "PositiveFloat",
     "PositiveInt",
     "Probability",
+    "Says",
     "Unit",
+    "WeightsPath",
+    "Widths",
     "all_args",
     "build",
     "check",
     "describe",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Says:
+    """Annotation metadata that words what an argument takes, where the type's own words are
+    vague: `Annotated[str, at.MinLen(1), Says("the path of a weights file")]`."""
+
+    text: str
+
 
 PositiveInt = Annotated[int, at.Gt(0)]
 NonNegativeInt = Annotated[int, at.Ge(0)]
@@ -51,6 +63,8 @@ PositiveFloat = Annotated[float, at.Gt(0), at.Lt(math.inf)]
 NonNegativeFloat = Annotated[float, at.Ge(0), at.Lt(math.inf)]
 Probability = Annotated[float, at.Ge(0), at.Lt(1)]  # a dropout rate: 1 would drop everything
 Unit = Annotated[float, at.Ge(0), at.Le(1)]  # a chance or a mixing weight, 1 included
+Widths = Annotated[list[PositiveInt], at.MinLen(1)]  # layer sizes, one per layer
+WeightsPath = Annotated[str, at.MinLen(1), Says("a weights file's path or a published name")]
 
 
 class Checked:
@@ -160,6 +174,9 @@ def describe(annotation: Any) -> str:
 
 
 def _bounded(base: Any, metadata: Sequence[Any]) -> str:
+    for meta in metadata:
+        if isinstance(meta, Says):
+            return meta.text
     bounds = {type(m).__name__: getattr(m, dataclasses.fields(m)[0].name) for m in metadata if _is_bound(m)}
     if typing.get_origin(base) in (list, tuple, Sequence) and "MinLen" in bounds:
         return "a non-empty " + describe(base).removeprefix("a ")

@@ -35,6 +35,17 @@ class ComponentRecord(_Record):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
+class PretrainedRecord(_Record):
+    """Where the model's starting weights came from (for people and audits; never loaded)."""
+
+    name: str = Field(min_length=1, max_length=1000)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ModelRecord(ComponentRecord):
+    pretrained: PretrainedRecord | None = None
+
+
 class TaskRecord(ComponentRecord):
     targets: list[str] = Field(min_length=1, max_length=100_000)
     state: dict[str, Any]
@@ -64,7 +75,7 @@ class Manifest(_Record):
     run_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")
     experiment: str = Field(pattern=NAME)
     task: TaskRecord
-    model: ComponentRecord
+    model: ModelRecord
     features: FeaturesRecord
     input: InputRecord
     data: DataRecord

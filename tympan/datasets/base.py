@@ -18,21 +18,18 @@ fetching anything else under its name is refused, so a fetch never replaces anot
 from __future__ import annotations
 
 import abc
-import hashlib
-import http.client
 import inspect
 import logging
 import os
 import shutil
 import stat
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from tympan.components import Checked
 from tympan.datasets import copies
 from tympan.datasets.copies import META
 from tympan.datasets.index import SPLITS, Index, index_text, kind, read_index
+from tympan.downloads import download_file
 from tympan.errors import DataError
 from tympan.progress import bar
 
@@ -47,7 +44,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "TYMPAN_DATA_MIRROR"
-CHUNK = 1 << 16
 
 
 # ---------------------------------------------------------------- datasets
@@ -349,64 +345,3 @@ def _linked(src: Path, tmp: Path, fd: int) -> bool:
     return True
 
 
-# ---------------------------------------------------------------- downloads
-
-
-def download_file(url: str, dest: str | Path, sha256: str | None = None) -> Path:
-    """Download `url` to `dest`, resuming `<dest>.part` with an HTTP Range request.
-
-    `dest` appears only once the download is complete (and matches `sha256`
-    when one is given); an interrupted download leaves just the `.part` file.
-    """
-    dest = Path(dest)
-    if dest.is_file():
-        _check_sha256(url, dest, sha256)
-        return dest
-    part = dest.with_name(dest.name + ".part")
-    try:
-        _fetch_to(url, part)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        raise DataError(f"{url}: download failed ({err}); fetch again to resume from {part}") from err
-    _check_sha256(url, part, sha256)
-    os.replace(part, dest)
-    log.info("downloaded %s to %s", url, dest)
-    return dest
-
-
-def _fetch_to(url: str, part: Path) -> None:
-    offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=60)
-    except urllib.error.HTTPError as err:
-        if err.code != 416 or not offset:
-            raise
-        part.unlink()  # the server cannot continue this .part: start over
-        return _fetch_to(url, part)
-    with response:
-        if offset and response.status != 206:
-            offset = 0  # the server ignored the Range header and sent everything
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length else None
-        with (
-            open(part, "ab" if offset else "wb") as f,
-            bar(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[: -len(".part")]) as progress,
-        ):
-            while chunk := response.read(CHUNK):
-                f.write(chunk)
-                progress.update(len(chunk))
-    size = part.stat().st_size
-    if total is not None and size < total:
-        raise DataError(f"{url}: connection closed after {size} of {total} bytes; fetch again to resume from {part}")
-
-
-def _check_sha256(url: str, file: Path, expected: str | None) -> None:
-    if expected is None:
-        return
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != expected.lower():
-        file.unlink()
-        raise DataError(f"{url}: sha256 is {digest.hexdigest()}, expected {expected}; removed {file}")

@@ -19,12 +19,6 @@ def unknown_name(library: str, name, known: Iterable[str], small: Iterable[str])
     return ValueError(f"{library} has no model {name!r}; {hint}small ones: {', '.join(small)}")
 
 
-def check_pretrained(pretrained) -> None:
-    """None, or the path of a local weights file (which the constructor reads)."""
-    if pretrained is not None and (not isinstance(pretrained, str) or not pretrained):
-        raise ValueError(f"pretrained must be the path of a weights file, got {pretrained!r}")
-
-
 @torch.no_grad()
 def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> None:
     """Give an RGB conv `in_channels` input channels, in place, keeping what it learnt.

@@ -30,6 +30,7 @@ class AudioModel(Checked, nn.Module):
     accepts: tuple[str, ...] = ("frames",)
     min_frames: int = 1
     head_modules: tuple[str, ...] = ()  # the submodules `head` runs; every other parameter is the backbone's
+    provenance = None  # the sources.Provenance of the pretrained weights it was built from, if any
 
     @classmethod
     def check_input(cls, spec: Spec, args: dict) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tympan import checks
+from tympan.components import PositiveInt, Probability, Widths
 from tympan.models.base import AudioModel, global_pool
 
 
@@ -16,15 +16,16 @@ class SmallCNN(AudioModel):
     small enough to train in a minute on a laptop CPU.
     """
 
+    head_modules = ("out",)
+
     def __init__(
         self,
-        n_mels: int = 64,
-        n_outputs: int = 10,
-        channels: tuple[int, ...] | list[int] = (32, 64, 128, 128),
-        dropout: float = 0.3,
+        n_mels: PositiveInt = 64,
+        n_outputs: PositiveInt = 10,
+        channels: Widths = (32, 64, 128, 128),
+        dropout: Probability = 0.3,
     ):
         super().__init__()
-        self.validate_args(channels=channels, dropout=dropout)
         layers: list[nn.Module] = []
         in_channels = 1
         for i, width in enumerate(channels):
@@ -36,12 +37,6 @@ class SmallCNN(AudioModel):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(in_channels, n_outputs)
         self.min_frames = 2 ** (len(channels) - 1)
-
-    @staticmethod
-    def validate_args(channels, dropout, **_) -> None:
-        """Config load calls this too: `channels: "abc"` would otherwise build one layer per letter."""
-        checks.positive_ints("channels", channels)
-        checks.probability("dropout", dropout)
 
     def embed(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, frames, bins) -> (batch, channels); `lengths` is ignored (padding is the clip's minimum)."""

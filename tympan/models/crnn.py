@@ -15,13 +15,15 @@ padding would be for the clip alone, and the recurrence is packed by the frame c
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tympan import checks
+from tympan.components import PositiveInt, Probability
 from tympan.models.base import AudioModel, length_mask
-from tympan.models.recurrent import Recurrent, check_recurrent
+from tympan.models.recurrent import Cell, HiddenSize, Layers, Pooling, Recurrent
 
 # filters, taps, pooling per block, and the activation
 VARIANTS = {
@@ -34,20 +36,20 @@ class CRNN(AudioModel):
     """(batch, samples) -> conv blocks -> frames -> LSTM/GRU -> pooled embedding -> linear head."""
 
     accepts = ("waveform",)
+    head_modules = ("out",)
 
     def __init__(
         self,
-        n_outputs: int = 10,
-        variant: str = "emo18",
-        cell: str = "lstm",
-        hidden_size: int = 256,
-        layers: int = 2,
+        n_outputs: PositiveInt = 10,
+        variant: Literal["emo18", "zhao19"] = "emo18",
+        cell: Cell = "lstm",
+        hidden_size: HiddenSize = 256,
+        layers: Layers = 2,
         bidirectional: bool = False,
-        dropout: float = 0.5,
-        pooling: str = "mean",
+        dropout: Probability = 0.5,
+        pooling: Pooling = "mean",
     ):
         super().__init__()
-        self.validate_args(n_outputs, variant, cell, hidden_size, layers, bidirectional, dropout, pooling)
         spec = VARIANTS[variant]
         self.blocks = nn.ModuleList()
         channels = 1
@@ -59,14 +61,6 @@ class CRNN(AudioModel):
         self.recurrent = Recurrent(channels, cell, hidden_size, layers, bidirectional, dropout, pooling)
         self.out = nn.Linear(self.recurrent.size, n_outputs)
         self.min_frames = self._shortest()  # samples (the input is a waveform) that give one frame
-
-    @staticmethod
-    def validate_args(n_outputs, variant, cell, hidden_size, layers, bidirectional, dropout, pooling, **_) -> None:
-        """Config load calls this too: an unknown variant fails when the config is read."""
-        checks.positive_int("n_outputs", n_outputs)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-        check_recurrent(cell, hidden_size, layers, bidirectional, dropout, pooling)
 
     def frames(self, samples: torch.Tensor) -> torch.Tensor:
         """How many valid frames `samples` give after every block (convolution, then pooling)."""

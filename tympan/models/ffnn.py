@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 from torch import nn
 
-from tympan import checks
+from tympan.components import PositiveInt, Probability, Says
 from tympan.models.base import AudioModel
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
-NORMS = ("batch", "layer", "none")
 
 
 class FFNN(AudioModel):
@@ -20,18 +21,21 @@ class FFNN(AudioModel):
     """
 
     accepts = ("vector",)
+    head_modules = ("out",)
 
     def __init__(
         self,
-        input_dim: int = 88,
-        n_outputs: int = 10,
-        hidden: tuple[int, ...] | list[int] = (256, 128),
-        dropout: float = 0.2,
-        activation: str = "relu",
-        norm: str = "batch",
+        input_dim: PositiveInt = 88,
+        n_outputs: PositiveInt = 10,
+        hidden: Annotated[list[PositiveInt], Says("a list of positive integers (empty for a linear model)")] = (
+            256,
+            128,
+        ),
+        dropout: Probability = 0.2,
+        activation: Literal["relu", "gelu", "tanh"] = "relu",
+        norm: Literal["batch", "layer", "none"] = "batch",
     ):
         super().__init__()
-        self.validate_args(input_dim, n_outputs, hidden, dropout, activation, norm)
         layers: list[nn.Module] = []
         width = input_dim
         for size in hidden:
@@ -45,19 +49,6 @@ class FFNN(AudioModel):
             width = size
         self.body = nn.Sequential(*layers)
         self.out = nn.Linear(width, n_outputs)
-
-    @staticmethod
-    def validate_args(input_dim, n_outputs, hidden, dropout, activation, norm, **_) -> None:
-        """Config load calls this too: a misspelt activation would otherwise fail at build time."""
-        checks.positive_int("input_dim", input_dim)
-        checks.positive_int("n_outputs", n_outputs)
-        if not isinstance(hidden, list | tuple) or not all(type(h) is int and h > 0 for h in hidden):
-            raise ValueError(f"hidden must be a list of positive integers (empty for a linear model), got {hidden!r}")
-        checks.probability("dropout", dropout)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, input_dim) -> (batch, last hidden size); vectors have no padding, so no lengths."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tympan import checks
+from tympan.components import PositiveInt, Probability, WeightsPath
 from tympan.models.base import AudioModel, global_pool
 from tympan.models.weights import load_weights
 
@@ -44,17 +44,17 @@ class ConvBlock(nn.Module):
 
 class _PannCNN(AudioModel):
     channels: tuple[int, ...] = ()
+    head_modules = ("fc_out",)
 
     def __init__(
         self,
-        n_mels: int = 64,
-        n_outputs: int = 527,
-        dropout: float = 0.2,
-        head_dropout: float = 0.5,
-        pretrained: str | None = None,
+        n_mels: PositiveInt = 64,
+        n_outputs: PositiveInt = 527,
+        dropout: Probability = 0.2,
+        head_dropout: Probability = 0.5,
+        pretrained: WeightsPath | None = None,
     ):
         super().__init__()
-        self.validate_args(dropout=dropout, head_dropout=head_dropout, pretrained=pretrained)
         self.bn0 = nn.BatchNorm2d(n_mels)
         widths = (1, *self.channels)
         # PANN halves time and frequency after each of the first five blocks only
@@ -66,15 +66,9 @@ class _PannCNN(AudioModel):
         self.min_frames = 2 ** sum(p[0] == 2 for p in pools)
         if pretrained is not None:
             # the head is replaced where the task's outputs differ from AudioSet's 527
-            load_weights(self, pretrained, head="fc_out", key_map=PANN_KEYS, nested="model")
-
-    @staticmethod
-    def validate_args(dropout, head_dropout, pretrained=None, **_) -> None:
-        """Config load calls this too: F.dropout would refuse a bad rate only in the first batch."""
-        checks.probability("dropout", dropout)
-        checks.probability("head_dropout", head_dropout)
-        if pretrained is not None and (not isinstance(pretrained, str) or not pretrained):
-            raise ValueError(f"pretrained must be the path of a weights file, got {pretrained!r}")
+            self.provenance = load_weights(
+                self, pretrained, head="fc_out", key_map=PANN_KEYS, nested="model"
+            ).provenance
 
     def embed(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, frames, bins) -> (batch, channels); `lengths` is ignored (padding is the clip's minimum)."""

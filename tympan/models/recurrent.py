@@ -9,31 +9,22 @@ frames: `last` (the final state; both directions' for a bidirectional network), 
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
+import annotated_types as at
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from tympan import checks
+from tympan.components import PositiveInt, Probability
 from tympan.models.base import AudioModel, length_mask
 from tympan.models.ffnn import FFNN
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
-POOLINGS = ("last", "mean", "attention")
-
-
-def check_recurrent(cell, hidden_size, layers, bidirectional, dropout, pooling) -> None:
-    """The recurrent part's arguments (SeqFFNN and CRNN share them)."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
-    checks.positive_int("hidden_size", hidden_size)
-    checks.positive_int("layers", layers)
-    checks.at_most("hidden_size", hidden_size, 8192, "a larger recurrent layer is no model for one machine")
-    checks.at_most("layers", layers, 64, "deeper recurrences do not train")
-    if not isinstance(bidirectional, bool):
-        raise ValueError(f"bidirectional must be true or false, got {bidirectional!r}")
-    checks.probability("dropout", dropout)
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+Cell = Literal["lstm", "gru"]
+Pooling = Literal["last", "mean", "attention"]
+HiddenSize = Annotated[int, at.Gt(0), at.Le(8192)]  # larger is no recurrent layer for one machine
+Layers = Annotated[int, at.Gt(0), at.Le(64)]  # deeper recurrences do not train
 
 
 class Recurrent(nn.Module):
@@ -43,12 +34,12 @@ class Recurrent(nn.Module):
     def __init__(
         self,
         input_size: int,
-        cell: str,
+        cell: Cell,
         hidden_size: int,
         layers: int,
         bidirectional: bool,
         dropout: float,
-        pooling: str,
+        pooling: Pooling,
     ):
         super().__init__()
         self.rnn = CELLS[cell](
@@ -80,37 +71,24 @@ class SeqFFNN(AudioModel):
     embeddings), pooled to one vector, then an FFNN (its hidden layers give the embedding)."""
 
     accepts = ("frames",)
+    head_modules = ("ffnn.out",)
 
     def __init__(
         self,
-        n_bins: int = 64,
-        n_outputs: int = 10,
-        cell: str = "lstm",
-        hidden_size: int = 128,
-        layers: int = 2,
+        n_bins: PositiveInt = 64,
+        n_outputs: PositiveInt = 10,
+        cell: Cell = "lstm",
+        hidden_size: HiddenSize = 128,
+        layers: Layers = 2,
         bidirectional: bool = False,
-        dropout: float = 0.2,
-        pooling: str = "mean",
-        hidden: tuple[int, ...] | list[int] = (128,),
-        head_dropout: float = 0.2,
+        dropout: Probability = 0.2,
+        pooling: Pooling = "mean",
+        hidden: list[PositiveInt] = (128,),
+        head_dropout: Probability = 0.2,
     ):
         super().__init__()
-        self.validate_args(
-            n_bins, n_outputs, cell, hidden_size, layers, bidirectional, dropout, pooling, hidden, head_dropout
-        )
         self.recurrent = Recurrent(n_bins, cell, hidden_size, layers, bidirectional, dropout, pooling)
         self.ffnn = FFNN(self.recurrent.size, n_outputs, hidden, head_dropout, norm="layer")
-
-    @staticmethod
-    def validate_args(
-        n_bins, n_outputs, cell, hidden_size, layers, bidirectional, dropout, pooling, hidden, head_dropout, **_
-    ) -> None:
-        """Config load calls this too: a misspelt cell or pooling fails when the config is read."""
-        checks.positive_int("n_bins", n_bins)
-        checks.positive_int("n_outputs", n_outputs)
-        check_recurrent(cell, hidden_size, layers, bidirectional, dropout, pooling)
-        checks.probability("head_dropout", head_dropout)
-        FFNN.validate_args(1, 1, hidden, 0.0, "relu", "layer")  # its check of `hidden`
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, frames, n_bins) -> (batch, last hidden size of the FFNN)."""

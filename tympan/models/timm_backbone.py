@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tympan import checks
-from tympan.models.backbones import adapt_first_conv, check_pretrained, unknown_name
+from tympan.components import PositiveInt, Probability, WeightsPath
+from tympan.models import sources
+from tympan.models.backbones import adapt_first_conv, unknown_name
 from tympan.models.base import AudioModel
 from tympan.models.weights import load_weights
 from tympan.transforms.spec import ShapeError, Spec
@@ -23,21 +24,25 @@ class TimmModel(AudioModel):
     """`timm.create_model(name)` without its classifier as the embedding, then a fresh Linear head.
 
     `pretrained`: a local ImageNet-style file (safetensors, or a torch state dict read with
-    weights_only=True) of the same architecture with 3 input channels. It is loaded strictly
+    weights_only=True) of the same architecture with 3 input channels, or a timm release tag of
+    the architecture (`imagenet` for timm's default; downloaded once, see models.sources). It is loaded strictly
     through models/weights.py, except its classifier, which is dropped (the head is ours); the
     first conv is then adapted to `in_channels` (see backbones.adapt_first_conv). The bundle
     rebuilds the model without `pretrained`: timm makes the first conv `in_channels` wide itself.
     """
 
     accepts = ("image",)
+    head_modules = ("out",)
 
     def __init__(
-        self, name: str, n_outputs: int, in_channels: int, pretrained: str | None = None, drop_rate: float = 0.0
+        self,
+        name: str,
+        n_outputs: PositiveInt,
+        in_channels: PositiveInt,
+        pretrained: WeightsPath | None = None,
+        drop_rate: Probability = 0.0,
     ):
         super().__init__()
-        self.validate_args(name=name, pretrained=pretrained, drop_rate=drop_rate)
-        checks.positive_int("n_outputs", n_outputs)
-        checks.positive_int("in_channels", in_channels)
         import timm
 
         channels = 3 if pretrained is not None else in_channels
@@ -48,14 +53,12 @@ class TimmModel(AudioModel):
         self.out = nn.Linear(width, n_outputs)
 
     @staticmethod
-    def validate_args(name, pretrained=None, drop_rate=0.0, **_) -> None:
-        """Config load calls this too: an unknown name fails there, not when training starts."""
+    def check_together(args: dict) -> None:
+        """An unknown name fails at config load, not when training starts."""
         import timm
 
-        if not isinstance(name, str) or not timm.is_model(name):  # is_model takes a weights tag too
-            raise unknown_name("timm", name, timm.list_models(), SMALL)
-        check_pretrained(pretrained)
-        checks.probability("drop_rate", drop_rate)
+        if not timm.is_model(args["name"]):  # is_model takes a weights tag too
+            raise unknown_name("timm", args["name"], timm.list_models(), SMALL)
 
     @classmethod
     def check_input(cls, spec: Spec, args: dict) -> None:
@@ -77,7 +80,9 @@ class TimmModel(AudioModel):
         """Load an RGB file into the classifier-less network, then adapt its first conv(s)."""
         cfg = self.network.pretrained_cfg
         classifiers = _names(cfg.get("classifier"))
-        load_weights(self.network, path, key_map={f"{name}.": None for name in classifiers})
+        file = path if sources.is_local(path) else self._published(path)
+        loaded = load_weights(self.network, str(file), key_map={f"{name}.": None for name in classifiers})
+        self.provenance = loaded.provenance if file == path else sources.provenance(f"timm:{cfg['hf_hub_id']}", file)
         if in_channels == 3:
             return
         first = _names(cfg.get("first_conv"))
@@ -85,6 +90,17 @@ class TimmModel(AudioModel):
             raise ValueError(f"{cfg.get('architecture')}: timm names no first conv to adapt to {in_channels} channels")
         for name in first:
             adapt_first_conv(self.network.get_submodule(name), in_channels)
+
+    def _published(self, tag: str):
+        """timm's release `tag` of this architecture (`imagenet`: timm's default one), from the hub."""
+        from timm.models import get_pretrained_cfg
+
+        architecture = self.network.pretrained_cfg["architecture"]
+        cfg = get_pretrained_cfg(architecture if tag == "imagenet" else f"{architecture}.{tag}")
+        if cfg is None or not cfg.hf_hub_id:
+            raise ValueError(f"timm has no published weights {tag!r} for {architecture}")
+        self.network.pretrained_cfg["hf_hub_id"] = cfg.hf_hub_id
+        return sources.hub_file(cfg.hf_hub_id, "model.safetensors")
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, channels, height, width) -> (batch, width of the pooled features); no lengths in an image."""

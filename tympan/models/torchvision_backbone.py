@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tympan import checks
-from tympan.models.backbones import adapt_first_conv, check_pretrained, unknown_name
+from tympan.components import PositiveInt, WeightsPath
+from tympan.models import sources
+from tympan.models.backbones import adapt_first_conv, unknown_name
 from tympan.models.base import AudioModel
 from tympan.models.weights import load_weights
 
@@ -42,18 +43,23 @@ class TorchvisionModel(AudioModel):
     """
 
     accepts = ("image",)
+    head_modules = ("out",)
 
-    def __init__(self, name: str, n_outputs: int, in_channels: int, pretrained: str | None = None):
+    def __init__(
+        self, name: str, n_outputs: PositiveInt, in_channels: PositiveInt, pretrained: WeightsPath | None = None
+    ):
         super().__init__()
-        self.validate_args(name=name, pretrained=pretrained)
-        checks.positive_int("n_outputs", n_outputs)
-        checks.positive_int("in_channels", in_channels)
         from torchvision import models
 
         network = models.get_model(name, weights=None, num_classes=n_outputs)
         head = _last(network, nn.Linear)
         if pretrained is not None:
-            load_weights(network, pretrained, head=head)
+            local = sources.is_local(pretrained)
+            file = pretrained if local else sources.torchvision_file(name, pretrained)
+            loaded = load_weights(network, str(file), head=head)
+            self.provenance = (
+                loaded.provenance if local else sources.provenance(f"torchvision:{name}.{pretrained}", file)
+            )
         if in_channels != 3:
             adapt_first_conv(network.get_submodule(_first(network, nn.Conv2d)), in_channels)
         self.out = network.get_submodule(head)
@@ -62,16 +68,16 @@ class TorchvisionModel(AudioModel):
         self.network = network
 
     @staticmethod
-    def validate_args(name, pretrained=None, **_) -> None:
-        """Config load calls this too: an unknown or unsupported name fails there."""
+    def check_together(args: dict) -> None:
+        """An unknown or unsupported name fails at config load."""
         from torchvision import models
 
+        name = args["name"]
         known = models.list_models(module=models)  # classification models only
         if name not in known:
             raise unknown_name("torchvision", name, known, SMALL)
         if name in UNSUPPORTED:
             raise ValueError(f"torchvision's {name} is not supported: {UNSUPPORTED[name]}")
-        check_pretrained(pretrained)
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, channels, height, width) -> (batch, the head's input width); no lengths in an image."""

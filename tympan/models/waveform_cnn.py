@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tympan import checks
+from tympan.components import PositiveFloat, PositiveInt, Probability, Says, Widths
 from tympan.models.base import AudioModel, length_mask
+
+Milliseconds = Annotated[PositiveFloat, Says("a positive number of milliseconds")]
 
 
 class WaveformCNN(AudioModel):
@@ -26,18 +30,18 @@ class WaveformCNN(AudioModel):
     """
 
     accepts = ("waveform",)
+    head_modules = ("out",)
 
     def __init__(
         self,
-        sample_rate: int = 16000,
-        n_outputs: int = 10,
-        channels: tuple[int, ...] | list[int] = (64, 64, 128, 128, 256),
-        window_ms: float = 2.5,
-        hop_ms: float = 1.25,
-        dropout: float = 0.2,
+        sample_rate: PositiveInt = 16000,
+        n_outputs: PositiveInt = 10,
+        channels: Widths = (64, 64, 128, 128, 256),
+        window_ms: Milliseconds = 2.5,
+        hop_ms: Milliseconds = 1.25,
+        dropout: Probability = 0.2,
     ):
         super().__init__()
-        self.validate_args(sample_rate, n_outputs, channels, window_ms, hop_ms, dropout)
         self.window = max(1, round(sample_rate * window_ms / 1000))
         self.hop = max(1, round(sample_rate * hop_ms / 1000))
         self.front = nn.Conv1d(1, channels[0], self.window, stride=self.hop, bias=False)
@@ -53,17 +57,10 @@ class WaveformCNN(AudioModel):
         self.min_frames = self.window + self.hop * (2**self.pools - 1)
 
     @staticmethod
-    def validate_args(sample_rate, n_outputs, channels, window_ms, hop_ms, dropout, **_) -> None:
-        """Config load calls this too: a zero-length window would otherwise fail at build time."""
-        checks.positive_int("sample_rate", sample_rate)
-        checks.positive_int("n_outputs", n_outputs)
-        checks.positive_ints("channels", channels)
-        for name, value in (("window_ms", window_ms), ("hop_ms", hop_ms)):
-            if type(value) not in (int, float) or value <= 0:
-                raise ValueError(f"{name} must be a positive number of milliseconds, got {value!r}")
-        if hop_ms > window_ms:
-            raise ValueError(f"hop_ms={hop_ms} is longer than window_ms={window_ms}: samples between windows are lost")
-        checks.probability("dropout", dropout)
+    def check_together(args: dict) -> None:
+        hop, window = args["hop_ms"], args["window_ms"]
+        if hop > window:
+            raise ValueError(f"hop_ms={hop} is longer than window_ms={window}: samples between windows are lost")
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, samples) -> (batch, channels[-1]); `lengths` in samples (clips shorter than

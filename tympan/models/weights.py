@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tympan.errors import DataError
+from tympan.models import sources
 from tympan.targets import first_line
 
 KeyMap = Mapping[str, str | None] | Callable[[str], str | None]
@@ -34,6 +35,7 @@ class Loaded:
     kept_head: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    provenance: sources.Provenance | None = None  # what was read: the name given and the file's sha256
 
 
 def load_weights(
@@ -53,7 +55,8 @@ def load_weights(
     is already a flat state dict is read as is. `strict=False` tolerates missing and unexpected
     keys (reported in the result), never a shape mismatch.
     """
-    path = Path(path)
+    name = str(path)
+    path = sources.weights_file(name)
     state = _state_dict(_read(path), nested, path)
     state = _rename(state, key_map, path)
     own = model.state_dict()
@@ -80,6 +83,7 @@ def load_weights(
     if problems:
         raise DataError(f"{path}: weights do not fit {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict({k: state[k] for k in result.loaded}, strict=False)
+    result.provenance = sources.provenance(name, path)
     return result
 
 
