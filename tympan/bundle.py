@@ -114,7 +114,7 @@ class Prediction:
     embedding: np.ndarray | None = None
 
 
-def _targets(manifest: dict) -> list[tuple[str, str]]:
+def named_classes(manifest: dict) -> list[tuple[str, str]]:
     """(role, target) of every class a manifest names."""
     features = [item["target"] for place in ("offline", "online") for item in manifest["features"][place]]
     return [("model", manifest["model"]["target"]), ("task", manifest["task"]["target"])] + [
@@ -127,7 +127,7 @@ def check_targets(path: Path, manifest: dict, trust_code: bool = False) -> None:
     their role (no file outside the installed tympan package is imported to find out)."""
     if trust_code:
         return
-    for role, target in _targets(manifest):
+    for role, target in named_classes(manifest):
         _resolver(path, role, trust_code)(target)
 
 

@@ -374,6 +374,13 @@ class Commands:
         if print_uri:
             print(result["download_uri"])
 
+    def models(self) -> None:
+        """List every model preset: its family, the input it takes, its parameters for a typical
+        input, where pretrained weights may come from, and the line that names it in a config."""
+        from tympan.models import listing
+
+        print(listing.table())
+
     def config(self, config: str = "params.yaml", *overrides: str) -> None:
         """Print the resolved config (presets expanded, defaults filled), its run id and, as comments
         (so the output is still a config), the resolved pipeline: every transform and augmentation

@@ -126,7 +126,7 @@ def _log_and_register(
             # declared so that `load_model(uri, model_config={"trust_code": True})` may override it
             model_config={"trust_code": False},
             signature=_signature(manifest["outputs"]),
-            pip_requirements=_requirements(),
+            pip_requirements=requirements(manifest),
             registered_model_name=name,
         )
     version = info.registered_model_version
@@ -144,12 +144,28 @@ def _log_and_register(
     }
 
 
-def _requirements() -> list[str]:
+# what loading and running any bundle imports (tympan.bundle and its imports; tests/test_registry.py checks it)
+BASE_REQUIREMENTS = ("torch", "torchaudio", "numpy", "pydantic", "PyYAML", "safetensors", "soundfile", "librosa", "tqdm")
+
+
+def requirements(manifest: dict) -> list[str]:
+    """The pip requirements of a registered model, pinned to what is installed: what any bundle
+    needs, plus what its own classes import (a class's `requires`: timm, transformers, ...), and
+    only that. A class outside tympan (a user's own) is not imported to find out: it is named in a warning."""
     from importlib.metadata import version
 
-    names = ["torch", "torchaudio", "torchlibrosa", "librosa", "soundfile", "numpy", "pydantic", "pyyaml",
-             "safetensors", "scikit-learn", "tqdm", "matplotlib"]  # fmt: skip
-    return [f"{n}=={version(n)}" for n in names]
+    from tympan.bundle import ROLES, named_classes
+    from tympan.targets import RefusedTarget, resolve_own
+
+    names = set(BASE_REQUIREMENTS)
+    for role, target in named_classes(manifest):
+        try:
+            cls = resolve_own(target, *ROLES[role])
+        except RefusedTarget:
+            log.warning("%s is not one of tympan's classes: add what it imports to the model's requirements", target)
+            continue
+        names.update(getattr(cls, "requires", ()))
+    return [f"{name}=={version(name)}" for name in sorted(names, key=str.lower)]
 
 
 def _versions(client, name: str) -> list:

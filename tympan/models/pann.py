@@ -45,6 +45,7 @@ class ConvBlock(nn.Module):
 class _PannCNN(AudioModel):
     channels: tuple[int, ...] = ()
     head_modules = ("fc_out",)
+    weights_from = "a PANN checkpoint file, or a PANN release by name (Cnn10_mAP=0.380, Cnn14_mAP=0.431)"
 
     def __init__(
         self,

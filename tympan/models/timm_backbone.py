@@ -33,6 +33,8 @@ class TimmModel(AudioModel):
 
     accepts = ("image",)
     head_modules = ("out",)
+    requires = ("timm",)
+    weights_from = "a timm state dict file, or a timm release tag of the architecture (imagenet: its default)"
 
     def __init__(
         self,

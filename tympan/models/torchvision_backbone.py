@@ -44,6 +44,8 @@ class TorchvisionModel(AudioModel):
 
     accepts = ("image",)
     head_modules = ("out",)
+    requires = ("torchvision",)
+    weights_from = "a torchvision state dict file, or a torchvision weights tag (IMAGENET1K_V1, DEFAULT)"
 
     def __init__(
         self, name: str, n_outputs: PositiveInt, in_channels: PositiveInt, pretrained: WeightsPath | None = None
