@@ -268,18 +268,21 @@ def test_a_target_outside_the_adapters_library_is_refused_at_load(tmp_path, name
         configuration.parse(waveform_config(tmp_path, [adapter(name, transform=transform, **place)]))
 
 
+SNR = "audiomentations.AddGaussianSNR"
+
+
 @pytest.mark.parametrize(
     ("inner", "message"),
     [
-        ({"min_snr_db": 40, "max_snr_db": 10}, " refused its args: ValueError: min_snr_db must not be greater"),
-        ({"snr": 10}, " takes no argument 'snr'; it takes: min_snr_db, max_snr_db, p"),
-        ({"p": 0.5}, r": args.p: the adapter's p \(beside transform\) decides whether it applies"),
-        ([10, 30], r": args must be a mapping, got \[10, 30\]"),
+        ({"min_snr_db": 40, "max_snr_db": 10}, f"{SNR} refused its args: ValueError: min_snr_db must not be greater"),
+        ({"snr": 10}, f"{SNR} takes no argument 'snr'; it takes: min_snr_db, max_snr_db, p"),
+        ({"p": 0.5}, rf"{SNR}: args.p: the adapter's p \(beside transform\) decides whether it applies"),
+        ([10, 30], r"args must be a mapping or null, got \[10, 30\]"),
     ],
 )
 def test_a_bad_inner_argument_is_a_config_error_naming_it(tmp_path, inner, message):
-    aug = adapter("Audiomentations", transform="audiomentations.AddGaussianSNR", args=inner)
-    with pytest.raises(ConfigError, match=f"augmentation.0.args: audiomentations.AddGaussianSNR{message}"):
+    aug = adapter("Audiomentations", transform=SNR, args=inner)
+    with pytest.raises(ConfigError, match=f"augmentation.0.args: {message}"):
         configuration.parse(waveform_config(tmp_path, [aug]))
 
 
@@ -292,7 +295,7 @@ def test_a_transform_that_cannot_act_at_its_place_is_refused_at_load(tmp_path):
     ):
         configuration.parse(waveform_config(tmp_path, [mel]))
     bad_place = adapter("Torchaudio", transform="torchaudio.transforms.Vol", place="batch", args={"gain": 2})
-    with pytest.raises(ConfigError, match="place must be 'waveform' or 'features', got 'batch'"):
+    with pytest.raises(ConfigError, match="augmentation.0.args: place must be one of waveform, features, got 'batch'"):
         configuration.parse(waveform_config(tmp_path, [bad_place]))
     stretch = Torchaudio("torchaudio.transforms.TimeStretch", "features", {"n_freq": 64})
     with pytest.raises(ShapeError, match="TimeStretch\\) does not run on a frames x 64 bins at 100 frames/s"):

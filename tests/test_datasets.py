@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from tympan import config as configuration
 from tympan.datasets import FSDD, download_file, read_index, write_index
 from tympan.datasets.copies import META
 from tympan.errors import ConfigError, DataError
@@ -241,9 +242,12 @@ def test_a_copy_from_an_older_tympan_is_adopted(tmp_path, subset):
     assert sorted(p.name for p in dataset_dir.iterdir()) == [META, "recordings"]  # the old index is gone
 
 
-def test_a_speaker_in_two_splits_is_a_config_error():
-    with pytest.raises(ConfigError, match="'theo'.*train_speakers.*test_speakers"):
+def test_a_speaker_in_two_splits_is_refused_when_built_and_at_config_load():
+    with pytest.raises(ValueError, match="speaker 'theo' is in both train_speakers and test_speakers"):
         FSDD(train_speakers=["george", "theo"])
+    block = {"target": "tympan.datasets.fsdd:FSDD", "args": {"dev_speakers": "george"}}
+    with pytest.raises(ConfigError, match="dataset.args: speaker 'george' is in both train_speakers and dev_speakers"):
+        configuration.parse({"dataset": block})
 
 
 def test_a_damaged_dataset_dir_is_fetched_again(tmp_path, subset, caplog):

@@ -107,7 +107,7 @@ def test_a_config_with_a_noise_source_loads_without_the_folder_and_a_bad_source_
     assert not (tmp_path / "n").exists()
     with pytest.raises(ConfigError, match="no such directory"):
         configuration.parse(config({}))
-    with pytest.raises(ConfigError, match="not a noise corpus"):
+    with pytest.raises(ConfigError, match="source: .*fsdd:FSDD is not a tympan.datasets.noise:NoiseCorpus"):
         configuration.parse(config({"source": {"target": "tympan.datasets.fsdd:FSDD"}}))
     with pytest.raises(ConfigError, match="colours"):
         configuration.parse(config({"source": {**SOURCE, "args": {"colours": []}}}))

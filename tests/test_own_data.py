@@ -157,7 +157,7 @@ def test_table_refuses_empty_or_bad_targets_when_built(tmp_path):
     with pytest.raises(ValueError, match=r"target column\(s\) of .*index.csv"):
         Table(tmp_path, targets=[])
     config = DatasetConfig(target="tympan.datasets.table:Table", args={"root": str(tmp_path), "targets": "label"})
-    with pytest.raises(ConfigError, match="dataset.args: .*the string 'label'"):
+    with pytest.raises(ConfigError, match="dataset.args: .*targets must be a list of strings, got 'label'"):
         config.build_checked("dataset")
     with pytest.raises(ValueError, match="different columns"):
         Table(tmp_path, targets=["file"])

@@ -13,7 +13,9 @@ import soundfile
 import torch
 from torch import nn
 
+from tympan import components
 from tympan.config.presets import load_preset
+from tympan.config.schema import Component
 from tympan.errors import DataError
 from tympan.postprocess import read_confusion
 from tympan.targets import resolve_target
@@ -465,16 +467,20 @@ def test_regression_tampered_state(state, key):
 def test_bad_arguments(cls, args, message):
     with pytest.raises(ValueError, match=message):
         cls(**args)
-    if args.get("targets"):  # what config load calls, before the dataset fills in the targets
+    with pytest.raises(ValueError, match=message):  # the same check without building
+        components.check(cls, args)
+    rest = {k: v for k, v in args.items() if k != "targets"}
+    if rest:  # config load, before the dataset fills in the targets
+        target = f"{cls.__module__}:{cls.__name__}"
         with pytest.raises(ValueError, match=message):
-            cls.validate_args(**args)
+            Component(target=target, args=rest).check_args("targets")
 
 
 @pytest.mark.parametrize("name", ["classification", "multilabel", "regression"])
 def test_presets_build(name, fsdd_rows):
     preset = load_preset("tasks", name)
     cls = resolve_target(preset["target"])
-    cls.validate_args(**preset["args"])
+    components.check(cls, preset["args"], fixed=("targets",))  # as config load does
     targets = {"classification": ["label"], "multilabel": CLASSES, "regression": TARGETS}[name]
     task = cls(targets, **preset["args"]).fit(fsdd_rows["train"])
     assert task.name == name and task.encode(fsdd_rows["dev"], "dev").shape[0] == len(fsdd_rows["dev"])

@@ -22,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import random
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from tympan.augmentations.base import Augmentation
+from tympan.components import PositiveInt, Unit
 from tympan.targets import first_line, resolve_target
 from tympan.transforms.spec import ShapeError, Spec
 from tympan.transforms.waveform import check_rate
@@ -69,10 +70,10 @@ def example(spec: Spec) -> torch.Tensor:
     return 0.1 * torch.randn(shape, generator=torch.Generator().manual_seed(0))
 
 
-def library_class(path: Any, library: str, base: type) -> type:
+def library_class(path: str, library: str, base: type) -> type:
     """The class at import path `path` (`pkg.module.Class` or `pkg.module:Class`), which must lie
     inside `library` and subclass `base`."""
-    dotted = path.replace(":", ".") if isinstance(path, str) else ""
+    dotted = path.replace(":", ".")
     if not dotted.startswith(library + "."):
         raise ValueError(f"transform must be an import path inside {library} ({library}.Name), got {path!r}")
     cls = resolve_target(path if ":" in path else ":".join(path.rsplit(".", 1)))
@@ -85,13 +86,10 @@ def library_class(path: Any, library: str, base: type) -> type:
     return cls
 
 
-def build_inner(cls: type, path: str, args: Any, owned: dict[str, str], fixed: dict[str, Any]) -> Any:
+def build_inner(cls: type, path: str, args: dict | None, owned: dict[str, str], fixed: dict[str, Any]) -> Any:
     """`cls` built from the user's `args` plus the `fixed` ones the adapter sets (where `cls` takes
     them); an argument in `owned` is refused with its reason."""
-    if args is None:
-        args = {}
-    if not isinstance(args, dict):
-        raise ValueError(f"{path}: args must be a mapping, got {args!r}")
+    args = args or {}
     for name in args:
         if name in owned:
             raise ValueError(f"{path}: args.{name}: {owned[name]}")
@@ -110,14 +108,26 @@ OWN_P = "the adapter's p (beside transform) decides whether it applies; the wrap
 
 
 class Adapter(Augmentation):
-    """What the four adapters share: the wrapped transform, its seeded call, and the load-time trial."""
+    """What the four adapters share: the wrapped transform, its seeded call, and the load-time trial.
+
+    Building the wrapped transform is the check of its arguments (`check_together`): config load
+    builds it once, and constructing the adapter once more, to keep."""
 
     same_shape = False  # True: the output must have the input's exact shape (images)
 
-    def __init__(self, transform: str, inner: Any, p: float):
+    def __init__(self, transform: str, inner: Any, p: Unit):
         super().__init__(p)
         self.transform, self.inner = transform, inner
         self.name = f"{type(self).__name__}({transform})"
+
+    @classmethod
+    def check_together(cls, args: dict[str, Any]) -> None:
+        cls.wrap(args["transform"], args["args"])
+
+    @staticmethod
+    def wrap(transform: str, args: dict | None) -> Any:
+        """The wrapped transform built from its import path and `args`; a ValueError names what is wrong."""
+        raise NotImplementedError
 
     def check(self, spec: Spec) -> None:
         """The kind, then one seeded call on a clip of `spec`: it must run and keep the shape contract."""
@@ -151,20 +161,9 @@ class WaveformAdapter(Adapter):
     place = "waveform"
     takes = ("waveform",)
 
-    def __init__(self, transform: str, args: dict | None = None, sample_rate: int | None = None, p: float = 1.0):
+    def __init__(self, transform: str, args: dict | None = None, sample_rate: PositiveInt | None = None, p: Unit = 1.0):
         super().__init__(transform, self.wrap(transform, args), p)
         self.sample_rate = sample_rate
-
-    @classmethod
-    def validate_args(
-        cls, transform: str, args: dict | None = None, sample_rate: int | None = None, p: float = 1.0
-    ) -> None:
-        Augmentation.validate_args(p)
-        cls.wrap(transform, args)
-
-    @staticmethod
-    def wrap(transform: str, args: dict | None) -> Any:
-        raise NotImplementedError
 
     def check(self, spec: Spec) -> None:
         if self.sample_rate is not None and spec.kind == "waveform":
@@ -231,22 +230,10 @@ class Torchaudio(Adapter):
     TimeMasking, the most of the clip a mask may cover), not a probability, so it is left to the
     user. Draws: p, then the seed of the globals."""
 
-    def __init__(self, transform: str, place: str, args: dict | None = None, p: float = 1.0):
-        self.validate_place(place)
+    def __init__(self, transform: str, place: Literal["waveform", "features"], args: dict | None = None, p: Unit = 1.0):
         super().__init__(transform, self.wrap(transform, args), p)
         self.place = place
         self.takes = ("waveform",) if place == "waveform" else ("frames",)
-
-    @staticmethod
-    def validate_args(transform: str, place: str, args: dict | None = None, p: float = 1.0) -> None:
-        Augmentation.validate_args(p)
-        Torchaudio.validate_place(place)
-        Torchaudio.wrap(transform, args)
-
-    @staticmethod
-    def validate_place(place: Any) -> None:
-        if place not in ("waveform", "features"):
-            raise ValueError(f"place must be 'waveform' or 'features', got {place!r}")
 
     @staticmethod
     def wrap(transform: str, args: dict | None) -> Any:
@@ -270,13 +257,8 @@ class Torchvision(Adapter):
     takes = ("image",)
     same_shape = True
 
-    def __init__(self, transform: str, args: dict | None = None, p: float = 1.0):
+    def __init__(self, transform: str, args: dict | None = None, p: Unit = 1.0):
         super().__init__(transform, self.wrap(transform, args), p)
-
-    @staticmethod
-    def validate_args(transform: str, args: dict | None = None, p: float = 1.0) -> None:
-        Augmentation.validate_args(p)
-        Torchvision.wrap(transform, args)
 
     @staticmethod
     def wrap(transform: str, args: dict | None) -> Any:

@@ -14,21 +14,26 @@ function of its seed and a resumed run replays them exactly.
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+import math
+from typing import Annotated, Any
 
+import annotated_types as at
 import torch
 
-from tympan.components import Checked
-from tympan.targets import bound_args, first_line, resolve_target
+from tympan import components
+from tympan.components import Checked, Unit
+from tympan.targets import resolve_target
 from tympan.transforms.spec import KINDS, ShapeError, Spec
 
 PLACES = ("waveform", "features", "batch")
 
+Number = Annotated[float, at.Predicate(math.isfinite)]  # a finite number: a level, an SNR, a fill value
 
-def check_probability(p: Any) -> None:
-    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-        raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+
+def ordered(args: dict[str, Any], low: str, high: str) -> None:
+    """For `check_together`: the range `args[low]` to `args[high]` is not empty."""
+    if args[low] > args[high]:
+        raise ValueError(f"need {low} <= {high}, got {args[low]!r}, {args[high]!r}")
 
 
 class Augmentation(Checked):
@@ -43,14 +48,8 @@ class Augmentation(Checked):
     place: str = "features"
     takes: tuple[str, ...] = KINDS
 
-    def __init__(self, p: float = 1.0):
-        check_probability(p)
+    def __init__(self, p: Unit = 1.0):
         self.p = p
-
-    @staticmethod
-    def validate_args(p: float = 1.0, **_) -> None:
-        """Config load calls this, so a bad value fails before training starts."""
-        check_probability(p)
 
     def check(self, spec: Spec) -> None:
         """Refuse an input kind this augmentation does not work on, naming both."""
@@ -78,12 +77,16 @@ class Augmentation(Checked):
 def build(config: Any, shared: dict[str, Any] | None = None) -> Augmentation:
     """Build an augmentation from `{target, args}` (or a config Component).
 
-    Arguments the class takes by name are filled in from `shared` (e.g. the features' Mel scale,
-    the sample rate) unless `args` sets them, down through Choice and Sequence to every child.
+    Arguments the class takes by name (with a default) are filled in from `shared` (e.g. the
+    features' Mel scale, the sample rate) unless `args` sets them, down through Choice and
+    Sequence to every child.
     """
-    if not isinstance(config, dict):
-        config = {"target": config.target, "args": dict(config.args)}
-    return from_config(share(config, shared or {}), "augmentation")
+    return from_config(share(as_config(config), shared or {}), "augmentation")
+
+
+def as_config(config: Any) -> Any:
+    """A config Component as the mapping `{target, args}`; anything else as it is."""
+    return config if isinstance(config, dict) else {"target": config.target, "args": dict(config.args)}
 
 
 def share(config: Any, shared: dict[str, Any]) -> Any:
@@ -95,24 +98,22 @@ def share(config: Any, shared: dict[str, Any]) -> Any:
     children = getattr(cls, "children_arg", None)
     if children and isinstance(args.get(children), list):
         args[children] = [share(child, shared) for child in args[children]]
-    params = inspect.signature(cls).parameters
-    filled = {k: v for k, v in shared.items() if k in params and k not in args}
+    takes = components.all_args(cls, {}) if isinstance(cls, type) else {}
+    filled = {k: v for k, v in shared.items() if k in takes and k not in args}
     return {**config, "args": {**filled, **args}}
 
 
 def resolved(config: Any, shared: dict[str, Any] | None = None) -> dict:
     """How `config` is built, for the record: its target, where it acts, and every argument
     (defaults and the shared values filled in), children resolved the same way."""
-    if not isinstance(config, dict):
-        config = {"target": config.target, "args": dict(config.args)}
-    place = build(config, shared).place
-    config = share(config, shared or {})
-    cls = resolve_target(config["target"])
-    args = bound_args(cls, config.get("args") or {})
+    config = share(as_config(config), shared or {})
+    augmentation = from_config(config, "augmentation")
+    cls = type(augmentation)
+    args = components.all_args(cls, config.get("args") or {})
     children = getattr(cls, "children_arg", None)
     if children and isinstance(args.get(children), list):
         args[children] = [resolved(child, shared) for child in args[children]]
-    return {"target": config["target"], "place": place, "args": args}
+    return {"target": config["target"], "place": augmentation.place, "args": args}
 
 
 def from_config(config: Any, where: str) -> Augmentation:
@@ -121,18 +122,19 @@ def from_config(config: Any, where: str) -> Augmentation:
         return config
     if not (isinstance(config, dict) and isinstance(config.get("target"), str)) or set(config) - {"target", "args"}:
         raise ValueError(f"{where}: expected {{target: package.module:Class, args: {{...}}}}, got {config!r}")
-    target, args = config["target"], config.get("args") or {}
+    args = config.get("args") or {}
     if not isinstance(args, dict):
         raise ValueError(f"{where}: args must be a mapping, got {args!r}")
-    cls = resolve_target(target)
-    if not (isinstance(cls, type) and issubclass(cls, Augmentation)):
-        raise ValueError(f"{where}: {target} is not an augmentation (a subclass of tympan.augmentations:Augmentation)")
-    params = inspect.signature(cls).parameters
-    unknown = [name for name in args if name not in params]
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise ValueError(f"{where}: {target} takes no argument {unknown[0]!r}; it takes: {', '.join(params)}")
-    try:
-        return cls(**args)
-    except (TypeError, ValueError) as exc:
-        message = str(exc).strip().splitlines()
-        raise ValueError(f"{where}: {target}: {message[0] if message else first_line(exc)}") from None
+    return components.build(config["target"], args, where=where, resolve=named(where), kind=Augmentation)
+
+
+def named(where: str):
+    """`resolve_target` whose errors name `where` (a child of a Choice, say), as the build's own do."""
+
+    def resolve(target: str) -> Any:
+        try:
+            return resolve_target(target)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    return resolve

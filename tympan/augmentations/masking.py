@@ -8,14 +8,13 @@ a number fills it with that value (0.0 zeroes the band).
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Literal
 
 import torch
 
-from tympan import checks
 from tympan.augmentations import draws
-from tympan.augmentations.base import Augmentation
+from tympan.augmentations.base import Augmentation, Number
+from tympan.components import PositiveInt, Unit
 
 MEAN = "mean"
 
@@ -38,12 +37,6 @@ def masked(features: torch.Tensor, bands: list[tuple[int, int, int]], value: flo
     return out
 
 
-def check_fill(fill: Any) -> None:
-    number = isinstance(fill, int | float) and not isinstance(fill, bool) and math.isfinite(fill)
-    if not (number or fill == MEAN):
-        raise ValueError(f"fill must be a number or {MEAN!r} (the clip's mean), got {fill!r}")
-
-
 def fill_value(features: torch.Tensor, fill: float | str) -> float:
     return float(features.mean()) if fill == MEAN else float(fill)
 
@@ -57,17 +50,11 @@ class Mask(Augmentation):
     takes = ("frames",)
     axis = 0
 
-    def __init__(self, max_width: int, masks: int = 1, fill: float | str = MEAN, p: float = 1.0):
-        self.validate_args(max_width, masks, fill, p)
+    def __init__(
+        self, max_width: PositiveInt, masks: PositiveInt = 1, fill: Number | Literal["mean"] = MEAN, p: Unit = 1.0
+    ):
         super().__init__(p)
         self.max_width, self.masks, self.fill = max_width, masks, fill
-
-    @staticmethod
-    def validate_args(max_width: int, masks: int = 1, fill: float | str = MEAN, p: float = 1.0) -> None:
-        checks.positive_int("max_width", max_width)
-        checks.positive_int("masks", masks)
-        check_fill(fill)
-        Augmentation.validate_args(p)
 
     def bands(self, shape: torch.Size, generator: torch.Generator) -> list[tuple[int, int, int]]:
         """The masks for features of `shape`, as (axis, start, width)."""
@@ -105,15 +92,9 @@ class TimeWarp(Augmentation):
     place = "features"
     takes = ("frames",)
 
-    def __init__(self, max_warp: int = 5, p: float = 1.0):
-        self.validate_args(max_warp, p)
+    def __init__(self, max_warp: PositiveInt = 5, p: Unit = 1.0):
         super().__init__(p)
         self.max_warp = max_warp
-
-    @staticmethod
-    def validate_args(max_warp: int = 5, p: float = 1.0) -> None:
-        checks.positive_int("max_warp", max_warp)
-        Augmentation.validate_args(p)
 
     def warp(self, frames: int, generator: torch.Generator) -> tuple[int, int] | None:
         """(centre, shift) for a clip of `frames`, or None when it is too short to warp."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from tympan.augmentations.base import Augmentation
+from tympan.components import PositiveFloat, Unit
 
 Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]
 
@@ -39,11 +40,6 @@ def check_batch(x: torch.Tensor, lengths: torch.Tensor | None, targets: torch.Te
         raise ValueError(f"lengths must have shape ({len(x)},), got {tuple(lengths.shape)}")
 
 
-def check_alpha(alpha) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
-        raise ValueError(f"alpha must be a positive number, got {alpha!r}")
-
-
 class MixUp(Augmentation):
     """Blend every clip with a partner: `lam * x + (1 - lam) * x[partner]`, one lam per batch.
 
@@ -52,15 +48,9 @@ class MixUp(Augmentation):
 
     place = "batch"
 
-    def __init__(self, alpha: float = 0.4, p: float = 1.0):
-        self.validate_args(alpha, p)
+    def __init__(self, alpha: PositiveFloat = 0.4, p: Unit = 1.0):
         super().__init__(p)
         self.alpha = alpha
-
-    @staticmethod
-    def validate_args(alpha: float = 0.4, p: float = 1.0) -> None:
-        check_alpha(alpha)
-        Augmentation.validate_args(p)
 
     def apply(self, x, lengths, targets, generator) -> Batch:
         check_batch(x, lengths, targets)
@@ -85,15 +75,9 @@ class CutMix(Augmentation):
 
     place = "batch"
 
-    def __init__(self, alpha: float = 1.0, p: float = 1.0):
-        self.validate_args(alpha, p)
+    def __init__(self, alpha: PositiveFloat = 1.0, p: Unit = 1.0):
         super().__init__(p)
         self.alpha = alpha
-
-    @staticmethod
-    def validate_args(alpha: float = 1.0, p: float = 1.0) -> None:
-        check_alpha(alpha)
-        Augmentation.validate_args(p)
 
     def apply(self, x, lengths, targets, generator) -> Batch:
         check_batch(x, lengths, targets)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from tympan import audio
-from tympan.augmentations.base import Augmentation
+from tympan.augmentations.base import Augmentation, Number, ordered
+from tympan.components import PositiveInt, Unit
 from tympan.datasets.noise import build_source
 from tympan.errors import AudioError
 
@@ -26,22 +28,19 @@ def mix_at_snr(signal: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torc
     return signal + scale * noise
 
 
-def check_snr_range(min_snr_db, max_snr_db) -> None:
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (min_snr_db, max_snr_db))
-    if not numbers or not min_snr_db <= max_snr_db:
-        raise ValueError(f"need numbers min_snr_db <= max_snr_db, got {min_snr_db!r}, {max_snr_db!r}")
-
-
 class SnrNoise(Augmentation):
     """What the noises share: place waveform and an SNR drawn uniformly from a range."""
 
     place = "waveform"
     takes = ("waveform",)
 
-    def __init__(self, min_snr_db: float, max_snr_db: float, p: float):
-        check_snr_range(min_snr_db, max_snr_db)
+    def __init__(self, min_snr_db: Number, max_snr_db: Number, p: Unit):
         super().__init__(p)
         self.min_snr_db, self.max_snr_db = min_snr_db, max_snr_db
+
+    @staticmethod
+    def check_together(args: dict[str, Any]) -> None:
+        ordered(args, "min_snr_db", "max_snr_db")
 
     def snr(self, generator: torch.Generator) -> float:
         return self.min_snr_db + float(torch.rand(1, generator=generator)) * (self.max_snr_db - self.min_snr_db)
@@ -50,13 +49,8 @@ class SnrNoise(Augmentation):
 class GaussianNoise(SnrNoise):
     """White Gaussian noise at an SNR drawn from [min_snr_db, max_snr_db] (draws: p, SNR, noise)."""
 
-    def __init__(self, min_snr_db: float = 10.0, max_snr_db: float = 30.0, p: float = 1.0):
+    def __init__(self, min_snr_db: Number = 10.0, max_snr_db: Number = 30.0, p: Unit = 1.0):
         super().__init__(min_snr_db, max_snr_db, p)
-
-    @staticmethod
-    def validate_args(min_snr_db: float = 10.0, max_snr_db: float = 30.0, p: float = 1.0) -> None:
-        check_snr_range(min_snr_db, max_snr_db)
-        Augmentation.validate_args(p)
 
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         snr = self.snr(generator)
@@ -64,13 +58,14 @@ class GaussianNoise(SnrNoise):
         return mix_at_snr(x, noise, snr)
 
 
-def noise_files(folder, what: str = "noise") -> list[Path]:
+def noise_files(folder, what: str = "noise", first: bool = False) -> list[Path]:
     """The audio files under `folder` (recursively, sorted so picks are reproducible); errors call
-    it a `what` folder."""
+    it a `what` folder. With `first`, just the first found: enough to check a folder cheaply."""
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"{what} folder {root}: {'not a directory' if root.exists() else 'no such directory'}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    found = (p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    files = [file for file in [next(found, None)] if file] if first else sorted(found)
     if not files:
         raise ValueError(f"{what} folder {root} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
     return files
@@ -94,11 +89,11 @@ class BackgroundNoise(SnrNoise):
     def __init__(
         self,
         folder: str,
-        min_snr_db: float = 0.0,
-        max_snr_db: float = 20.0,
+        min_snr_db: Number = 0.0,
+        max_snr_db: Number = 20.0,
         source: dict | None = None,
-        sample_rate: int | None = None,
-        p: float = 1.0,
+        sample_rate: PositiveInt | None = None,
+        p: Unit = 1.0,
     ):
         super().__init__(min_snr_db, max_snr_db, p)
         self.folder, self.source = folder, build_source(source) if source is not None else None
@@ -118,22 +113,13 @@ class BackgroundNoise(SnrNoise):
         return self._files
 
     @staticmethod
-    def validate_args(
-        folder: str,
-        min_snr_db: float = 0.0,
-        max_snr_db: float = 20.0,
-        source: dict | None = None,
-        sample_rate: int | None = None,
-        p: float = 1.0,
-    ) -> None:
-        """At config load: the folder holds audio, or a source will fill it (not made yet: loading
-        a config writes nothing)."""
-        check_snr_range(min_snr_db, max_snr_db)
-        Augmentation.validate_args(p)
-        if source is None:
-            noise_files(folder)
+    def check_together(args: dict[str, Any]) -> None:
+        """The folder holds audio, or a source will fill it (not made yet: loading a config writes nothing)."""
+        SnrNoise.check_together(args)
+        if args["source"] is None:
+            noise_files(args["folder"], first=True)
         else:
-            build_source(source)
+            build_source(args["source"])
 
     def noise(self, index: int) -> torch.Tensor:
         """File `index`'s samples at the clip's rate."""

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torchaudio.functional as AF
 
 from tympan import audio
 from tympan.augmentations import draws
-from tympan.augmentations.base import Augmentation
 from tympan.augmentations.noise import noise_files
 from tympan.augmentations.waveform import WaveformAugmentation, needs_rate
+from tympan.components import PositiveInt, Unit
 from tympan.errors import AudioError
 
 
@@ -26,18 +28,16 @@ class ImpulseResponse(WaveformAugmentation):
 
     cache_size = 16
 
-    def __init__(self, folder: str, sample_rate: int | None = None, p: float = 1.0):
-        self.validate_args(folder, sample_rate, p)
+    def __init__(self, folder: str, sample_rate: PositiveInt | None = None, p: Unit = 1.0):
         super().__init__(p)
         self.files = noise_files(folder, "impulse response")
         self.sample_rate = sample_rate
         self._cache: dict[int, torch.Tensor] = {}
 
     @staticmethod
-    def validate_args(folder: str, sample_rate: int | None = None, p: float = 1.0) -> None:
-        """At config load: the folder holds audio files (each IR is checked when first decoded)."""
-        noise_files(folder, "impulse response")
-        Augmentation.validate_args(p)
+    def check_together(args: dict[str, Any]) -> None:
+        """The folder holds audio files (each IR is checked when first decoded)."""
+        noise_files(args["folder"], "impulse response", first=True)
 
     def response(self, index: int) -> torch.Tensor:
         """IR `index` at the clip's rate."""

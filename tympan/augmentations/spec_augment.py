@@ -6,6 +6,7 @@ import torch
 
 from tympan.augmentations.base import Augmentation
 from tympan.augmentations.masking import band, masked
+from tympan.components import NonNegativeInt, Unit
 
 
 class SpecAugment(Augmentation):
@@ -21,29 +22,15 @@ class SpecAugment(Augmentation):
 
     def __init__(
         self,
-        time_masks: int = 2,
-        time_width: int = 8,
-        freq_masks: int = 2,
-        freq_width: int = 8,
-        p: float = 1.0,
+        time_masks: NonNegativeInt = 2,
+        time_width: NonNegativeInt = 8,
+        freq_masks: NonNegativeInt = 2,
+        freq_width: NonNegativeInt = 8,
+        p: Unit = 1.0,
     ):
-        self.validate_args(time_masks, time_width, freq_masks, freq_width, p)
         super().__init__(p)
         self.time_masks, self.time_width = time_masks, time_width
         self.freq_masks, self.freq_width = freq_masks, freq_width
-
-    @staticmethod
-    def validate_args(time_masks=2, time_width=8, freq_masks=2, freq_width=8, p=1.0) -> None:
-        counts = {
-            "time_masks": time_masks,
-            "time_width": time_width,
-            "freq_masks": freq_masks,
-            "freq_width": freq_width,
-        }
-        for name, value in counts.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        Augmentation.validate_args(p)
 
     def masks(self, shape: tuple[int, int], generator: torch.Generator) -> list[tuple[int, int, int]]:
         """The masks for features of `shape` (frames, bins), as (axis, start, width)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import librosa
 import numpy as np
 import torch
 
-from tympan.augmentations.base import Augmentation
+from tympan.augmentations.base import Augmentation, ordered
+from tympan.components import NonNegativeFloat, PositiveFloat, PositiveInt, Unit
 from tympan.transforms.spec import ShapeError, Spec
 
 
@@ -40,25 +43,23 @@ class SpeedPerturb(Augmentation):
 
     def __init__(
         self,
-        min_rate: float = 0.85,
-        max_rate: float = 1.15,
-        p: float = 1.0,
-        n_mels: int = 64,
-        fmin: float = 50.0,
-        fmax: float = 8000.0,
+        min_rate: PositiveFloat = 0.85,
+        max_rate: PositiveFloat = 1.15,
+        p: Unit = 1.0,
+        n_mels: PositiveInt = 64,
+        fmin: NonNegativeFloat = 50.0,
+        fmax: PositiveFloat = 8000.0,
     ):
-        self.validate_args(min_rate, max_rate, p)
         super().__init__(p)
         self.min_rate, self.max_rate = min_rate, max_rate
         self._centers = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
         self._mel_centers = librosa.hz_to_mel(self._centers)
 
     @staticmethod
-    def validate_args(min_rate: float = 0.85, max_rate: float = 1.15, p: float = 1.0, **_) -> None:
-        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (min_rate, max_rate))
-        if not numbers or not 0 < min_rate <= max_rate:
-            raise ValueError(f"need 0 < min_rate <= max_rate, got {min_rate!r}, {max_rate!r}")
-        Augmentation.validate_args(p)
+    def check_together(args: dict[str, Any]) -> None:
+        ordered(args, "min_rate", "max_rate")
+        if args["fmin"] >= args["fmax"]:
+            raise ValueError(f"need fmin < fmax, got {args['fmin']!r}, {args['fmax']!r}")
 
     def check(self, spec: Spec) -> None:
         """Frames with as many bins as the Mel scale this was built for."""
@@ -89,16 +90,13 @@ class WaveformSpeed(Augmentation):
     place = "waveform"
     takes = ("waveform",)
 
-    def __init__(self, min_rate: float = 0.85, max_rate: float = 1.15, p: float = 1.0):
-        self.validate_args(min_rate, max_rate, p)
+    def __init__(self, min_rate: PositiveFloat = 0.85, max_rate: PositiveFloat = 1.15, p: Unit = 1.0):
         super().__init__(p)
         self.min_rate, self.max_rate = min_rate, max_rate
 
     @staticmethod
-    def validate_args(min_rate: float = 0.85, max_rate: float = 1.15, p: float = 1.0, **_) -> None:
-        if not 0 < min_rate <= max_rate:
-            raise ValueError(f"need 0 < min_rate <= max_rate, got {min_rate}, {max_rate}")
-        Augmentation.validate_args(p)
+    def check_together(args: dict[str, Any]) -> None:
+        ordered(args, "min_rate", "max_rate")
 
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         rate = self.min_rate + float(torch.rand(1, generator=generator)) * (self.max_rate - self.min_rate)

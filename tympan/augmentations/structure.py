@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from tympan.augmentations.base import PLACES, Augmentation, from_config
+from tympan.components import NonNegativeFloat, Unit
 from tympan.transforms.spec import Spec
 
 
@@ -34,7 +35,7 @@ class Node(Augmentation):
 
     children_arg = ""  # the constructor argument that holds the children's configs
 
-    def __init__(self, children: Any, p: float):
+    def __init__(self, children: Any, p: Unit):
         super().__init__(p)
         self.children, self.place = build_children(children, self.children_arg)
         self.takes = tuple(k for k in self.children[0].takes if all(k in c.takes for c in self.children))
@@ -56,14 +57,20 @@ class Choice(Node):
 
     children_arg = "choices"
 
-    def __init__(self, choices: list, weights: list[float] | None = None, p: float = 1.0):
+    def __init__(self, choices: list, weights: list[NonNegativeFloat] | None = None, p: Unit = 1.0):
         super().__init__(choices, p)
-        self.weights = check_weights(weights, len(self.children))
+        self.weights = [1.0] * len(self.children) if weights is None else [float(w) for w in weights]
         self._cumulative = list(itertools.accumulate(self.weights))
 
     @staticmethod
-    def validate_args(choices: list, weights: list[float] | None = None, p: float = 1.0) -> None:
-        Choice(choices, weights, p)  # building the children checks them all, and is cheap
+    def check_together(args: dict[str, Any]) -> None:
+        """Building the children checks them all (and is cheap); then one weight each."""
+        children, _ = build_children(args["choices"], "choices")
+        weights, n = args["weights"], len(children)
+        if weights is not None and (len(weights) != n or sum(weights) <= 0):
+            raise ValueError(
+                f"weights must be {n} non-negative numbers (one per choice) summing above 0, got {weights!r}"
+            )
 
     def pick(self, generator: torch.Generator) -> Augmentation:
         u = float(torch.rand(1, generator=generator)) * self._cumulative[-1]
@@ -73,28 +80,17 @@ class Choice(Node):
         return self.pick(rest[-1])(x, *rest)
 
 
-def check_weights(weights: Any, n: int) -> list[float]:
-    if weights is None:
-        return [1.0] * n
-    numbers = isinstance(weights, list | tuple) and all(
-        isinstance(w, int | float) and not isinstance(w, bool) and w >= 0 for w in weights
-    )
-    if not numbers or len(weights) != n or sum(weights) <= 0:
-        raise ValueError(f"weights must be {n} non-negative numbers (one per choice) that sum above 0, got {weights!r}")
-    return [float(w) for w in weights]
-
-
 class Sequence(Node):
     """Apply `steps` in order, each drawing from the same generator."""
 
     children_arg = "steps"
 
-    def __init__(self, steps: list, p: float = 1.0):
+    def __init__(self, steps: list, p: Unit = 1.0):
         super().__init__(steps, p)
 
     @staticmethod
-    def validate_args(steps: list, p: float = 1.0) -> None:
-        Sequence(steps, p)
+    def check_together(args: dict[str, Any]) -> None:
+        build_children(args["steps"], "steps")
 
     def apply(self, x: torch.Tensor, *rest: Any):
         *data, generator = (x, *rest)

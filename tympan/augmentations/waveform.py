@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import torch
 import torchaudio.functional as AF
 
 from tympan.augmentations import draws
-from tympan.augmentations.base import Augmentation
+from tympan.augmentations.base import Augmentation, Number, ordered
+from tympan.components import PositiveFloat, PositiveInt, Unit
 
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_range(low_name: str, low: Any, high_name: str, high: Any) -> None:
-    if not (is_number(low) and is_number(high) and low <= high):
-        raise ValueError(f"need numbers {low_name} <= {high_name}, got {low!r}, {high!r}")
+Fraction01 = Annotated[float, at.Gt(0), at.Le(1)]  # a share of the clip, all of it included
+Semitones = Annotated[float, at.Ge(-24), at.Le(24)]  # within two octaves either way
 
 
 def needs_rate(augmentation: Augmentation, sample_rate: int | None) -> int:
@@ -46,28 +42,21 @@ class TimeShift(WaveformAugmentation):
 
     def __init__(
         self,
-        max_seconds: float | None = None,
-        max_fraction: float | None = None,
+        max_seconds: PositiveFloat | None = None,
+        max_fraction: Fraction01 | None = None,
         rollover: bool = False,
-        sample_rate: int | None = None,
-        p: float = 1.0,
+        sample_rate: PositiveInt | None = None,
+        p: Unit = 1.0,
     ):
-        self.validate_args(max_seconds, max_fraction, rollover, sample_rate, p)
         super().__init__(p)
         self.max_seconds, self.max_fraction, self.rollover = max_seconds, max_fraction, rollover
         self.sample_rate = sample_rate
 
     @staticmethod
-    def validate_args(max_seconds=None, max_fraction=None, rollover=False, sample_rate=None, p=1.0) -> None:
-        if (max_seconds is None) == (max_fraction is None):
-            raise ValueError(f"give one of max_seconds or max_fraction, got {max_seconds!r} and {max_fraction!r}")
-        if max_seconds is not None and not (is_number(max_seconds) and max_seconds > 0):
-            raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}")
-        if max_fraction is not None and not (is_number(max_fraction) and 0 < max_fraction <= 1):
-            raise ValueError(f"max_fraction must be a number in (0, 1], got {max_fraction!r}")
-        if not isinstance(rollover, bool):
-            raise ValueError(f"rollover must be true or false, got {rollover!r}")
-        Augmentation.validate_args(p)
+    def check_together(args: dict[str, Any]) -> None:
+        seconds, fraction = args["max_seconds"], args["max_fraction"]
+        if (seconds is None) == (fraction is None):
+            raise ValueError(f"give one of max_seconds or max_fraction, got {seconds!r} and {fraction!r}")
 
     def most(self, length: int) -> int:
         """The largest shift, in samples, for a clip of `length`."""
@@ -100,15 +89,13 @@ class Gain(WaveformAugmentation):
     """Multiply the clip by a gain drawn uniformly in [min_db, max_db] decibels (one draw after p).
     Nothing is clipped: a float waveform may leave [-1, 1]."""
 
-    def __init__(self, min_db: float = -6.0, max_db: float = 6.0, p: float = 1.0):
-        self.validate_args(min_db, max_db, p)
+    def __init__(self, min_db: Number = -6.0, max_db: Number = 6.0, p: Unit = 1.0):
         super().__init__(p)
         self.min_db, self.max_db = min_db, max_db
 
     @staticmethod
-    def validate_args(min_db: float = -6.0, max_db: float = 6.0, p: float = 1.0) -> None:
-        check_range("min_db", min_db, "max_db", max_db)
-        Augmentation.validate_args(p)
+    def check_together(args: dict[str, Any]) -> None:
+        ordered(args, "min_db", "max_db")
 
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return x * 10 ** (draws.uniform(self.min_db, self.max_db, generator) / 20)
@@ -140,17 +127,13 @@ class PitchShift(WaveformAugmentation):
     n_fft = 512
     steps = 200  # the factor is a multiple of 1 / steps
 
-    def __init__(self, min_semitones: float = -2.0, max_semitones: float = 2.0, p: float = 1.0):
-        self.validate_args(min_semitones, max_semitones, p)
+    def __init__(self, min_semitones: Semitones = -2.0, max_semitones: Semitones = 2.0, p: Unit = 1.0):
         super().__init__(p)
         self.min_semitones, self.max_semitones = min_semitones, max_semitones
 
     @staticmethod
-    def validate_args(min_semitones: float = -2.0, max_semitones: float = 2.0, p: float = 1.0) -> None:
-        check_range("min_semitones", min_semitones, "max_semitones", max_semitones)
-        if max(abs(min_semitones), abs(max_semitones)) > 24:
-            raise ValueError(f"semitones must be within two octaves (-24 to 24), got {min_semitones}, {max_semitones}")
-        Augmentation.validate_args(p)
+    def check_together(args: dict[str, Any]) -> None:
+        ordered(args, "min_semitones", "max_semitones")
 
     def factor(self, semitones: float) -> Fraction:
         """The pitch factor for `semitones`, as a fraction with a small denominator."""

@@ -19,9 +19,13 @@ import logging
 import math
 import random
 from pathlib import Path
+from typing import Annotated, Any
 
+import annotated_types as at
+
+from tympan.components import NonNegativeFloat, Says
 from tympan.datasets.copies import digest, file_digest
-from tympan.datasets.table import LocalAudio, check_flag, check_name, read_csv, relative_path, split_name
+from tympan.datasets.table import CopyName, LocalAudio, read_csv, relative_path, split_name
 from tympan.errors import DataError
 
 __all__ = ["AUDIO_SUFFIXES", "Folder"]
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au")
 RATIO = "ratio"
+Split = Annotated[str, at.MinLen(1), Says("'ratio' or the path of a CSV (file, split)")]
 
 
 class Folder(LocalAudio):
@@ -40,35 +45,26 @@ class Folder(LocalAudio):
     def __init__(
         self,
         root: str | Path,
-        split: str = RATIO,
-        ratios: list[float] | tuple[float, float, float] = (0.8, 0.1, 0.1),
+        split: Split = RATIO,
+        ratios: tuple[NonNegativeFloat, NonNegativeFloat, NonNegativeFloat] = (0.8, 0.1, 0.1),
         seed: int = 0,
-        name: str | None = None,
+        name: CopyName | None = None,
         follow_symlinks: bool = False,
     ):
-        self.validate_args(root, split, ratios, seed, name, follow_symlinks)
         super().__init__(root, name, follow_symlinks)
         self.split = split
         self.ratios = tuple(float(r) for r in ratios)
         self.seed = seed
 
     @staticmethod
-    def validate_args(root, split, ratios, seed, name, follow_symlinks) -> None:
-        if not isinstance(split, str) or not split:
-            raise ValueError(f"split must be 'ratio' or the path of a CSV (file, split), got {split!r}")
-        numbers = isinstance(ratios, list | tuple) and all(
-            isinstance(r, int | float) and not isinstance(r, bool) for r in ratios
-        )
-        if not numbers or len(ratios) != 3 or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
+    def check_together(args: dict[str, Any]) -> None:
+        ratios = args["ratios"]
+        if not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
             raise ValueError(
                 f"ratios must be three non-negative shares (train, dev, test) adding up to 1, got {ratios!r}"
             )
         if not ratios[0] or not ratios[1]:
             raise ValueError(f"ratios must give train and dev a share, got {ratios!r}")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        check_name(name)
-        check_flag("follow_symlinks", follow_symlinks)
 
     def inputs(self) -> dict[str, str | None]:
         """The split CSV, or for a ratio split the audio files below `root` (their paths)."""

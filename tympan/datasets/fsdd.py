@@ -17,11 +17,11 @@ import tarfile
 import urllib.parse
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from tympan.datasets.base import SPLITS, AudioDataset, download_file, link_or_copy
-from tympan.errors import ConfigError, DataError
+from tympan.errors import DataError
 from tympan.progress import bar
 
 __all__ = ["FSDD"]
@@ -32,6 +32,7 @@ URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags
 RECORDINGS = "recordings"
 FILE_NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[a-z]+)_(?P<take>[0-9]+)\.wav$")
 DIGITS = tuple(str(d) for d in range(10))
+Speakers = str | list[str] | tuple[str, ...]  # one speaker, or several
 
 
 class FSDD(AudioDataset):
@@ -45,14 +46,18 @@ class FSDD(AudioDataset):
         url: str = URL,
         sha256: str | None = None,
         source: str | None = None,
-        train_speakers: Iterable[str] = ("george", "jackson", "lucas", "nicolas"),
-        dev_speakers: Iterable[str] = ("yweweler",),
-        test_speakers: Iterable[str] = ("theo",),
+        train_speakers: Speakers = ("george", "jackson", "lucas", "nicolas"),
+        dev_speakers: Speakers = ("yweweler",),
+        test_speakers: Speakers = ("theo",),
     ):
         self.url = url
         self.sha256 = sha256
         self.source = source
         self.speaker_split = _speaker_split({"train": train_speakers, "dev": dev_speakers, "test": test_speakers})
+
+    @staticmethod
+    def check_together(args: dict[str, Any]) -> None:
+        _speaker_split({split: args[f"{split}_speakers"] for split in SPLITS})
 
     def download(self, dest: Path) -> None:
         """Fill `dest/recordings/` from `source` (directory or archive), else from `url`."""
@@ -119,14 +124,14 @@ class FSDD(AudioDataset):
         return rows
 
 
-def _speaker_split(splits: dict[str, Iterable[str]]) -> dict[str, str]:
-    """Map speaker -> split; a speaker in two splits would leak a voice, so it is an error."""
+def _speaker_split(splits: dict[str, Speakers]) -> dict[str, str]:
+    """Map speaker -> split; a speaker in two splits would leak a voice, so it is a ValueError."""
     speaker_split = {}
     for split, speakers in splits.items():
         for speaker in [speakers] if isinstance(speakers, str) else speakers:
             if speaker in speaker_split:
                 first = speaker_split[speaker]
-                raise ConfigError(f"fsdd: speaker {speaker!r} is in both {first}_speakers and {split}_speakers")
+                raise ValueError(f"speaker {speaker!r} is in both {first}_speakers and {split}_speakers")
             speaker_split[speaker] = split
     return speaker_split
 

@@ -14,25 +14,27 @@ each file from its own seeded generator, so the same settings always give the sa
 from __future__ import annotations
 
 import abc
-import inspect
 import json
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import numpy as np
 import soundfile as sf
 
-from tympan import checks
+from tympan import components
+from tympan.components import Checked, NonNegativeInt, PositiveInt
 from tympan.fileio import atomic_dir, write_json
-from tympan.targets import resolve_target
 
 SETTINGS = "noise.json"
-COLOURS = ("white", "pink", "brown", "hum")
+Colour = Literal["white", "pink", "brown", "hum"]
+COLOURS = typing.get_args(Colour)
 VERSION = 1  # bump when the signals change, so fetched copies are made again
 PEAK = 0.5
 
 
-class NoiseCorpus(abc.ABC):
+class NoiseCorpus(Checked, abc.ABC):
     """A set of noise files that `fetch` writes into a folder once."""
 
     @abc.abstractmethod
@@ -61,19 +63,13 @@ class NoiseCorpus(abc.ABC):
 
 
 def build_source(source: Any, where: str = "source") -> NoiseCorpus:
-    """A corpus from `{target: package.module:Class, args: {...}}`; anything else is a ValueError."""
+    """A corpus from `{target: package.module:Class, args: {...}}`; anything else is a ValueError naming `where`."""
     if not isinstance(source, dict) or not isinstance(source.get("target"), str) or set(source) - {"target", "args"}:
         raise ValueError(f"{where}: expected {{target: package.module:Class, args: {{...}}}}, got {source!r}")
-    cls = resolve_target(source["target"])
-    if not (isinstance(cls, type) and issubclass(cls, NoiseCorpus)):
-        raise ValueError(f"{where}: {source['target']} is not a noise corpus (tympan.datasets.noise:NoiseCorpus)")
     args = source.get("args") or {}
     if not isinstance(args, dict):
         raise ValueError(f"{where}: args must be a mapping, got {args!r}")
-    unknown = [name for name in args if name not in inspect.signature(cls).parameters]
-    if unknown:
-        raise ValueError(f"{where}: {source['target']} takes no argument {unknown[0]!r}")
-    return cls(**args)
+    return components.build(source["target"], args, where=where, kind=NoiseCorpus)
 
 
 class ColouredNoise(NoiseCorpus):
@@ -83,26 +79,14 @@ class ColouredNoise(NoiseCorpus):
 
     def __init__(
         self,
-        colours: list[str] | tuple[str, ...] = COLOURS,
-        files: int = 4,
-        seconds: float = 5.0,
-        sample_rate: int = 16000,
-        seed: int = 0,
+        colours: Annotated[list[Colour], at.MinLen(1)] = COLOURS,
+        files: PositiveInt = 4,
+        seconds: Annotated[float, at.Gt(0), at.Le(600)] = 5.0,
+        sample_rate: PositiveInt = 16000,
+        seed: NonNegativeInt = 0,
     ):
-        self.validate_args(colours, files, seconds, sample_rate, seed)
         self.colours, self.files, self.seconds = list(colours), files, float(seconds)
         self.sample_rate, self.seed = sample_rate, seed
-
-    @staticmethod
-    def validate_args(colours=COLOURS, files=4, seconds=5.0, sample_rate=16000, seed=0) -> None:
-        if not isinstance(colours, list | tuple) or not colours or any(c not in COLOURS for c in colours):
-            raise ValueError(f"colours must be a non-empty list of {', '.join(COLOURS)}, got {colours!r}")
-        checks.positive_int("files", files)
-        checks.positive_int("sample_rate", sample_rate)
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 600:
-            raise ValueError(f"seconds must be a number in (0, 600], got {seconds!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
     def settings(self) -> dict:
         return {

@@ -31,19 +31,25 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
+from typing import Annotated, Any
 
+import annotated_types as at
+
+from tympan.components import Says
 from tympan.datasets.base import SPLITS, AudioDataset, link_or_copy
 from tympan.datasets.copies import META, file_digest
 from tympan.datasets.index import parse_csv, read_csv_text, shown_header
 from tympan.errors import DataError
 from tympan.progress import bar
 
-__all__ = ["LocalAudio", "Table", "check_name", "default_name", "read_csv", "relative_path", "split_name"]
+__all__ = ["CopyName", "LocalAudio", "Table", "default_name", "read_csv", "relative_path", "split_name"]
 
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev", "test": "test"}
-NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+CopyName = Annotated[str, at.Predicate(NAME.fullmatch), Says("a lower-case directory name (letters, digits, _ . -)")]
+Filled = Annotated[str, at.MinLen(1), Says("a non-empty string")]
 SHOWN = 3  # how many missing files an error names
 
 
@@ -99,7 +105,7 @@ class LocalAudio(AudioDataset):
 
     adds_in_place = True
 
-    def __init__(self, root: str | Path, name: str | None, follow_symlinks: bool = False):
+    def __init__(self, root: str | Path, name: CopyName | None, follow_symlinks: bool = False):
         # `source` is the root as written (expanded and normalised), not resolved: a relative root
         # means the same folder of the project in every clone, so a copy pulled with DVC is its copy
         self.source = os.path.normpath(os.path.expanduser(str(root)))
@@ -173,16 +179,6 @@ class LocalAudio(AudioDataset):
                 raise DataError(f"{where}: the {split} split has no rows (train and dev both need some)")
 
 
-def check_name(name: object) -> None:
-    if name is not None and (not isinstance(name, str) or not NAME.match(name)):
-        raise ValueError(f"name must be a lower-case directory name (letters, digits, _ . -), got {name!r}")
-
-
-def check_flag(arg: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{arg} must be true or false, got {value!r}")
-
-
 class Table(LocalAudio):
     """Audio below `root` listed by the CSV `index` (default `<root>/index.csv`)."""
 
@@ -190,14 +186,13 @@ class Table(LocalAudio):
         self,
         root: str | Path,
         index: str | Path | None = None,
-        file_column: str = "file",
-        split_column: str = "split",
+        file_column: Filled = "file",
+        split_column: Filled = "split",
         targets: list[str] | tuple[str, ...] = ("label",),
-        name: str | None = None,
-        default_task: str = "classification",
+        name: CopyName | None = None,
+        default_task: Filled = "classification",
         follow_symlinks: bool = False,
     ):
-        self.validate_args(root, index, file_column, split_column, targets, name, default_task, follow_symlinks)
         super().__init__(root, name, follow_symlinks)
         self.csv = Path(index).expanduser() if index is not None else self.root / "index.csv"
         self.file_column = file_column
@@ -207,26 +202,15 @@ class Table(LocalAudio):
         self.default_task = default_task
 
     @staticmethod
-    def validate_args(root, index, file_column, split_column, targets, name, default_task, follow_symlinks) -> None:
-        for arg, value in {
-            "file_column": file_column,
-            "split_column": split_column,
-            "default_task": default_task,
-        }.items():
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{arg} must be a non-empty string, got {value!r}")
-        if isinstance(targets, str):
-            raise ValueError(f"targets must be a list of column names, got the string {targets!r}")
-        if not targets or not all(isinstance(t, str) and t for t in targets):
-            csv_file = index if index is not None else Path(root) / "index.csv"
+    def check_together(args: dict[str, Any]) -> None:
+        targets = args["targets"]
+        if not targets or not all(targets):
+            csv_file = args["index"] if args["index"] is not None else Path(args["root"]) / "index.csv"
             raise ValueError(f"targets must name the target column(s) of {csv_file}, got {targets!r}")
         if len(set(targets)) != len(targets):
             raise ValueError(f"targets lists a column twice: {list(targets)}")
-        clash = {file_column, split_column} & set(targets)
-        if file_column == split_column or clash:
+        if len({args["file_column"], args["split_column"], *targets}) != 2 + len(targets):
             raise ValueError("file_column, split_column and targets must be different columns")
-        check_name(name)
-        check_flag("follow_symlinks", follow_symlinks)
 
     @property
     def targets(self) -> list[str]:

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import abc
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
+from tympan.components import NonNegativeInt
 from tympan.datasets.base import SPLITS, AudioDataset
+from tympan.datasets.table import CopyName
 from tympan.errors import DataError
 from tympan.fileio import write_json
 from tympan.progress import bar
@@ -39,29 +41,29 @@ SETTINGS = "toy.json"  # what the files were generated from; other settings mean
 FADE_S = 0.01
 FLOOR = 0.003  # a faint noise floor under every clip, so no clip is digital silence
 VERSION = 1  # bump when the signals change, so fetched copies are generated again
-NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 class Toy(AudioDataset):
     """A generated dataset: subclasses `draw` each clip's parameters (targets included) and
     `render` its samples; `prepare` needs only the draws, so indexing never renders audio."""
 
-    def __init__(self, seed: int = 0, train: int = 60, dev: int = 20, test: int = 20, name: str | None = None):
-        self.validate_args(seed, train, dev, test, name)
+    def __init__(
+        self,
+        seed: NonNegativeInt = 0,
+        train: NonNegativeInt = 60,
+        dev: NonNegativeInt = 20,
+        test: NonNegativeInt = 20,
+        name: CopyName | None = None,
+    ):
         self.seed = seed
         self.counts = {"train": train, "dev": dev, "test": test}
         if name is not None:
             self.name = name  # else the class's own
 
     @staticmethod
-    def validate_args(seed, train, dev, test, name=None) -> None:
-        for arg, value in {"seed": seed, "train": train, "dev": dev, "test": test}.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{arg} must be a non-negative integer, got {value!r}")
-        if not train or not dev:
-            raise ValueError(f"train and dev need clips, got train={train}, dev={dev}")
-        if name is not None and (not isinstance(name, str) or not NAME.match(name)):
-            raise ValueError(f"name must be a lower-case directory name (letters, digits, _ . -), got {name!r}")
+    def check_together(args: dict[str, Any]) -> None:
+        if not args["train"] or not args["dev"]:
+            raise ValueError(f"train and dev need clips, got train={args['train']}, dev={args['dev']}")
 
     @abc.abstractmethod
     def draw(self, rng: np.random.Generator) -> dict:

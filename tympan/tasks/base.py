@@ -22,16 +22,18 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import numpy as np
 import torch
 
-from tympan.components import Checked
+from tympan.components import Checked, Says
 from tympan.errors import DataError
 from tympan.results import better
 
 Direction = Literal["max", "min"]
+Targets = Annotated[list[Annotated[str, at.MinLen(1)]], at.MinLen(1), Says("a non-empty list of column names")]
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,15 @@ class Task(Checked, abc.ABC):
     direction: Direction = "max"
     headline: tuple[str, ...] = ()  # the metrics a terminal summary shows (all when empty)
 
-    def __init__(self, targets: list[str] | tuple[str, ...]):
-        if isinstance(targets, str):
-            targets = [targets]
-        if not targets or not all(isinstance(t, str) and t for t in targets):
-            raise ValueError(f"targets must be a non-empty list of column names, got {targets!r}")
+    def __init__(self, targets: Targets):
         self.targets = list(targets)
+
+    @staticmethod
+    def check_together(args: dict[str, Any]) -> None:
+        """Distinct target columns (config load checks before the dataset fills them in: none yet)."""
+        targets = args.get("targets")
+        if targets is not None and len(set(targets)) != len(targets):
+            raise ValueError(f"targets must be distinct, got {list(targets)!r}")
 
     # ---- fitting on the train split, and the state saved with the run and the bundle
     @abc.abstractmethod

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tympan.components import Probability
 from tympan.errors import DataError
 from tympan.fileio import write_csv
-from tympan.tasks.base import Output, Task
-from tympan.tasks.common import (
-    check_choice,
-    check_targets,
-    is_number,
-    row_name,
-    state_numbers,
-    state_strings,
-    state_value,
-)
-
-CLASS_WEIGHTS = ("none", "balanced")
+from tympan.tasks.base import Output, Targets, Task
+from tympan.tasks.common import row_name, state_numbers, state_strings, state_value
 
 
 class Classification(Task):
@@ -36,9 +28,13 @@ class Classification(Task):
     direction = "max"
     headline = ("accuracy", "uar", "macro_f1", "weighted_f1")
 
-    def __init__(self, targets: list[str], label_smoothing: float = 0.0, class_weights: str = "none"):
+    def __init__(
+        self,
+        targets: Targets,
+        label_smoothing: Probability = 0.0,
+        class_weights: Literal["none", "balanced"] = "none",
+    ):
         super().__init__(targets)
-        self.validate_args(targets=self.targets, label_smoothing=label_smoothing, class_weights=class_weights)
         self.label_smoothing = float(label_smoothing)
         self.class_weights = class_weights
         self.labels: list[str] = []
@@ -46,13 +42,10 @@ class Classification(Task):
         self._codes: dict[str, int] = {}
 
     @staticmethod
-    def validate_args(targets=None, label_smoothing=0.0, class_weights="none", **_) -> None:
-        """Config load calls this too (targets may be filled in later, from the dataset)."""
-        if targets is not None:
-            check_targets(targets, exactly_one=True)
-        if not is_number(label_smoothing) or not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
-        check_choice("class_weights", class_weights, CLASS_WEIGHTS)
+    def check_together(args: dict[str, Any]) -> None:
+        Task.check_together(args)
+        if args.get("targets") is not None and len(args["targets"]) != 1:
+            raise ValueError(f"this task reads exactly one target column, got {list(args['targets'])!r}")
 
     @property
     def target(self) -> str:

@@ -1,4 +1,4 @@
-"""Small helpers the three tasks share: naming a row in an error, checking arguments and a loaded state."""
+"""Small helpers the three tasks share: naming a row in an error, checking a loaded state."""
 
 from __future__ import annotations
 
@@ -10,23 +10,6 @@ def row_name(row: dict[str, str], number: int) -> str:
     """How an error names a row: its audio path where the index has one, else its position."""
     path = row.get("path")
     return f"row {number + 1} ({path})" if path else f"row {number + 1}"
-
-
-def check_targets(targets: Any, exactly_one: bool = False) -> None:
-    """Target columns: a non-empty list of distinct names (one name where the task reads one column)."""
-    if isinstance(targets, str):
-        targets = [targets]
-    if not isinstance(targets, list | tuple) or not targets or not all(isinstance(t, str) and t for t in targets):
-        raise ValueError(f"targets must be a non-empty list of column names, got {targets!r}")
-    if len(set(targets)) != len(targets):
-        raise ValueError(f"targets must be distinct, got {list(targets)!r}")
-    if exactly_one and len(targets) != 1:
-        raise ValueError(f"this task reads exactly one target column, got {list(targets)!r}")
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 def is_number(value: Any) -> bool:

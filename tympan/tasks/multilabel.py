@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
+import annotated_types as at
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tympan.errors import DataError
 from tympan.fileio import write_csv
-from tympan.tasks.base import Output, Task
-from tympan.tasks.common import check_targets, is_number, row_name, state_numbers, state_strings
+from tympan.tasks.base import Output, Targets, Task
+from tympan.tasks.common import row_name, state_numbers, state_strings
 
 FLAGS = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0}
 
@@ -30,25 +32,23 @@ class MultiLabel(Task):
     direction = "max"
     headline = ("mAP", "micro_f1", "macro_f1")
 
-    def __init__(self, targets: list[str], threshold: float = 0.5, tune_thresholds: bool = False):
+    def __init__(
+        self,
+        targets: Targets,
+        threshold: Annotated[float, at.Gt(0), at.Lt(1)] = 0.5,
+        tune_thresholds: bool = False,
+    ):
         super().__init__(targets)
-        self.validate_args(targets=self.targets, threshold=threshold, tune_thresholds=tune_thresholds)
         self.threshold = float(threshold)
         self.tune_thresholds = tune_thresholds
         self.thresholds = [self.threshold] * len(self.targets)
 
     @staticmethod
-    def validate_args(targets=None, threshold=0.5, tune_thresholds=False, **_) -> None:
-        """Config load calls this too (targets may be filled in later, from the dataset)."""
-        if targets is not None:
-            check_targets(targets)
-            joined = [t for t in ([targets] if isinstance(targets, str) else targets) if ";" in t]
-            if joined:
-                raise ValueError(f"class names must not contain ';' (it joins predicted labels), got {joined!r}")
-        if not is_number(threshold) or not 0 < threshold < 1:
-            raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
-        if not isinstance(tune_thresholds, bool):
-            raise ValueError(f"tune_thresholds must be true or false, got {tune_thresholds!r}")
+    def check_together(args: dict[str, Any]) -> None:
+        Task.check_together(args)
+        joined = [t for t in args.get("targets") or () if ";" in t]
+        if joined:
+            raise ValueError(f"targets: class names must not contain ';' (it joins predicted labels), got {joined!r}")
 
     @property
     def classes(self) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -11,11 +12,9 @@ import torch.nn.functional as F
 
 from tympan.errors import DataError
 from tympan.fileio import write_csv
-from tympan.tasks.base import Output, Task
-from tympan.tasks.common import check_choice, check_targets, row_name, state_numbers, state_strings
+from tympan.tasks.base import Output, Targets, Task
+from tympan.tasks.common import row_name, state_numbers, state_strings
 
-LOSSES = ("mse", "mae", "ccc")
-SCALINGS = ("zscore", "minmax", "none")
 METRICS = ("mse", "mae", "pearson", "ccc")
 # predictions leave the model as float32 (up to 3.4e38): a center or scale past this makes them infinite
 LIMIT = 1e30
@@ -34,21 +33,17 @@ class Regression(Task):
 
     name = "regression"
 
-    def __init__(self, targets: list[str], loss: str = "mse", scaling: str = "zscore"):
+    def __init__(
+        self,
+        targets: Targets,
+        loss: Literal["mse", "mae", "ccc"] = "mse",
+        scaling: Literal["zscore", "minmax", "none"] = "zscore",
+    ):
         super().__init__(targets)
-        self.validate_args(targets=self.targets, loss=loss, scaling=scaling)
         self.loss_name, self.scaling = loss, scaling
         self.tracking_metric, self.direction = ("ccc", "max") if loss == "ccc" else ("mae", "min")
         self.center: list[float] = []
         self.scale: list[float] = []
-
-    @staticmethod
-    def validate_args(targets=None, loss="mse", scaling="zscore", **_) -> None:
-        """Config load calls this too (targets may be filled in later, from the dataset)."""
-        if targets is not None:
-            check_targets(targets)
-        check_choice("loss", loss, LOSSES)
-        check_choice("scaling", scaling, SCALINGS)
 
     # ---- fitting and state
     def fit(self, rows: list[dict[str, str]]) -> Regression:
