@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RefusedTarget", "bound_args", "first_line", "is_file_target", "resolve_own", "resolve_target"]
+__all__ = ["RefusedTarget", "first_line", "is_file_target", "resolve_own", "resolve_target"]
 
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 SEPARATORS = tuple({"/", os.sep, os.altsep or "/"})
@@ -149,14 +149,6 @@ def _inside(place: str, root: Path) -> bool:
 
 # *args and **kwargs: not arguments by name (a Transform without __init__ has nn.Module's)
 VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-
-
-def bound_args(cls: Any, args: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments `cls` is built with from `args`, its defaults included (no *args or **kwargs)."""
-    signature = inspect.signature(cls)
-    bound = signature.bind_partial(**args)
-    bound.apply_defaults()
-    return {k: v for k, v in bound.arguments.items() if signature.parameters[k].kind not in VARIADIC}
 
 
 def first_line(exc: BaseException) -> str:
