@@ -6,11 +6,12 @@ A config's index is `dataset.index(root)` (see `base.AudioDataset.index`).
 """
 
 from tympan.datasets.base import AudioDataset, download_file, link_or_copy
-from tympan.datasets.fsdd import FSDD
+from tympan.datasets.fsdd import FSDD, FSDDSpeakers
 from tympan.datasets.index import SPLITS, Index, read_index, write_index
 
 __all__ = [
     "FSDD",
+    "FSDDSpeakers",
     "SPLITS",
     "AudioDataset",
     "Index",

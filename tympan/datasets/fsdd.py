@@ -18,13 +18,16 @@ import urllib.parse
 import zlib
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
+
+from tympan.components import NonNegativeInt, Says
 from tympan.datasets.base import SPLITS, AudioDataset, download_file, link_or_copy
 from tympan.errors import DataError
 from tympan.progress import bar
 
-__all__ = ["FSDD"]
+__all__ = ["FSDD", "FSDDSpeakers"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,53 @@ class FSDD(AudioDataset):
             if not any(row["split"] == split for row in rows):
                 speakers = [s for s, sp in self.speaker_split.items() if sp == split]
                 log.warning("fsdd: %s split is empty (no recordings of %s)", split, speakers or "anyone")
+        return rows
+
+
+Takes = Annotated[list[NonNegativeInt], at.Len(2, 2), Says("[first take, last take + 1]")]
+
+
+class FSDDSpeakers(FSDD):
+    """FSDD for speaker identification: the speaker is the target, every speaker is in every
+    split, and the split is by take number (`dev_takes`, `test_takes` as [start, stop); every
+    other take trains), so the same voice is heard in training and recognised in dev and test.
+    The recordings are FSDD's own copy (same `name`), indexed separately."""
+
+    target_column = "speaker"
+
+    def __init__(
+        self,
+        url: str = URL,
+        sha256: str | None = None,
+        source: str | None = None,
+        dev_takes: Takes = (0, 5),
+        test_takes: Takes = (5, 10),
+    ):
+        super().__init__(url=url, sha256=sha256, source=source)
+        self.takes = {"dev": range(*dev_takes), "test": range(*test_takes)}
+
+    @staticmethod
+    def check_together(args: dict[str, Any]) -> None:
+        dev, test = (range(*args[f"{split}_takes"]) for split in ("dev", "test"))
+        for name, takes in (("dev_takes", dev), ("test_takes", test)):
+            if not takes:
+                raise ValueError(f"{name}={list(args[name])} holds no take: it needs start < stop")
+        if set(dev) & set(test):
+            raise ValueError(f"dev_takes {list(args['dev_takes'])} and test_takes {list(args['test_takes'])} overlap")
+
+    def copy_of(self) -> dict:
+        """FSDD's own copy: the same corpus, so a fetch of either uses the other's audio."""
+        return {"dataset": f"{FSDD.__module__}:{FSDD.__name__}"}
+
+    def prepare(self, dest: Path) -> list[dict[str, str]]:
+        """One row per recording; split by its take, label its digit, target its speaker."""
+        rows = []
+        for file in sorted((dest / RECORDINGS).glob("*.wav")):
+            match = FILE_NAME.match(file.name)
+            take = int(match["take"])
+            split = next((s for s, takes in self.takes.items() if take in takes), "train")
+            rows.append({"path": f"{RECORDINGS}/{file.name}", "split": split, "label": match["digit"],
+                         "speaker": match["speaker"]})  # fmt: skip
         return rows
 
 

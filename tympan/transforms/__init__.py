@@ -16,6 +16,7 @@ from tympan.transforms.mel import MelSpectrogram
 from tympan.transforms.mfcc import MFCC
 from tympan.transforms.normalize import Normalize, NotFittedError, Standardize
 from tympan.transforms.opensmile import OpenSmile
+from tympan.transforms.pooling import Statistics
 from tympan.transforms.resample import Resample
 from tympan.transforms.shape import ExpandChannels, Squeeze, Unsqueeze
 from tympan.transforms.spec import ShapeError, Spec, Transform
@@ -45,6 +46,7 @@ __all__ = [
     "SpectrogramImage",
     "Squeeze",
     "StackFrames",
+    "Statistics",
     "Standardize",
     "Transform",
     "Unsqueeze",
