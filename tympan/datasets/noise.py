@@ -30,7 +30,7 @@ from tympan.fileio import atomic_dir, write_json
 SETTINGS = "noise.json"
 Colour = Literal["white", "pink", "brown", "hum"]
 COLOURS = typing.get_args(Colour)
-VERSION = 1  # bump when the signals change, so fetched copies are made again
+VERSION = 2  # bump when the signals change, so fetched copies are made again (2: 32-bit PCM, not float)
 PEAK = 0.5
 
 
@@ -105,7 +105,8 @@ class ColouredNoise(NoiseCorpus):
             for i in range(self.files):
                 rng = np.random.default_rng([self.seed, COLOURS.index(colour), i])
                 samples = render(colour, n, self.sample_rate, rng)
-                sf.write(folder / f"{colour}_{i:02d}.wav", samples, self.sample_rate, subtype="FLOAT")
+                # 32-bit PCM, not float: libsndfile stamps a float WAV's PEAK chunk with the time
+                sf.write(folder / f"{colour}_{i:02d}.wav", samples, self.sample_rate, subtype="PCM_32")
 
 
 def render(colour: str, n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
