@@ -90,8 +90,10 @@ class Trainer:
         # model's initial weights are a function of the seed alone
         seed_everything(config.seed, cfg.deterministic)
         self.model = config.model.build_checked("model", **sizes)
-        # the bundle rebuilds the model from these; pretrained weights are already in its weights
-        self.model_args = {**{k: v for k, v in config.model.args.items() if k != "pretrained"}, **sizes}
+        # the bundle rebuilds the model from these; pretrained weights are already in its weights. A model
+        # whose architecture its source decides (a transformers network's config) records it with rebuild_args
+        recorded = self.model.rebuild_args() if hasattr(self.model, "rebuild_args") else config.model.args
+        self.model_args = {**{k: v for k, v in recorded.items() if k != "pretrained"}, **sizes}
         self.model.to(self.device)
         self.optimizer = config.optimizer.build(params=self.model.parameters())
         self.augmentations = self._augmentations()

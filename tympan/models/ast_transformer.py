@@ -72,19 +72,23 @@ class ASTFFNN(TransformersAudioModel):
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, frames, n_bins) -> (batch, last hidden size of the FFNN)."""
-        if lengths is not None:
-            valid = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)
-            x = x.masked_fill(~valid.unsqueeze(2), 0.0)
-        x = F.pad(x[:, : self.max_length], (0, 0, 0, max(0, self.max_length - x.shape[1])))
-        network = self.network
-        h = network.embeddings(x)
-        states = [h]
-        for block in network.layers:
-            h = block(h, None)
-            states.append(h)
-        states[-1] = network.layernorm(h)
-        tokens = self.mix(states)
+        tokens = self.mix(self.encode(x, lengths))
         if self.pool.how == "token":
             return self.ffnn.embed(tokens[:, :TOKENS].mean(dim=1))
         patches = tokens[:, TOKENS:]
         return self.ffnn.embed(self.pool(patches, torch.ones(patches.shape[:2], dtype=torch.bool, device=x.device)))
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """[the patch embeddings (tokens first), each layer's output, ..., the final output (after
+        the closing layer norm)], on the input cut or padded to max_length."""
+        if lengths is not None:
+            valid = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)
+            x = x.masked_fill(~valid.unsqueeze(2), 0.0)
+        x = F.pad(x[:, : self.max_length], (0, 0, 0, max(0, self.max_length - x.shape[1])))
+        h = self.network.embeddings(x)
+        states = [h]
+        for block in self.network.layers:
+            h = block(h, None)
+            states.append(h)
+        states[-1] = self.network.layernorm(h)
+        return states

@@ -16,6 +16,7 @@ from torch import nn
 
 from tympan.errors import DataError
 from tympan.models import huggingface as hf
+from tympan.models import sources
 from tympan.models.base import AudioModel
 from tympan.models.ffnn import FFNN
 
@@ -68,6 +69,9 @@ class TransformersAudioModel(AudioModel):
 
     model_types: tuple[str, ...] = ()
     head_modules = ("mix", "pool", "ffnn")
+    requires = ("transformers",)  # what a registered model's environment must install
+    weights_from = "a transformers directory (config.json + safetensors or torch weights), or a Hugging Face hub id"
+    architecture_from_pretrained = True  # without the source, `config` must give the whole architecture
 
     def _setup(self, args: dict[str, Any], defaults: dict[str, Any], cnn: tuple[str, ...]) -> None:
         """Build everything from the constructor's `args`: the network (from `args["pretrained"]`
@@ -89,7 +93,10 @@ class TransformersAudioModel(AudioModel):
         self.hf_config = hf.build_config(merged, checked=overrides)
         self.network = hf.build_network(self.hf_config)
         if directory is not None:
-            hf.load_network(self.network, directory, self.hf_config.model_type, optional=("masked_spec_embed",))
+            digest = hf.load_network(
+                self.network, directory, self.hf_config.model_type, optional=("masked_spec_embed",)
+            )
+            self.provenance = sources.Provenance(pretrained, digest)  # what the bundle records of the source
         width = self.hf_config.d_model if self.hf_config.model_type == "whisper" else self.hf_config.hidden_size
         layers = self.n_layers
         layer = args["layer"]
@@ -105,7 +112,7 @@ class TransformersAudioModel(AudioModel):
             for name in cnn:
                 self.network.get_submodule(name).requires_grad_(False)
         if args["gradient_checkpointing"]:
-            self.network.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.network.activation_checkpointing_enable({"use_reentrant": False})
         self.train()
 
     @property
@@ -116,7 +123,10 @@ class TransformersAudioModel(AudioModel):
     def rebuild_args(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this architecture with no pretrained source: the
         network's whole config inline (what the bundle records; its weights are the bundle's own)."""
-        return {**{k: v for k, v in self._args.items() if k != "pretrained"}, "config": hf.recorded_config(self.hf_config)}
+        return {
+            **{k: v for k, v in self._args.items() if k != "pretrained"},
+            "config": hf.recorded_config(self.hf_config),
+        }
 
     def train(self, mode: bool = True):
         """A wholly frozen network stays in eval mode (no dropout, no SpecAugment): it is a fixed

@@ -1,13 +1,14 @@
 """Pretrained `transformers` audio networks as data: their config and weights, never their code.
 
 A source is a local directory (config.json plus safetensors or torch weights, as `save_pretrained`
-writes it) or a Hugging Face hub id, fetched through `huggingface_hub` into its cache (a local
-directory never touches the network). The network's class is picked from the config's
-`model_type` among `MODEL_TYPES` only: a config asking for code of its own (`auto_map`, ...) is
-refused, and the network is built from the config object, not by `from_pretrained`. Its weights go
-through tympan's loader (`load_weights`: safetensors, or torch files read with weights_only), after
-transformers' own renames of older checkpoint layouts; the source's task heads (CTC, pre-training,
-classifier, Whisper's decoder) are dropped by name, and every other key must match both ways.
+writes it) or a Hugging Face hub id, fetched once through `huggingface_hub` (tympan.models.sources:
+into $TYMPAN_CACHE, or from $TYMPAN_WEIGHTS_MIRROR); a local directory never touches the network.
+The network's class is picked from the config's `model_type` among `MODEL_TYPES` only: a config
+asking for code of its own (`auto_map`, ...) is refused, and the network is built from the config
+object, not by `from_pretrained`. Its weights go through tympan's loader (`load_weights`:
+safetensors, or torch files read with weights_only), after transformers' own renames of older
+checkpoint layouts; the source's task heads (CTC, pre-training, classifier, Whisper's decoder) are
+dropped by name, and every other key must match both ways.
 
 `transformers` is imported inside functions: importing it takes seconds.
 """
@@ -15,6 +16,7 @@ classifier, Whisper's decoder) are dropped by name, and every other key must mat
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -26,6 +28,7 @@ from typing import Any
 from torch import nn
 
 from tympan.errors import DataError
+from tympan.models import sources
 from tympan.models.weights import SHOWN, load_weights
 
 log = logging.getLogger("tympan")
@@ -49,9 +52,10 @@ PREFIXES: dict[str, tuple[str, ...]] = {
     "whisper": ("model.encoder.", "encoder."),
     "audio-spectrogram-transformer": ("audio_spectrogram_transformer.",),
 }
-# the task heads of the published checkpoints (and of transformers' task classes): tympan's own head replaces them
+# the task heads of the published checkpoints (and of transformers' task classes: pre-training, CTC,
+# classification, x-vector): tympan's own head replaces them
 _W2V2_HEADS = ("quantizer.", "project_q.", "project_hid.", "lm_head.", "projector.", "classifier.", "layer_weights",
-               "feature_extractor.weight", "feature_extractor.bias", "tdnn.", "objective.")  # fmt: skip (x-vector's)
+               "feature_extractor.weight", "feature_extractor.bias", "tdnn.", "objective.")  # fmt: skip
 HEADS: dict[str, tuple[str, ...]] = {
     "wav2vec2": _W2V2_HEADS,
     "hubert": _W2V2_HEADS,
@@ -63,7 +67,12 @@ HEADS: dict[str, tuple[str, ...]] = {
 # config keys that make transformers import code shipped with the checkpoint
 REMOTE_CODE_KEYS = ("auto_map", "trust_remote_code", "custom_pipelines")
 # weights files in the order they are looked for; an index names the shards of a sharded checkpoint
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+", re.ASCII)  # what the hub accepts as a model id
 
 
@@ -116,44 +125,20 @@ def local_config(pretrained: str | None, overrides: dict | None) -> dict | None:
 
 def source_directory(pretrained: str) -> Path:
     """The local directory holding the source's config.json and weights: `pretrained` itself, or
-    the hub snapshot in huggingface_hub's cache (downloaded once; offline, the cached copy)."""
+    the hub repository's snapshot through huggingface_hub (tympan.models.sources.hub_dir: fetched
+    once into $TYMPAN_CACHE, or read from $TYMPAN_WEIGHTS_MIRROR), safetensors preferred."""
     local = Path(pretrained).expanduser()
     if local.is_dir():
         return local
     if is_local(pretrained):
         raise DataError(f"pretrained: {pretrained}: no such directory (nor a hub id such as facebook/wav2vec2-base)")
-    return _hub_snapshot(pretrained)
-
-
-def _hub_snapshot(repo_id: str) -> Path:
-    """config.json and the first weights file the hub repository has, via hf_hub_download."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    def fetch(filename: str) -> Path:
-        return Path(hf_hub_download(repo_id, filename))
-
     try:
-        config = fetch(CONFIG_FILE)
-    except LocalEntryNotFoundError:
-        raise DataError(
-            f"pretrained: {repo_id!r} is not in the Hugging Face cache and the hub cannot be reached (offline, or "
-            "HF_HUB_OFFLINE is set); give a local directory written by save_pretrained"
-        ) from None
-    except Exception as exc:  # no such repository, gated, network errors
-        raise DataError(f"pretrained: the Hugging Face hub cannot give {repo_id!r} ({_first_line(exc)})") from None
-    for name in WEIGHT_FILES:
-        try:
-            found = fetch(name)
-        except EntryNotFoundError:  # offline and not cached, or not in the repository: the next kind
-            continue
-        except Exception as exc:
-            raise DataError(f"pretrained: the Hugging Face hub cannot give {repo_id}/{name} ({_first_line(exc)})") from None
-        if name.endswith(".index.json"):
-            for shard in sorted(set(_index(found).values())):
-                fetch(shard)
-        return config.parent
-    raise DataError(f"pretrained: {repo_id!r} has no weights file tympan reads ({', '.join(WEIGHT_FILES)})")
+        directory = sources.hub_dir(pretrained, [CONFIG_FILE, "model.safetensors", "model*.safetensors*"])
+        if not any((directory / name).is_file() for name in WEIGHT_FILES[:2]):
+            directory = sources.hub_dir(pretrained, [CONFIG_FILE, "pytorch_model*.bin*"])
+    except DataError as exc:
+        raise DataError(f"{exc} (and no local directory {pretrained} exists)") from None
+    return directory
 
 
 def read_source(pretrained: str, allowed: Iterable[str]) -> tuple[dict, Path]:
@@ -213,12 +198,13 @@ def build_network(hf_config) -> nn.Module:
     return getattr(importlib.import_module(module), name)(hf_config)
 
 
-def load_network(network: nn.Module, directory: Path, model_type: str, optional: Iterable[str] = ()) -> list[str]:
+def load_network(network: nn.Module, directory: Path, model_type: str, optional: Iterable[str] = ()) -> str:
     """Load the source's weights into `network`; a DataError naming the keys if they do not fit.
 
     The source's task heads (`HEADS`) are dropped; every other key of the file must be one of the
     network's, and every key of the network must be in the file, except `optional` ones, which
-    keep their initialisation. Returns the dropped keys.
+    keep their initialisation. Returns the sha256 of what was read (of the shards' digests, for
+    a sharded checkpoint).
     """
     files = _weights_files(directory)
     rename = _renamer(network, model_type, set(network.state_dict()))
@@ -232,10 +218,12 @@ def load_network(network: nn.Module, directory: Path, model_type: str, optional:
 
     loaded: set[str] = set()
     unexpected: list[str] = []
+    digests = []
     for file in files:
         result = load_weights(network, file, key_map=key_map, strict=False)
         loaded.update(result.loaded)
         unexpected += result.unexpected
+        digests.append(result.provenance.sha256)
     optional = set(optional)
     missing = [k for k in network.state_dict() if k not in loaded and k not in optional]
     problems = []
@@ -248,7 +236,7 @@ def load_network(network: nn.Module, directory: Path, model_type: str, optional:
         raise DataError(f"{where}: weights do not fit {type(network).__name__}: " + "; ".join(problems))
     if dropped:
         log.info("%s: %d keys of the source's own heads left out: %s", directory, len(dropped), _some(dropped))
-    return dropped
+    return digests[0] if len(digests) == 1 else hashlib.sha256(" ".join(digests).encode()).hexdigest()
 
 
 def _renamer(network: nn.Module, model_type: str, own: set[str]) -> Callable[[str], str | None]:

@@ -10,6 +10,7 @@ architecture lives in a hub repository is counted only once that repository is l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -69,8 +70,10 @@ def _row(name: str) -> Row:
 
 def _parameters(cls: type, args: dict) -> str:
     source = args.get("pretrained")
-    if isinstance(source, str) and not is_local(source) and getattr(cls, "architecture_from_pretrained", False):
-        return "(hub)"
+    if isinstance(source, str) and getattr(cls, "architecture_from_pretrained", False):
+        # a hub id holds a path separator too, so is_local alone does not tell it from a path
+        if not is_local(source) or not Path(source).expanduser().exists():
+            return "(hub)"
     args = {k: v for k, v in args.items() if k != "pretrained"}
     sizes = {k: v for k, v in TYPICAL.items() if k in SIZE_NAMES and _takes(cls, k)}
     try:

@@ -74,18 +74,22 @@ class W2V2FFNN(TransformersAudioModel):
         return lengths
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, samples) -> (batch, last hidden size of the FFNN)."""
+        return self.pooled(*self.encode(x, lengths))
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The network's states (see `_encode`) and the (batch, frames) mask of the valid frames."""
         if x.shape[1] < self.min_frames:
             x = F.pad(x, (0, self.min_frames - x.shape[1]))
         if lengths is None:
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
         lengths = lengths.to(x.device).clamp(self.min_frames, x.shape[1])
         features = self._features(x, lengths)
-        frames = self.frames(lengths)
-        valid = torch.arange(features.shape[1], device=x.device) < frames.unsqueeze(1)
+        valid = torch.arange(features.shape[1], device=x.device) < self.frames(lengths).unsqueeze(1)
         projected = self.network.feature_projection(features)
         hidden = projected[0] if isinstance(projected, tuple) else projected  # HuBERT's gives one tensor
         hidden = self._spec_augment(hidden, valid)
-        return self.pooled(self._encode(hidden, valid), valid)
+        return self._encode(hidden, valid), valid
 
     def _features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, frames, channels) of the CNN feature encoder."""

@@ -77,18 +77,17 @@ class WhisperFFNN(TransformersAudioModel):
 
     def embed(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, frames, n_mels) -> (batch, last hidden size of the FFNN)."""
-        if lengths is None:
-            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
-        x = x[:, : self.max_frames]
-        lengths = lengths.to(x.device).clamp(1, x.shape[1])
-        states, valid = self.encode(x, lengths)
-        return self.pooled(states, valid)
+        return self.pooled(*self.encode(x, lengths))
 
-    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The encoder on the batch's own length: [the input of its first layer, each layer's output,
         ..., its final output (after the closing layer norm)], and the mask of the valid positions."""
         from transformers.masking_utils import create_bidirectional_mask
 
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        x = x[:, : self.max_frames]
+        lengths = lengths.to(x.device).clamp(1, x.shape[1])
         encoder = self.network
         valid_frames = (torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(1)).unsqueeze(1)
         h = x.transpose(1, 2).masked_fill(~valid_frames, 0.0)  # what each clip alone is padded with
