@@ -171,8 +171,10 @@ def test_a_missing_directory_or_an_unreachable_hub_name_is_one_clear_error(tmp_p
     with pytest.raises(ConfigError, match=f"features.offline.0: {TARGET}: {hub}") as error:
         configuration.parse(config_with(offline))
     assert "\n" not in str(error.value)
-    with pytest.raises(ConfigError, match="extractor must be a local directory, a hub name or an extractor's config"):
+    with pytest.raises(ConfigError, match="extractor must be a string or a mapping, got 3"):
         configuration.parse(config_with([{"target": TARGET, "args": {"extractor": 3}}]))
+    with pytest.raises(ConfigError, match="extractor must be a local directory, a hub name or an extractor's config"):
+        configuration.parse(config_with([{"target": TARGET, "args": {"extractor": " "}}]))
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,8 @@
 """The feature transforms on real FSDD audio: declared specs, their maths, and their refusals."""
 
+import inspect
+import typing
+
 import librosa
 import numpy as np
 import pytest
@@ -9,10 +12,10 @@ from safetensors.torch import load_file, save_file
 from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
 from tests.conftest import build_transform_for
-from tympan import audio
+from tympan import audio, components, transforms
 from tympan.config.presets import PRESETS
 from tympan.config.yaml12 import load_yaml
-from tympan.targets import bound_args, resolve_target
+from tympan.targets import resolve_target
 from tympan.transforms import (
     MFCC,
     Crop,
@@ -24,6 +27,7 @@ from tympan.transforms import (
     RandomCrop,
     ShapeError,
     Spec,
+    Transform,
     Waveform,
 )
 from tympan.transforms import functional as F
@@ -302,26 +306,26 @@ def test_a_wrong_input_is_refused_naming_both_sides(transform, spec, message):
         (MFCC, {"f_min": 5000, "f_max": 4000}, "0 <= f_min < f_max"),
         (MFCC, {"log_mels": "yes"}, "log_mels must be true or false"),
         (OpenSmile, {"feature_set": "eGeMAPSv03"}, "unknown openSMILE feature_set 'eGeMAPSv03'; known: ComParE_2016"),
-        (OpenSmile, {"feature_level": "lld"}, "unknown openSMILE feature_level 'lld'"),
+        (OpenSmile, {"feature_level": "lld"}, "feature_level must be one of Functionals, LowLevelDescriptors, .*'lld'"),
         (OpenSmile, {"feature_level": "LowLevelDescriptors_Deltas"}, "not available for feature set 'eGeMAPSv02'"),
-        (Normalize, {"mode": "utterance"}, "unknown normalisation mode 'utterance'; expected one of instance, train"),
+        (Normalize, {"mode": "utterance"}, "mode must be one of instance, train, got 'utterance'"),
         (Crop, {}, "give exactly one of seconds and frames"),
         (Crop, {"seconds": 1.0, "frames": 100}, "give exactly one of seconds and frames"),
-        (Crop, {"seconds": -1}, "seconds must be a positive number, got -1"),
-        (Pad, {"frames": True}, "frames must be a positive integer, got True"),
-        (RandomCrop, {"frames": 2.5}, "frames must be a positive integer, got 2.5"),
-        (Crop, {"frames": 10, "anchor": "middle"}, "unknown anchor 'middle'"),
+        (Crop, {"seconds": -1}, r"seconds must be a number in \(0, 600\] or null, got -1"),
+        (Pad, {"frames": True}, "frames must be a positive integer or null, got True"),
+        (RandomCrop, {"frames": 2.5}, "frames must be a positive integer or null, got 2.5"),
+        (Crop, {"frames": 10, "anchor": "middle"}, "anchor must be one of start, centre, end, got 'middle'"),
     ],
 )
 def test_bad_args_are_refused_at_config_load_and_by_the_constructor(cls, args, message):
     with pytest.raises(ValueError, match=message):
-        cls.validate_args(**bound_args(cls, args))  # what config load calls
+        components.check(cls, args)  # the factory's check, before anything is built
     with pytest.raises(ValueError, match=message):
-        build_transform_for(cls, args, WAVE)
+        build_transform_for(cls, args, WAVE)  # what config load builds
 
 
 def test_seconds_need_the_input_frame_rate():
-    with pytest.raises(ValueError, match=r"Crop\(seconds=1.0\) needs the input's frame_rate"):
+    with pytest.raises(ValueError, match=r"seconds=1.0 needs the input's frame_rate"):
         Crop(seconds=1.0)
 
 
@@ -358,8 +362,6 @@ def test_every_transform_preset_builds(clips, path):
     if rate != RATE:
         pytest.skip(f"a front end for {rate} Hz audio: test_transforms_spectral.py builds it at that rate")
     cls = resolve_target(preset["target"])
-    if hasattr(cls, "validate_args"):  # as config load does
-        cls.validate_args(**bound_args(cls, preset["args"]))
     first = next(((spec, x) for spec, x in one_second_inputs(clips) if takes(cls, preset["args"], spec)), None)
     if first is None:
         pytest.fail(f"{path.stem} takes none of: a waveform, frames, a 1- or 3-channel image")
@@ -371,3 +373,83 @@ def test_every_transform_preset_builds(clips, path):
         assert y.dtype == torch.float32 and y.shape == out.shape
     else:
         assert_fits(y, out, 1.0)
+
+
+# a bad value of one annotated argument of each transform tympan.transforms exports
+BAD_VALUES = {
+    "AmplitudeToDB": ("stype", "amplitude"),
+    "ColourMapImage": ("size", [224, 0]),
+    "Crop": ("anchor", "middle"),
+    "ExpandChannels": ("channels", 0),
+    "GainNormalize": ("target_db", 3.0),
+    "HuggingFaceExtractor": ("extractor", 3),
+    "KaldiFbank": ("preemphasis_coefficient", 1.5),
+    "MFCC": ("n_mels", 0),
+    "MelSpectrogram": ("power", True),
+    "Normalize": ("per", "channel"),
+    "OpenSmile": ("feature_level", "lld"),
+    "Pad": ("mode", "wrap"),
+    "PannLogMel": ("fmin", -50.0),
+    "RandomCrop": ("frames", 2.5),
+    "Repeat": ("seconds", 601),
+    "Resample": ("rate", 10**6),
+    "SpectrogramImage": ("channels", "3"),
+    "StackFrames": ("stride", 0),
+    "Statistics": ("stats", ["mean", "median"]),
+    "Standardize": ("std", [1.0, 0.0]),
+}
+TAKE_NOTHING = {"Squeeze", "Unsqueeze", "Waveform"}
+
+
+def test_every_transform_is_checked_by_its_annotations_alone():
+    """No transform keeps a hand-written mirror of its constructor: every argument is annotated
+    (each annotation evaluates), and a bad value is refused by the factory's check and by direct
+    construction with the same one line, the annotation's description."""
+    exported = {
+        name: cls
+        for name in transforms.__all__
+        if isinstance(cls := getattr(transforms, name), type) and issubclass(cls, Transform) and cls is not Transform
+    }
+    assert exported.keys() == BAD_VALUES.keys() | TAKE_NOTHING
+    for name, cls in exported.items():
+        assert not hasattr(cls, "validate_args"), name
+        hints = typing.get_type_hints(inspect.unwrap(cls.__init__), include_extras=True)
+        arguments = set(inspect.signature(cls).parameters)
+        assert arguments <= hints.keys(), f"{name} leaves {arguments - hints.keys()} unannotated"
+        if name in TAKE_NOTHING:
+            assert not arguments
+            with pytest.raises(ValueError, match=f"{name} takes no argument 'size'; it takes: nothing"):
+                components.check(cls, {"size": 3})
+            continue
+        key, value = BAD_VALUES[name]
+        with pytest.raises(ValueError) as checked:
+            components.check(cls, {key: value})
+        with pytest.raises(ValueError) as built:
+            cls(**{key: value})
+        assert (
+            str(checked.value) == str(built.value) == f"{key} must be {components.describe(hints[key])}, got {value!r}"
+        )
+
+
+def test_the_pipeline_builds_transforms_through_the_factory():
+    """Names are checked before anything is built (a rate is the pipeline's to fill in), a class
+    that is not a Transform is never built, and the record holds every argument, defaults and rates."""
+    with pytest.raises(ValueError, match=r"features.offline.0: .*MelSpectrogram: 'sample_rate' is filled in"):
+        Pipeline(
+            RATE,
+            [{"target": "tympan.transforms.mel:MelSpectrogram", "args": {"sample_rate": RATE}}],
+            [],
+            resolve_target,
+        )
+    with pytest.raises(ValueError, match=r"features.online.0: .*Normalize: .*Normalize takes no argument 'mod'"):
+        Pipeline(
+            RATE, [], [{"target": "tympan.transforms.normalize:Normalize", "args": {"mod": "train"}}], resolve_target
+        )
+    built = []
+    with pytest.raises(ValueError, match=r"torch.nn:Identity is not a tympan Transform"):
+        Pipeline(RATE, [{"target": "torch.nn:Identity"}], [], lambda target: built.append(target) or torch.nn.Identity)
+    assert built == ["torch.nn:Identity"]  # resolved by the caller's resolver, then refused unbuilt
+    pipeline = Pipeline(8000, [{"target": "tympan.transforms.mfcc:MFCC", "args": {"n_mfcc": 13}}], [], resolve_target)
+    args = pipeline.resolved[0]["args"]
+    assert args == {**components.all_args(MFCC, {"n_mfcc": 13}), "sample_rate": 8000}
+    assert list(args) == list(inspect.signature(MFCC).parameters)  # in the constructor's order

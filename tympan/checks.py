@@ -1,5 +1,6 @@
-"""Argument checks shared by constructors and their `validate_args`, which config load calls:
-a bad value fails when the config is read, naming the argument, not when a layer first runs.
+"""Value checks that a constructor's annotations cannot say (tympan.components checks those): a
+bound that depends on another argument (`at_most`, from a `check_together`), or a value read from
+elsewhere, such as a saved extractor's settings. Each fails naming the argument, in one line.
 Booleans are refused where numbers are expected (YAML's `true` is not 1)."""
 
 from __future__ import annotations
@@ -36,11 +37,3 @@ def probability(name: str, value: Any) -> None:
     """A dropout rate: 0 keeps everything, 1 would drop everything."""
     if not _is_number(value) or not 0 <= value < 1:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-
-
-def frequency_range(fmin: Any, fmax: Any, sample_rate: int) -> None:
-    """0 <= fmin < fmax <= Nyquist (`sample_rate` already checked)."""
-    if not _is_number(fmin) or not _is_number(fmax) or not 0 <= fmin < fmax:
-        raise ValueError(f"fmin and fmax must be numbers with 0 <= fmin < fmax, got fmin={fmin!r}, fmax={fmax!r}")
-    if fmax > sample_rate / 2:
-        raise ValueError(f"fmax={fmax} is above the Nyquist frequency of {sample_rate} Hz")

@@ -7,7 +7,7 @@ second for a waveform), which the pipeline fills in as `frame_rate` from its inp
 
 A length is at most ten minutes (`MAX_SECONDS`; as `frames`, that many at the input's frame rate).
 
-Padding always goes at a clip's end, by one of `functional.PAD_MODES`: `silence` (zeros for a
+Padding always goes at a clip's end, by one of `functional.PadMode`: `silence` (zeros for a
 waveform, the clip's minimum for frames: tympan's default), `constant` (`value`), `minimum`,
 `reflect`, `replicate` (the last item) or `repeat` (the clip tiled). Each transform declares the
 output's `Spec.length` where it is fixed: a crop that also pads gives exactly its length.
@@ -15,65 +15,53 @@ output's `Spec.length` where it is fixed: a crop that also pads gives exactly it
 
 from __future__ import annotations
 
+from typing import Annotated, Any, Literal
+
+import annotated_types as at
 import torch
 
 from tympan import checks
+from tympan.components import PositiveFloat, PositiveInt
 from tympan.transforms import functional as F
+from tympan.transforms.functional import PadMode
 from tympan.transforms.spec import ShapeError, Spec, Transform
 
-ANCHORS = ("start", "centre", "end")
 # A length is at most ten minutes: a longer clip is a recording to cut into windows, and padding or
 # tiling to more allocates without bound. Where the frame rate is not known yet, the highest sample
 # rate features may have (768 kHz) bounds `frames`.
 MAX_SECONDS = 600
 MAX_RATE = 768_000
+Seconds = Annotated[float, at.Gt(0), at.Le(MAX_SECONDS)]
+Anchor = Literal["start", "centre", "end"]
 
 
-def _positive_number(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def _check_anchor(anchor) -> None:
-    if anchor not in ANCHORS:
-        raise ValueError(f"unknown anchor {anchor!r}; expected one of {', '.join(ANCHORS)}")
-
-
-def _check_pad(name: str, mode, value, optional: bool = False) -> None:
-    """A padding mode (None too where `optional`: no padding) and the constant `value` it may use."""
-    if not (mode in F.PAD_MODES or (optional and mode is None)):
-        raise ValueError(f"unknown padding {name}: {mode!r}; expected one of {', '.join(F.PAD_MODES)}")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"value must be a number, got {value!r}")
+def _check_value(name: str, mode: str | None, value: float) -> None:
+    """The constant `value` pads only by `<name>: constant`; anywhere else it would be ignored."""
     if value != 0 and mode != "constant":
         raise ValueError(f"value={value!r} is used only with {name}: constant, but {name} is {mode!r}")
 
 
 class _Length(Transform):
-    """A transform with a target length along the first axis."""
+    """A transform with a target length along the first axis (`frame_rate` is filled in by the pipeline)."""
 
     takes = ("waveform", "frames")
 
-    def __init__(self, seconds: float | None = None, frames: int | None = None, frame_rate: float | None = None):
+    def __init__(
+        self, seconds: Seconds | None = None, frames: PositiveInt | None = None, frame_rate: PositiveFloat | None = None
+    ):
         super().__init__()
-        _Length.validate_args(seconds=seconds, frames=frames, frame_rate=frame_rate)
-        if seconds is not None and frame_rate is None:
-            raise ValueError(f"{type(self).__name__}(seconds={seconds}) needs the input's frame_rate to count frames")
         self.seconds, self.frame_rate = seconds, frame_rate
         self.length = frames if frames is not None else F.to_length(seconds, frame_rate)
 
     @staticmethod
-    def validate_args(seconds=None, frames=None, frame_rate=None, **_) -> None:
+    def check_together(args: dict[str, Any]) -> None:
+        seconds, frames, rate = args["seconds"], args["frames"], args["frame_rate"]
         if (seconds is None) == (frames is None):
             raise ValueError(f"give exactly one of seconds and frames, got seconds={seconds!r}, frames={frames!r}")
-        if seconds is not None:
-            _positive_number("seconds", seconds)
-            checks.at_most("seconds", seconds, MAX_SECONDS, "a length is at most ten minutes")
-        if frame_rate is not None:
-            _positive_number("frame_rate", frame_rate)
+        if seconds is not None and rate is None:
+            raise ValueError(f"seconds={seconds!r} needs the input's frame_rate to count frames")
         if frames is not None:
-            checks.positive_int("frames", frames)
-            rate = frame_rate or MAX_RATE
+            rate = rate or MAX_RATE
             checks.at_most("frames", frames, MAX_SECONDS * rate, f"ten minutes at {rate:g} frames/s")
 
     def output(self, spec: Spec) -> Spec:
@@ -93,10 +81,21 @@ class _Length(Transform):
 class _Crop(_Length):
     """A crop that, with `pad` set, also pads shorter clips, so every output is exactly `length` long."""
 
-    def __init__(self, seconds=None, frames=None, pad: str | None = None, value: float = 0.0, frame_rate=None):
+    def __init__(
+        self,
+        seconds: Seconds | None = None,
+        frames: PositiveInt | None = None,
+        pad: PadMode | None = None,
+        value: float = 0.0,
+        frame_rate: PositiveFloat | None = None,
+    ):
         super().__init__(seconds, frames, frame_rate)
-        _check_pad("pad", pad, value, optional=True)
         self.pad, self.value = pad, value
+
+    @staticmethod
+    def check_together(args: dict[str, Any]) -> None:
+        _Length.check_together(args)
+        _check_value("pad", args["pad"], args["value"])
 
     def output_length(self, length):
         if self.pad is not None:
@@ -111,16 +110,17 @@ class Crop(_Crop):
     """Keep at most `length` of the clip, at its start, centre or end (`anchor`). Shorter clips pass as
     they are, or with `pad: <mode>` are padded at their end to exactly `length`."""
 
-    def __init__(self, seconds=None, frames=None, anchor: str = "centre", pad=None, value=0.0, frame_rate=None):
+    def __init__(
+        self,
+        seconds: Seconds | None = None,
+        frames: PositiveInt | None = None,
+        anchor: Anchor = "centre",
+        pad: PadMode | None = None,
+        value: float = 0.0,
+        frame_rate: PositiveFloat | None = None,
+    ):
         super().__init__(seconds, frames, pad, value, frame_rate)
-        _check_anchor(anchor)
         self.anchor = anchor
-
-    @staticmethod
-    def validate_args(seconds=None, frames=None, anchor="centre", pad=None, value=0.0, frame_rate=None, **_) -> None:
-        _Length.validate_args(seconds=seconds, frames=frames, frame_rate=frame_rate)
-        _check_anchor(anchor)
-        _check_pad("pad", pad, value, optional=True)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]
@@ -138,11 +138,6 @@ class RandomCrop(_Crop):
 
     random = True
 
-    @staticmethod
-    def validate_args(seconds=None, frames=None, pad=None, value=0.0, frame_rate=None, **_) -> None:
-        _Length.validate_args(seconds=seconds, frames=frames, frame_rate=frame_rate)
-        _check_pad("pad", pad, value, optional=True)
-
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]
         if generator is not None:
@@ -159,15 +154,21 @@ class Pad(_Length):
     quietest value, as batches have always been padded), not a loud zero.
     """
 
-    def __init__(self, seconds=None, frames=None, mode: str = "silence", value: float = 0.0, frame_rate=None):
+    def __init__(
+        self,
+        seconds: Seconds | None = None,
+        frames: PositiveInt | None = None,
+        mode: PadMode = "silence",
+        value: float = 0.0,
+        frame_rate: PositiveFloat | None = None,
+    ):
         super().__init__(seconds, frames, frame_rate)
-        _check_pad("mode", mode, value)
         self.mode, self.value = mode, value
 
     @staticmethod
-    def validate_args(seconds=None, frames=None, mode="silence", value=0.0, frame_rate=None, **_) -> None:
-        _Length.validate_args(seconds=seconds, frames=frames, frame_rate=frame_rate)
-        _check_pad("mode", mode, value)
+    def check_together(args: dict[str, Any]) -> None:
+        _Length.check_together(args)
+        _check_value("mode", args["mode"], args["value"])
 
     def output_length(self, length):
         return None if length is None else max(length, self.length)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torchaudio
 
-from tympan.checks import _is_number
+from tympan.components import PositiveFloat
 from tympan.transforms.spec import Spec, Transform
 
 # how many decibels one decade of each kind of value is
 MULTIPLIERS = {"power": 10.0, "magnitude": 20.0}
-
-
-def check_top_db(top_db) -> None:
-    if top_db is not None and (not _is_number(top_db) or top_db <= 0):
-        raise ValueError(f"top_db must be a positive number of decibels (or null for no limit), got {top_db!r}")
 
 
 class AmplitudeToDB(Transform):
@@ -27,20 +24,16 @@ class AmplitudeToDB(Transform):
 
     takes = ("frames",)
 
-    def __init__(self, stype: str = "power", top_db: float | None = None, floor: float = 1e-10):
+    def __init__(
+        self,
+        stype: Literal["power", "magnitude"] = "power",
+        top_db: PositiveFloat | None = None,
+        floor: PositiveFloat = 1e-10,
+    ):
         super().__init__()
-        self.validate_args(stype, top_db, floor)
         self.multiplier = MULTIPLIERS[stype]
         self.top_db = None if top_db is None else float(top_db)
         self.floor = float(floor)
-
-    @staticmethod
-    def validate_args(stype="power", top_db=None, floor=1e-10, **_) -> None:
-        if stype not in MULTIPLIERS:
-            raise ValueError(f"unknown stype {stype!r}; expected one of {', '.join(MULTIPLIERS)}")
-        check_top_db(top_db)
-        if not _is_number(floor) or floor <= 0:
-            raise ValueError(f"floor must be a positive number (the smallest value before log10), got {floor!r}")
 
     def output(self, spec: Spec) -> Spec:
         self.check(spec)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any, Literal
+
+import annotated_types as at
 import torch
 from torchaudio.compliance import kaldi
 
 from tympan import checks
-from tympan.checks import _is_number
+from tympan.components import NonNegativeFloat, PositiveFloat, PositiveInt, Unit
 from tympan.transforms.mel import MAX_FFT
 from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.waveform import check_rate
 
-WINDOWS = ("povey", "hamming", "hanning", "rectangular", "blackman")
+Window = Literal["povey", "hamming", "hanning", "rectangular", "blackman"]
 
 
 def samples(ms: float, sample_rate: int) -> int:
@@ -38,30 +41,18 @@ class KaldiFbank(Transform):
 
     def __init__(
         self,
-        num_mel_bins: int = 80,
-        frame_length: float = 25.0,
-        frame_shift: float = 10.0,
-        low_freq: float = 20.0,
+        num_mel_bins: Annotated[int, at.Ge(4)] = 80,  # Kaldi's filter bank needs at least 4
+        frame_length: PositiveFloat = 25.0,
+        frame_shift: PositiveFloat = 10.0,
+        low_freq: NonNegativeFloat = 20.0,
         high_freq: float = 0.0,
-        window_type: str = "povey",
-        preemphasis_coefficient: float = 0.97,
+        window_type: Window = "povey",
+        preemphasis_coefficient: Unit = 0.97,
         use_energy: bool = False,
         dither: float = 0.0,
-        sample_rate: int = 16000,
+        sample_rate: PositiveInt = 16000,
     ):
         super().__init__()
-        self.validate_args(
-            num_mel_bins,
-            frame_length,
-            frame_shift,
-            low_freq,
-            high_freq,
-            window_type,
-            preemphasis_coefficient,
-            use_energy,
-            dither,
-            sample_rate,
-        )
         self.sample_rate = sample_rate
         self.window = samples(frame_length, sample_rate)
         self.shift = samples(frame_shift, sample_rate)
@@ -80,57 +71,30 @@ class KaldiFbank(Transform):
         }
 
     @staticmethod
-    def validate_args(
-        num_mel_bins,
-        frame_length,
-        frame_shift,
-        low_freq,
-        high_freq,
-        window_type,
-        preemphasis_coefficient,
-        use_energy,
-        dither,
-        sample_rate=16000,
-        **_,
-    ) -> None:
-        """Config load calls this too (through the pipeline, with the input's real rate); what
-        kaldi.fbank would only assert when it first runs fails here, naming the value."""
-        checks.positive_int("sample_rate", sample_rate)
-        checks.positive_int("num_mel_bins", num_mel_bins)
-        if num_mel_bins < 4:
-            raise ValueError(f"num_mel_bins must be at least 4 (Kaldi's filter bank), got {num_mel_bins}")
-        for name, ms in (("frame_length", frame_length), ("frame_shift", frame_shift)):
-            if not _is_number(ms) or samples(ms, sample_rate) < 1:
-                raise ValueError(
-                    f"{name} must be a number of ms worth at least one sample at {sample_rate} Hz, got {ms!r}"
-                )
-        if samples(frame_length, sample_rate) < 2:
-            raise ValueError(f"frame_length={frame_length} ms is less than 2 samples at {sample_rate} Hz")
-        window = samples(frame_length, sample_rate)
-        checks.at_most(
-            "frame_length", frame_length, MAX_FFT * 1000 / sample_rate, f"{MAX_FFT} samples is the longest window"
-        )
-        checks.at_most("frame_shift", frame_shift, frame_length, "a shift longer than the frame skips samples")
+    def check_together(args: dict[str, Any]) -> None:
+        """The frame in samples at the input's real rate (the pipeline fills in `sample_rate`), the
+        bins it gives, the band, and dither: what kaldi.fbank would only assert when it first runs
+        fails here, naming the value."""
+        rate, length, shift = args["sample_rate"], args["frame_length"], args["frame_shift"]
+        for name, ms in (("frame_length", length), ("frame_shift", shift)):
+            if samples(ms, rate) < 1:
+                raise ValueError(f"{name} must be a number of ms worth at least one sample at {rate} Hz, got {ms!r}")
+        window = samples(length, rate)
+        if window < 2:
+            raise ValueError(f"frame_length={length} ms is less than 2 samples at {rate} Hz")
+        checks.at_most("frame_length", length, MAX_FFT * 1000 / rate, f"{MAX_FFT} samples is the longest window")
+        checks.at_most("frame_shift", shift, length, "a shift longer than the frame skips samples")
         bins = 1 << ((window - 1).bit_length() - 1)  # Kaldi pads the window to a power of two: half of it are bins
-        checks.at_most("num_mel_bins", num_mel_bins, bins, f"a {frame_length} ms frame gives {bins} frequency bins")
-        nyquist = sample_rate / 2
-        if not (_is_number(low_freq) and _is_number(high_freq)):
-            raise ValueError(f"low_freq and high_freq must be numbers, got {low_freq!r}, {high_freq!r}")
-        high = high_freq + nyquist if high_freq <= 0 else high_freq
-        if not 0 <= low_freq < high <= nyquist:
+        checks.at_most("num_mel_bins", args["num_mel_bins"], bins, f"a {length} ms frame gives {bins} frequency bins")
+        nyquist, low, high = rate / 2, args["low_freq"], args["high_freq"]
+        if not low < (high + nyquist if high <= 0 else high) <= nyquist:
             raise ValueError(
                 f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist:g} Hz; high_freq <= 0 counts down from it), "
-                f"got low_freq={low_freq!r}, high_freq={high_freq!r}"
+                f"got low_freq={low!r}, high_freq={high!r}"
             )
-        if window_type not in WINDOWS:
-            raise ValueError(f"unknown window_type {window_type!r}; expected one of {', '.join(WINDOWS)}")
-        if not _is_number(preemphasis_coefficient) or not 0 <= preemphasis_coefficient <= 1:
-            raise ValueError(f"preemphasis_coefficient must be a number in [0, 1], got {preemphasis_coefficient!r}")
-        if not isinstance(use_energy, bool):
-            raise ValueError(f"use_energy must be true or false, got {use_energy!r}")
-        if dither != 0:
+        if args["dither"] != 0:
             raise ValueError(
-                f"dither={dither!r} is refused: Kaldi's dither draws from torch's global generator, not the "
+                f"dither={args['dither']!r} is refused: Kaldi's dither draws from torch's global generator, not the "
                 "run's seed, so features would differ per run; keep 0.0 and add noise with an augmentation"
             )
 

@@ -7,6 +7,8 @@ on its own: a random start takes the generator it is given.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 EPS = 1e-5  # added to a standard deviation, so a constant clip or feature gives zeros, not NaN
@@ -89,7 +91,7 @@ def pad_end(x: torch.Tensor, length: int, value: float) -> torch.Tensor:
 
 
 # ---- padding to a length (the first axis)
-PAD_MODES = ("silence", "constant", "minimum", "reflect", "replicate", "repeat")
+PadMode = Literal["silence", "constant", "minimum", "reflect", "replicate", "repeat"]
 
 
 def pad_index(n: int, length: int, mode: str) -> torch.Tensor:
@@ -111,7 +113,7 @@ def pad_index(n: int, length: int, mode: str) -> torch.Tensor:
 
 
 def pad_to(x: torch.Tensor, length: int, mode: str = "silence", value: float = 0.0) -> torch.Tensor:
-    """Extend the first axis of `x` at its end to at least `length`, by `mode` (see PAD_MODES).
+    """Extend the first axis of `x` at its end to at least `length`, by `mode` (see PadMode).
 
     `silence` is tympan's default: zeros for a waveform (1-D), the clip's minimum (its quietest
     value, not a loud zero) for frames; `constant` pads with `value`; `minimum` with the clip's minimum.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
+import annotated_types as at
 import torch
 
 from tympan.transforms import functional as F
 from tympan.transforms.spec import Spec, Transform
 
-MODES = ("peak", "rms")
+Dbfs = Annotated[float, at.Ge(-120), at.Le(0)]  # below -120 dBFS a clip counts as silence (F.SILENCE)
 
 
 class GainNormalize(Transform):
@@ -17,17 +20,9 @@ class GainNormalize(Transform):
 
     takes = ("waveform",)
 
-    def __init__(self, mode: str = "peak", target_db: float = -1.0):
+    def __init__(self, mode: Literal["peak", "rms"] = "peak", target_db: Dbfs = -1.0):
         super().__init__()
-        self.validate_args(mode, target_db)
         self.mode, self.target_db = mode, float(target_db)
-
-    @staticmethod
-    def validate_args(mode="peak", target_db=-1.0, **_) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown gain mode {mode!r}; expected one of {', '.join(MODES)}")
-        if isinstance(target_db, bool) or not isinstance(target_db, int | float) or not -120 <= target_db <= 0:
-            raise ValueError(f"target_db must be a number of dBFS in [-120, 0], got {target_db!r}")
 
     def output(self, spec: Spec) -> Spec:
         self.check(spec)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,20 +107,21 @@ class HuggingFaceExtractor(Transform):
     """
 
     takes = ("waveform",)
+    requires = ("transformers",)
 
     def __init__(self, extractor: str | dict):
         super().__init__()
-        self.validate_args(extractor)
         self.extractor = build_extractor(dict(extractor) if isinstance(extractor, dict) else read_config(extractor))
         self.kind = type(self.extractor).__name__
 
     @staticmethod
-    def validate_args(extractor, **_) -> None:
-        """Cheap checks of the argument's form; the directory or hub is read when the pipeline is
-        built (config load builds it), so a bad one is a load-time error too."""
+    def check_together(args: dict[str, Any]) -> None:
+        """Cheap checks of the argument's content (a string or a mapping already); the directory or
+        hub is read when the pipeline is built (config load builds it), so a bad one fails at load too."""
+        extractor = args["extractor"]
         if isinstance(extractor, dict):
             _check_type(extractor)
-        elif not isinstance(extractor, str) or not extractor.strip():
+        elif not extractor.strip():
             raise ValueError(
                 f"extractor must be a local directory, a hub name or an extractor's config mapping, got {extractor!r}"
             )

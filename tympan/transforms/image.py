@@ -8,22 +8,28 @@ resized bilinearly (antialiased where it shrinks). matplotlib is imported only b
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from tympan import checks
+from tympan.components import PositiveInt
 from tympan.transforms import functional as F
 from tympan.transforms.spec import Spec, Transform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics of RGB in [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SUGGESTED_CMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "gray", "jet", "turbo")
+Size = tuple[PositiveInt, PositiveInt]  # [height, width]
 
 
-def _check_size(size) -> None:
-    checks.positive_ints("size", size)
-    if len(size) != 2:
-        raise ValueError(f"size must be [height, width], got {size!r}")
+def check_cmap(cmap: str) -> None:
+    """A colour map matplotlib has (importing matplotlib), else a ValueError naming some it has."""
+    import matplotlib
+
+    if cmap not in matplotlib.colormaps:
+        known = ", ".join(SUGGESTED_CMAPS)
+        raise ValueError(f"unknown colour map {cmap!r}; known ones include {known} (any of matplotlib.colormaps)")
 
 
 def _image(x: torch.Tensor) -> torch.Tensor:
@@ -37,15 +43,9 @@ class SpectrogramImage(Transform):
 
     takes = ("frames",)
 
-    def __init__(self, size: list[int] = (64, 64), channels: int = 3):
+    def __init__(self, size: Size = (64, 64), channels: PositiveInt = 3):
         super().__init__()
-        self.validate_args(size, channels)
         self.size, self.channels = tuple(size), channels
-
-    @staticmethod
-    def validate_args(size=(64, 64), channels=3, **_) -> None:
-        _check_size(size)
-        checks.positive_int("channels", channels)
 
     def output(self, spec: Spec) -> Spec:
         self.check(spec)
@@ -57,7 +57,7 @@ class SpectrogramImage(Transform):
 
 def colour_table(cmap: str) -> torch.Tensor:
     """The RGB lookup table (N, 3) of the matplotlib colour map `cmap` (no figure is rendered)."""
-    ColourMapImage.validate_args(cmap=cmap)
+    check_cmap(cmap)
     import matplotlib
 
     colours = matplotlib.colormaps[cmap]
@@ -71,25 +71,18 @@ class ColourMapImage(Transform):
     channel with ImageNet's mean and standard deviation (what ImageNet-pretrained backbones expect)."""
 
     takes = ("frames",)
+    requires = ("matplotlib",)
 
-    def __init__(self, cmap: str = "viridis", size: list[int] = (224, 224), imagenet: bool = True):
+    def __init__(self, cmap: str = "viridis", size: Size = (224, 224), imagenet: bool = True):
         super().__init__()
-        self.validate_args(cmap, size, imagenet)
         self.size, self.imagenet = tuple(size), imagenet
         self.register_buffer("table", colour_table(cmap), persistent=False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[:, None, None], persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD)[:, None, None], persistent=False)
 
     @staticmethod
-    def validate_args(cmap="viridis", size=(224, 224), imagenet=True, **_) -> None:
-        import matplotlib
-
-        if not isinstance(cmap, str) or cmap not in matplotlib.colormaps:
-            known = ", ".join(SUGGESTED_CMAPS)
-            raise ValueError(f"unknown colour map {cmap!r}; known ones include {known} (any of matplotlib.colormaps)")
-        _check_size(size)
-        if not isinstance(imagenet, bool):
-            raise ValueError(f"imagenet must be true or false, got {imagenet!r}")
+    def check_together(args: dict[str, Any]) -> None:
+        check_cmap(args["cmap"])  # a string already: whether matplotlib has it is no type
 
     def output(self, spec: Spec) -> Spec:
         self.check(spec)

@@ -9,11 +9,13 @@ from a float64 reference (torchlibrosa's: 2e-5 dB).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torchaudio.functional as AF
 
-from tympan import checks
-from tympan.transforms.mel import check_stft_sizes
+from tympan.components import NonNegativeFloat, PositiveFloat, PositiveInt
+from tympan.transforms.mel import FFTSize, check_band, check_stft_sizes
 from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.waveform import check_rate
 
@@ -32,16 +34,15 @@ class PannLogMel(Transform):
 
     def __init__(
         self,
-        sample_rate: int = 16000,
-        n_fft: int = 512,
-        hop_length: int = 160,
-        n_mels: int = 64,
-        fmin: float = 50.0,
-        fmax: float = 8000.0,
-        expected_rate: int | None = None,
+        sample_rate: PositiveInt = 16000,
+        n_fft: FFTSize = 512,
+        hop_length: PositiveInt = 160,
+        n_mels: PositiveInt = 64,
+        fmin: NonNegativeFloat = 50.0,
+        fmax: PositiveFloat = 8000.0,
+        expected_rate: PositiveInt | None = None,
     ):
         super().__init__()
-        self.validate_args(sample_rate, n_fft, hop_length, n_mels, fmin, fmax, expected_rate)
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.n_mels = n_mels
@@ -52,20 +53,17 @@ class PannLogMel(Transform):
         self.register_buffer("filters", filters, persistent=False)
 
     @staticmethod
-    def validate_args(sample_rate, n_fft, hop_length, n_mels, fmin, fmax, expected_rate=None, **_) -> None:
-        """Config load calls this too, so a bad value fails before any audio is read."""
-        if expected_rate is not None:
-            checks.positive_int("expected_rate", expected_rate)
-            if expected_rate != sample_rate:
-                raise ShapeError(
-                    f"PannLogMel(expected_rate={expected_rate}) is for {expected_rate} Hz audio, "
-                    f"but its input is waveform at {sample_rate} Hz"
-                )
-        sizes = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
-        for name, value in sizes.items():
-            checks.positive_int(name, value)
-        check_stft_sizes(n_fft, hop_length, n_mels)
-        checks.frequency_range(fmin, fmax, sample_rate)
+    def check_together(args: dict[str, Any]) -> None:
+        """The rate these sizes are for, the sizes against each other, and the band against the
+        input's real rate (the pipeline fills in `sample_rate`)."""
+        expected, rate = args["expected_rate"], args["sample_rate"]
+        if expected is not None and expected != rate:
+            raise ShapeError(
+                f"PannLogMel(expected_rate={expected}) is for {expected} Hz audio, "
+                f"but its input is waveform at {rate} Hz"
+            )
+        check_stft_sizes(args["n_fft"], args["hop_length"], args["n_mels"])
+        check_band(args["fmin"], args["fmax"], rate, names=("fmin", "fmax"))
 
     def output(self, spec: Spec) -> Spec:
         self.check(spec)

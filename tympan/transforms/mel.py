@@ -3,38 +3,45 @@ checks every centred-STFT transform shares (its band, its sizes' bounds, the sho
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+import annotated_types as at
 import torch
 import torchaudio
 
 from tympan import checks
-from tympan.checks import _is_number
-from tympan.transforms.db import AmplitudeToDB, check_top_db
+from tympan.components import NonNegativeFloat, PositiveFloat, PositiveInt
+from tympan.transforms.db import AmplitudeToDB
 from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.waveform import check_rate
 
 MAX_FFT = 1 << 16  # samples of one STFT window at most: 4 s at 16 kHz, far past any spectrogram's
+FFTSize = Annotated[int, at.Gt(0), at.Le(MAX_FFT)]  # longer is no spectrogram (and allocates without bound)
 
 
 def check_stft_sizes(n_fft: int, hop_length: int, n_mels: int, window: int | None = None) -> None:
-    """Upper bounds of a Mel STFT's sizes (all positive integers already): n_fft <= MAX_FFT, at most
-    one Mel band per frequency bin (n_fft // 2 + 1; more gives all-zero bands), and a hop no longer
+    """Bounds of a Mel STFT's sizes that relate them (all positive integers already): at most one
+    Mel band per frequency bin (n_fft // 2 + 1; more gives all-zero bands), and a hop no longer
     than the window (`window`, default n_fft), so that every sample lies in some frame."""
-    checks.at_most("n_fft", n_fft, MAX_FFT, "a window that long is no spectrogram (and allocates without bound)")
     bins = n_fft // 2 + 1
     checks.at_most("n_mels", n_mels, bins, f"n_fft={n_fft} gives {bins} frequency bins, and each Mel band needs one")
     frame = window or n_fft
     checks.at_most("hop_length", hop_length, frame, f"a hop longer than the window ({frame}) skips samples")
 
 
-def check_band(f_min, f_max, sample_rate: int) -> None:
-    """0 <= f_min < f_max <= Nyquist, where f_max None means the Nyquist frequency."""
+def check_band(
+    f_min: float, f_max: float | None, sample_rate: int, names: tuple[str, str] = ("f_min", "f_max")
+) -> None:
+    """0 <= f_min < f_max <= Nyquist, where f_max None means the Nyquist frequency (each a number
+    already); `names` are the arguments' names in the messages."""
+    low, high = names
     top = sample_rate / 2 if f_max is None else f_max
-    if not (_is_number(f_min) and _is_number(top)) or not 0 <= f_min < top:
+    if not 0 <= f_min < top:
         raise ValueError(
-            f"f_min and f_max must be numbers with 0 <= f_min < f_max, got f_min={f_min!r}, f_max={f_max!r}"
+            f"{low} and {high} must be numbers with 0 <= {low} < {high}, got {low}={f_min!r}, {high}={f_max!r}"
         )
     if top > sample_rate / 2:
-        raise ValueError(f"f_max={f_max} is above the Nyquist frequency of {sample_rate} Hz")
+        raise ValueError(f"{high}={f_max} is above the Nyquist frequency of {sample_rate} Hz")
 
 
 def stft_frames(transform: Transform, samples: int, n_fft: int, hop_length: int) -> int:
@@ -65,7 +72,7 @@ class MelSpectrogram(Transform):
     samples gives n // hop_length + 1 frames; torchaudio's HTK Mel scale without filter norm.
     `power` 2 gives power, 1 magnitude. With `db`, AmplitudeToDB turns it into decibels (power or
     magnitude as `power` says; `top_db` below the clip's maximum at most, when set). The pipeline
-    fills in `sample_rate` from its input. Bounds (`check_stft_sizes`): n_fft <= 65536, n_mels <=
+    fills in `sample_rate` from its input. Bounds: n_fft <= 65536, and (`check_stft_sizes`) n_mels <=
     n_fft // 2 + 1, hop_length <= win_length (default n_fft).
     """
 
@@ -73,19 +80,18 @@ class MelSpectrogram(Transform):
 
     def __init__(
         self,
-        n_fft: int = 400,
-        win_length: int | None = None,
-        hop_length: int = 160,
-        n_mels: int = 64,
-        f_min: float = 0.0,
-        f_max: float | None = None,
-        power: float = 2.0,
+        n_fft: FFTSize = 400,
+        win_length: PositiveInt | None = None,
+        hop_length: PositiveInt = 160,
+        n_mels: PositiveInt = 64,
+        f_min: NonNegativeFloat = 0.0,
+        f_max: PositiveFloat | None = None,
+        power: PositiveFloat = 2.0,
         db: bool = False,
-        top_db: float | None = None,
-        sample_rate: int = 16000,
+        top_db: PositiveFloat | None = None,
+        sample_rate: PositiveInt = 16000,
     ):
         super().__init__()
-        self.validate_args(n_fft, win_length, hop_length, n_mels, f_min, f_max, power, db, top_db, sample_rate)
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate,
@@ -100,28 +106,18 @@ class MelSpectrogram(Transform):
         self.db = AmplitudeToDB("power" if power == 2 else "magnitude", top_db) if db else None
 
     @staticmethod
-    def validate_args(
-        n_fft, win_length, hop_length, n_mels, f_min, f_max, power, db, top_db, sample_rate=16000, **_
-    ) -> None:
-        """Config load calls this too (through the pipeline, with the input's real rate)."""
-        sizes = {"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels, "sample_rate": sample_rate}
-        for name, value in sizes.items():
-            checks.positive_int(name, value)
-        if win_length is not None:
-            checks.positive_int("win_length", win_length)
-            if win_length > n_fft:
-                raise ValueError(f"win_length={win_length} is longer than n_fft={n_fft}")
-        check_stft_sizes(n_fft, hop_length, n_mels, win_length)
-        check_band(f_min, f_max, sample_rate)
-        if not _is_number(power) or power <= 0:
-            raise ValueError(f"power must be a positive number (2 for power, 1 for magnitude), got {power!r}")
-        if not isinstance(db, bool):
-            raise ValueError(f"db must be true or false, got {db!r}")
-        if db and power not in (1, 2):
+    def check_together(args: dict[str, Any]) -> None:
+        """The sizes, the band and the decibel settings against each other (the band with the input's
+        real rate: the pipeline fills in `sample_rate`)."""
+        n_fft, win_length, power = args["n_fft"], args["win_length"], args["power"]
+        if win_length is not None and win_length > n_fft:
+            raise ValueError(f"win_length={win_length} is longer than n_fft={n_fft}")
+        check_stft_sizes(n_fft, args["hop_length"], args["n_mels"], win_length)
+        check_band(args["f_min"], args["f_max"], args["sample_rate"])
+        if args["db"] and power not in (1, 2):
             raise ValueError(f"db: true needs power 1 (magnitude) or 2 (power), got power={power!r}")
-        check_top_db(top_db)
-        if top_db is not None and not db:
-            raise ValueError(f"top_db={top_db!r} limits decibels: it needs db: true")
+        if args["top_db"] is not None and not args["db"]:
+            raise ValueError(f"top_db={args['top_db']!r} limits decibels: it needs db: true")
 
     def output(self, spec: Spec) -> Spec:
         self.check(spec)

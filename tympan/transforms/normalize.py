@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import torch
 
+from tympan.components import PositiveFloat
 from tympan.transforms import functional as F
 from tympan.transforms.spec import ShapeError, Spec, Transform
 
-MODES = ("instance", "train")
-PER = ("global", "bin")
+# a statistic: one number for every value, or one per bin, element or channel
+Statistic = float | Annotated[list[float], at.MinLen(1)]
+Scale = PositiveFloat | Annotated[list[PositiveFloat], at.MinLen(1)]
 DEFAULT_PER = {"instance": "global", "train": "bin"}  # what each mode did before `per` existed
 
 
@@ -31,9 +35,8 @@ class Normalize(Transform):
 
     normalizes = True
 
-    def __init__(self, mode: str = "instance", per: str | None = None):
+    def __init__(self, mode: Literal["instance", "train"] = "instance", per: Literal["global", "bin"] | None = None):
         super().__init__()
-        self.validate_args(mode, per)
         self.mode, self.per = mode, per or DEFAULT_PER[mode]
         self.fits = mode == "train"
         self.takes = {
@@ -45,13 +48,6 @@ class Normalize(Transform):
         if self.fits:
             self.register_buffer("mean", torch.empty(0))
             self.register_buffer("std", torch.empty(0))
-
-    @staticmethod
-    def validate_args(mode="instance", per=None, **_) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown normalisation mode {mode!r}; expected one of {', '.join(MODES)}")
-        if per is not None and per not in PER:
-            raise ValueError(f"unknown normalisation per {per!r}; expected one of {', '.join(PER)}")
 
     @property
     def fitted(self) -> bool:
@@ -105,12 +101,9 @@ class Normalize(Transform):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _statistic(name: str, value) -> list[float]:
-    """A statistic given as a number or a non-empty list of numbers, as a list."""
-    values = value if isinstance(value, list | tuple) else [value]
-    if not values or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{name} must be a number or a non-empty list of numbers, got {value!r}")
-    return [float(v) for v in values]
+def _values(statistic: Any) -> list[float]:
+    """A statistic (a number or a list of numbers) as a list."""
+    return [float(v) for v in (statistic if isinstance(statistic, list | tuple) else [statistic])]
 
 
 class Standardize(Transform):
@@ -124,17 +117,14 @@ class Standardize(Transform):
     takes = ("waveform", "frames", "vector", "image")
     normalizes = True
 
-    def __init__(self, mean: float | list[float] = 0.0, std: float | list[float] = 1.0):
+    def __init__(self, mean: Statistic = 0.0, std: Scale = 1.0):
         super().__init__()
-        self.validate_args(mean, std)
-        self.register_buffer("mean", torch.tensor(_statistic("mean", mean)), persistent=False)
-        self.register_buffer("std", torch.tensor(_statistic("std", std)), persistent=False)
+        self.register_buffer("mean", torch.tensor(_values(mean)), persistent=False)
+        self.register_buffer("std", torch.tensor(_values(std)), persistent=False)
 
     @staticmethod
-    def validate_args(mean=0.0, std=1.0, **_) -> None:
-        means, stds = _statistic("mean", mean), _statistic("std", std)
-        if min(stds) <= 0:
-            raise ValueError(f"std must be positive, got {std!r}")
+    def check_together(args: dict[str, Any]) -> None:
+        means, stds = _values(args["mean"]), _values(args["std"])
         if 1 not in (len(means), len(stds)) and len(means) != len(stds):
             raise ValueError(f"mean has {len(means)} values but std has {len(stds)}; give as many (or one)")
 

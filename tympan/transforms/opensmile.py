@@ -5,14 +5,17 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Literal
+
 import numpy as np
 import torch
 
-from tympan import checks
+from tympan.components import PositiveInt
 from tympan.transforms.spec import Spec, Transform
 from tympan.transforms.waveform import check_rate
 
-LEVELS = ("Functionals", "LowLevelDescriptors", "LowLevelDescriptors_Deltas")
+Level = Literal["Functionals", "LowLevelDescriptors", "LowLevelDescriptors_Deltas"]
 FRAME_RATE = 100.0  # every openSMILE set steps its low-level descriptors by 10 ms
 
 
@@ -23,9 +26,14 @@ def _smile(feature_set: str, feature_level: str):
     sets = list(opensmile.FeatureSet.__members__)
     if feature_set not in sets:
         raise ValueError(f"unknown openSMILE feature_set {feature_set!r}; known: {', '.join(sets)}")
-    if feature_level not in LEVELS:
-        raise ValueError(f"unknown openSMILE feature_level {feature_level!r}; known: {', '.join(LEVELS)}")
     return opensmile.Smile(feature_set=feature_set, feature_level=feature_level)
+
+
+@functools.cache
+def _check_smile(feature_set: str, feature_level: str) -> None:
+    """`_smile`'s refusals, for `check_together`: an accepted pair of names is built once per
+    process, not once per check (a refused one raises every time)."""
+    _smile(feature_set, feature_level)
 
 
 class OpenSmile(Transform):
@@ -38,20 +46,20 @@ class OpenSmile(Transform):
     """
 
     takes = ("waveform",)
+    requires = ("opensmile",)
 
-    def __init__(self, feature_set: str = "eGeMAPSv02", feature_level: str = "Functionals", sample_rate: int = 16000):
+    def __init__(
+        self, feature_set: str = "eGeMAPSv02", feature_level: Level = "Functionals", sample_rate: PositiveInt = 16000
+    ):
         super().__init__()
-        checks.positive_int("sample_rate", sample_rate)
         self.smile = _smile(feature_set, feature_level)
         self.feature_set, self.feature_level, self.sample_rate = feature_set, feature_level, sample_rate
         self.feature_names: list[str] = list(self.smile.feature_names)
 
     @staticmethod
-    def validate_args(feature_set, feature_level, sample_rate=16000, **_) -> None:
-        """Config load calls this too; building the extractor is cheap and lets openSMILE refuse
-        a level its set does not have (eGeMAPS has no deltas)."""
-        checks.positive_int("sample_rate", sample_rate)
-        _smile(feature_set, feature_level)
+    def check_together(args: dict[str, Any]) -> None:
+        """The set's name, and whether it has the level (eGeMAPS has no deltas): openSMILE knows both."""
+        _check_smile(args["feature_set"], args["feature_level"])
 
     @property
     def size(self) -> int:

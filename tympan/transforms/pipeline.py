@@ -22,30 +22,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tympan import components
 from tympan.transforms.spec import ShapeError, Spec, Transform, waveform
 
 Resolver = Callable[[str], Any]
+RATES = ("sample_rate", "frame_rate")  # filled in from each transform's input, never given
 
 
 def build_transform(target: str, args: dict, spec: Spec, resolve: Resolver) -> tuple[Transform, dict]:
     """Build one transform for input `spec`; its rates come from the spec, not the user.
     Returns it and every argument it was built with (defaults and the filled-in rates included)."""
     cls = resolve(target)
-    signature = inspect.signature(cls)
-    rates = {"sample_rate": spec.sample_rate, "frame_rate": spec.frame_rate}
-    for name in rates:
-        if name in args:
-            raise ValueError(f"remove {name!r} from its args: the pipeline fills it in from its input")
-    fixed = {k: v for k, v in rates.items() if k in signature.parameters}
-    transform = cls(**args, **fixed)
-    if not isinstance(transform, Transform):
+    if not (isinstance(cls, type) and issubclass(cls, Transform)):
         raise ValueError(f"{target} is not a tympan Transform (tympan.transforms.spec.Transform)")
-    bound = signature.bind_partial(**args, **fixed)
-    bound.apply_defaults()
-    named = {
-        k: v for k, v in bound.arguments.items() if signature.parameters[k].kind is not inspect.Parameter.VAR_KEYWORD
-    }
-    return transform, {**named, **bound.kwargs}
+    components.check(cls, args, fixed=RATES, values=False)  # names: unknown ones, and the rates given
+    takes = inspect.signature(cls).parameters
+    rates = {"sample_rate": spec.sample_rate, "frame_rate": spec.frame_rate}
+    args = {**args, **{name: rate for name, rate in rates.items() if name in takes}}
+    # a Transform is `Checked`: constructing it checks the values, with the input's real rates
+    return cls(**args), components.all_args(cls, args)
 
 
 class Pipeline:
@@ -118,8 +113,11 @@ class Pipeline:
         return any(t.fits for t in self.online)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The online transforms' fitted statistics, keyed `<i>.<name>`."""
-        return {f"{i}.{k}": v for i, t in enumerate(self.online) for k, v in t.state_dict().items()}
+        """The online transforms' fitted statistics, keyed `<i>.<name>`, and the offline ones' state
+        (a frozen backbone's weights: `embedding.Embedding`), keyed `offline.<i>.<name>`."""
+        state = {f"{i}.{k}": v for i, t in enumerate(self.online) for k, v in t.state_dict().items()}
+        offline = {f"offline.{i}.{k}": v for i, t in enumerate(self.offline) for k, v in t.state_dict().items()}
+        return {**state, **offline}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore fitted statistics (from `state_dict`): the keys must be exactly this pipeline's,
@@ -128,6 +126,9 @@ class Pipeline:
         if state.keys() != expected:
             missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
             raise ValueError(f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
+        for i, transform in enumerate(self.offline):
+            prefix = f"offline.{i}."
+            transform.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         for i, transform in enumerate(self.online):
             prefix = f"{i}."
             transform.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})

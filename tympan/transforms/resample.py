@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+import annotated_types as at
 import torch
 import torchaudio.functional as AF
 
-from tympan import audio, checks
+from tympan import audio
+from tympan.components import PositiveInt
 from tympan.transforms import functional as F
 from tympan.transforms.spec import Spec, Transform
 from tympan.transforms.waveform import check_rate
+
+Rate = Annotated[int, at.Gt(0), at.Le(audio.MAX_RATE)]  # in Hz, at most the highest rate tympan decodes to
 
 
 class Resample(Transform):
@@ -20,20 +26,16 @@ class Resample(Transform):
 
     takes = ("waveform",)
 
-    def __init__(self, rate: int = 16000, sample_rate: int | None = None):
+    def __init__(self, rate: Rate = 16000, sample_rate: PositiveInt | None = None):
         super().__init__()
-        self.validate_args(rate, sample_rate)
         self.rate = rate
         self.sample_rate = rate if sample_rate is None else sample_rate
 
     @staticmethod
-    def validate_args(rate=16000, sample_rate=None, **_) -> None:
-        """The rate alone at config load; with the input's rate, whether cheap resampling connects them."""
-        checks.positive_int("rate", rate)
-        if rate > audio.MAX_RATE:
-            raise ValueError(f"rate={rate} Hz is above the {audio.MAX_RATE} Hz tympan takes")
-        if sample_rate is not None:
-            audio.check_rates(sample_rate, rate)
+    def check_together(args: dict[str, Any]) -> None:
+        """With the input's rate (the pipeline fills it in): whether cheap resampling connects the two."""
+        if args["sample_rate"] is not None:
+            audio.check_rates(args["sample_rate"], args["rate"])
 
     def output(self, spec: Spec) -> Spec:
         self.check(spec)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from tympan import checks
+from tympan.components import PositiveInt
 from tympan.transforms import functional as F
 from tympan.transforms.spec import ShapeError, Spec, Transform
 
@@ -64,14 +64,9 @@ class ExpandChannels(Transform):
 
     takes = ("image",)
 
-    def __init__(self, channels: int = 3):
+    def __init__(self, channels: PositiveInt = 3):
         super().__init__()
-        self.validate_args(channels)
         self.channels = channels
-
-    @staticmethod
-    def validate_args(channels=3, **_) -> None:
-        checks.positive_int("channels", channels)
 
     def output(self, spec: Spec) -> Spec:
         self.check(spec)

@@ -83,6 +83,11 @@ class Transform(Checked, nn.Module):
     fits: bool = False
     normalizes: bool = False  # feature augmentations run before the first normalising transform
 
+    def __init__(self) -> None:
+        # one without arguments of its own takes none (not nn.Module's *args, **kwargs), so the
+        # factory names an argument given to it as unknown
+        super().__init__()
+
     def check(self, spec: Spec) -> None:
         """Refuse an input kind this transform does not take, naming both sides."""
         if spec.kind not in self.takes:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from tympan import checks
+from tympan.components import PositiveInt
 from tympan.transforms.spec import Spec, Transform
 
 
@@ -21,15 +21,9 @@ class StackFrames(Transform):
 
     takes = ("frames",)
 
-    def __init__(self, k: int = 3, stride: int = 3):
+    def __init__(self, k: PositiveInt = 3, stride: PositiveInt = 3):
         super().__init__()
-        self.validate_args(k, stride)
         self.k, self.stride = k, stride
-
-    @staticmethod
-    def validate_args(k=3, stride=3, **_) -> None:
-        checks.positive_int("k", k)
-        checks.positive_int("stride", stride)
 
     def rows(self, frames: int) -> int:
         return math.ceil(frames / self.stride)
