@@ -4,7 +4,8 @@ A bundle is a directory:
   bundle.json          the model config, the feature pipeline, the task and its fitted state
                        (labels, thresholds, target scaling), the input contract
   model.safetensors    the weights (nothing is unpickled)
-  pipeline.safetensors the online transforms' fitted statistics, when there are any
+  pipeline.safetensors the online transforms' fitted statistics and the offline ones' state (a
+                       frozen backbone's weights), when there are any
 `load(path)` gives a `Predictor` that takes raw audio at any sample rate and replays the
 training-time pipeline exactly (it is the same `transforms.pipeline.Pipeline`), and decodes
 outputs with the same task, so CLI inference, the MLflow model and the KServe predictor cannot

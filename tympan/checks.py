@@ -12,10 +12,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def positive_int(name: str, value: Any) -> None:
     if not _is_int(value) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -26,14 +22,3 @@ def at_most(name: str, value: Any, limit: float, why: str) -> None:
     allocate without bound, or compute nothing useful; `why` says which."""
     if value > limit:
         raise ValueError(f"{name}={value!r} is more than {limit:g}: {why}")
-
-
-def positive_ints(name: str, value: Any) -> None:
-    if not isinstance(value, list | tuple) or not value or not all(_is_int(v) and v > 0 for v in value):
-        raise ValueError(f"{name} must be a non-empty list of positive integers, got {value!r}")
-
-
-def probability(name: str, value: Any) -> None:
-    """A dropout rate: 0 keeps everything, 1 would drop everything."""
-    if not _is_number(value) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")

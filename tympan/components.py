@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any, Literal, Union
 
 import annotated_types as at
-from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, Strict, TypeAdapter, ValidationError
 
 from tympan.targets import VARIADIC, first_line, resolve_target
 
@@ -71,6 +71,8 @@ class Checked:
     """Mixin for components: constructing one checks its arguments against `__init__`'s
     annotations and `check_together`, once, by the class actually built (a subclass's
     `super().__init__(...)` call is not checked again)."""
+
+    requires: tuple[str, ...] = ()  # the PyPI distributions it imports beyond tympan's own (a served model's pip)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -135,9 +137,11 @@ def build(
     cls = resolve(target) if isinstance(target, str) else target
     if kind is not None and not (isinstance(cls, type) and issubclass(cls, kind)):
         raise ValueError(f"{prefix} is not a {kind.__module__}:{kind.__name__}")
+    fixed = fixed or {}
     try:
-        check(cls, args, fixed=fixed or {})
-        return cls(**args, **(fixed or {}))
+        check(cls, args, fixed=fixed, values=False)  # names: a filled-in one given is refused
+        check(cls, {**args, **fixed})  # values, with what tympan fills in (check_together sees the real rates)
+        return cls(**args, **fixed)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{prefix}: {_one_line(exc)}") from None
 
@@ -232,6 +236,8 @@ def _strict(annotation: Any) -> Any:
     if annotation in (bool, int, float, str):
         return Annotated[annotation, Strict()]
     origin, params = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:  # exactly: 80.0 is not the 80 of Literal[80, 128], nor True the 1 of Literal[1]
+        return Annotated[Any, AfterValidator(functools.partial(_one_of, params))]
     if origin is Annotated:
         return Annotated[(_strict(params[0]), *params[1:])]
     if origin in (Union, types.UnionType):
@@ -243,6 +249,12 @@ def _strict(annotation: Any) -> Any:
     if origin is dict and params:
         return dict[_strict(params[0]), _strict(params[1])]
     return annotation
+
+
+def _one_of(choices: tuple, value: Any) -> Any:
+    if not any(type(value) is type(choice) and value == choice for choice in choices):
+        raise ValueError(f"not one of {choices}")
+    return value
 
 
 @functools.cache
