@@ -9,9 +9,12 @@ through `weights.load_weights`.
 from tympan.models.base import AudioModel, check_accepts, sizes
 from tympan.models.cnn import SmallCNN
 from tympan.models.crnn import CRNN
+from tympan.models.ecapa import ECAPA
 from tympan.models.ffnn import FFNN
+from tympan.models.leaf import LEAF
 from tympan.models.pann import Cnn10, Cnn14
 from tympan.models.recurrent import SeqFFNN
+from tympan.models.resemblyzer_encoder import Resemblyzer
 from tympan.models.timm_backbone import TimmModel
 from tympan.models.torchvision_backbone import TorchvisionModel
 from tympan.models.waveform_cnn import WaveformCNN
@@ -19,10 +22,13 @@ from tympan.models.weights import load_weights
 
 __all__ = [
     "CRNN",
+    "ECAPA",
     "FFNN",
+    "LEAF",
     "AudioModel",
     "Cnn10",
     "Cnn14",
+    "Resemblyzer",
     "SeqFFNN",
     "SmallCNN",
     "TimmModel",
