@@ -16,15 +16,13 @@ help: ## list the targets
 
 install: $(VENV)/.installed ## create .venv with PyTorch and tympan (editable) plus test tools
 
-$(VENV)/.installed: pyproject.toml Makefile requirements/torch.txt requirements/torchaudio.txt
+$(VENV)/.installed: pyproject.toml Makefile requirements/torch.txt requirements/torchaudio.txt requirements/no-deps.txt
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements/torch.txt
 	$(PIP) install --quiet -r requirements/torchaudio.txt
+	$(PIP) install --quiet --no-deps -r requirements/no-deps.txt
 	$(PIP) install --quiet -e '.[mlops,serve,test]'
-# resemblyzer's wheel carries the pretrained speaker encoder (tympan.models.resemblyzer_encoder); --no-deps,
-# as it requires the obsolete PyPI `typing` backport, not to be installed on Python 3; webrtcvad-wheels for its VAD
-	$(PIP) install --quiet --no-deps resemblyzer==0.1.4 webrtcvad-wheels==2.0.14.post1
 	touch $@
 
 run: install ## run the default experiment (params.yaml) with dvc repro

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = {name: ROOT / "images" / name / "Dockerfile" for name in ("base", "train-cuda", "serve")}
 HADOLINT = Path(sys.executable).parent / "hadolint"
 PINS = ["requirements/torch.txt", "requirements/torchaudio.txt"]
+NO_DEPS = "requirements/no-deps.txt"  # installed --no-deps where training runs (make install, base, train-cuda)
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -112,7 +113,7 @@ def test_hadolint_catches_a_bad_recipe(tmp_path):
 def test_makefile_installs_the_pins_files_then_the_package():
     commands = makefile_install()
     files = [f for args in commands for f in requirement_files(args)]
-    assert files == PINS
+    assert files == [*PINS, NO_DEPS] and "--no-deps" in next(args for args in commands if NO_DEPS in args)
     assert extras_of(commands[-1]) == {"mlops", "serve", "test"}
     # the pins live only in requirements/: no inline torch version in the recipe
     assert not re.search(r"torch\w*==", (ROOT / "Makefile").read_text())
@@ -122,7 +123,8 @@ def test_makefile_installs_the_pins_files_then_the_package():
 def test_image_installs_what_ci_installs(name):
     builder, final = stages(DOCKERFILES[name])[0], stages(DOCKERFILES[name])[-1]
     commands = pip_commands(builder)
-    assert [f for args in commands for f in requirement_files(args) if f.startswith("requirements/")] == PINS
+    installed = [f for args in commands for f in requirement_files(args) if f.startswith("requirements/")]
+    assert installed == (PINS if name == "serve" else [*PINS, NO_DEPS])  # serving: bundles carry the weights
     package_extras = extras_of(commands[-1])
     ci_extras = extras_of(makefile_install()[-1])
     assert package_extras and package_extras <= ci_extras, (package_extras, ci_extras)
