@@ -5,9 +5,11 @@ number: FSDDSpeakers), three ways, seeds 1-3 each:
 - speaker-logmel-ffnn-fsdd: the same kind of FFNN on log-Mel statistics (mean and std per bin);
 - speaker-smallcnn-fsdd: the small CNN on log-Mels, from scratch.
 
-Prints each run's dev accuracy and training wall time, then mean +- std per experiment.
+Prints each run's dev accuracy and training wall time, then mean +- std per experiment. With
+`--train-takes 10 12` only those takes train (100 clips, 20 per speaker): the low-data case
+where a pretrained encoder should matter most.
 
-    python bench/speaker_transfer.py [--seeds 1 2 3] [--experiments NAME ...]
+    python bench/speaker_transfer.py [--seeds 1 2 3] [--experiments NAME ...] [--train-takes 10 12]
 
 Fetches and preprocesses first if needed (set TYMPAN_DATA_MIRROR without internet).
 """
@@ -27,9 +29,13 @@ from tympan.config.presets import available_presets
 EXPERIMENTS = ("speaker-resemblyzer-fsdd", "speaker-logmel-ffnn-fsdd", "speaker-smallcnn-fsdd")
 
 
-def run(preset: str, seed: int) -> tuple[float, float]:
+def overrides(train_takes: list[int] | None) -> dict:
+    return {"training.progress": False, **({"dataset.args.train_takes": train_takes} if train_takes else {})}
+
+
+def run(preset: str, seed: int, train_takes: list[int] | None) -> tuple[float, float]:
     """Training wall seconds (evaluation included) and the best dev accuracy of one seed."""
-    config = configuration.load(preset, {"seed": seed, "training.progress": False})
+    config = configuration.load(preset, {"seed": seed, **overrides(train_takes)})
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
         _, summary = stages.train(config, run_dir)
@@ -45,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
+    parser.add_argument("--train-takes", type=int, nargs=2, help="train on takes [start, stop) only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     missing = [e for e in args.experiments if e not in available_presets("experiments")]
@@ -54,13 +61,13 @@ def main() -> None:
     results = {}
     print(f"{'experiment':28}{'seed':>5}{'train s':>10}{'dev acc':>10}", flush=True)
     for preset in args.experiments:
-        config = configuration.load(preset, {"training.progress": False})
+        config = configuration.load(preset, overrides(args.train_takes))
         stages.fetch(config)
         started = time.perf_counter()
         stages.preprocess(config)
         print(f"{preset:28}{'prep':>5}{time.perf_counter() - started:10.1f}", flush=True)
         for seed in args.seeds:
-            seconds, accuracy = run(preset, seed)
+            seconds, accuracy = run(preset, seed, args.train_takes)
             results.setdefault(preset, []).append((seconds, accuracy))
             print(f"{preset:28}{seed:5d}{seconds:10.1f}{accuracy:10.3f}", flush=True)
     print(f"\n{'experiment':28}{'train s (mean +- std)':>24}{'dev accuracy (mean +- std)':>30}")

@@ -28,6 +28,10 @@ def test_speakers_are_split_by_take_and_share_fsdd_s_audio(tmp_path, fsdd_mirror
     assert {int(r["path"].rsplit("_", 1)[1][:-4]) for r in splits["dev"]} == set(range(5))
     assert {int(r["path"].rsplit("_", 1)[1][:-4]) for r in splits["test"]} == set(range(5, 10))
     assert index.labels("speaker") == sorted(speakers) and len(digits.split("dev")) == 500
+    few = FSDDSpeakers(train_takes=[10, 12])
+    few.fetch(tmp_path)
+    rows = few.index(tmp_path).split("train")
+    assert len(rows) == 100 and {int(r["path"].rsplit("_", 1)[1][:-4]) for r in rows} == {10, 11}
 
 
 @pytest.mark.parametrize(
@@ -37,6 +41,7 @@ def test_speakers_are_split_by_take_and_share_fsdd_s_audio(tmp_path, fsdd_mirror
         ({"dev_takes": [5, 5]}, "dev_takes=[5, 5] holds no take"),
         ({"test_takes": [1]}, "test_takes must be [first take, last take + 1], got [1]"),
         ({"dev_takes": [-1, 3]}, "dev_takes must be [first take, last take + 1], got [-1, 3]"),
+        ({"train_takes": [3, 12]}, "dev_takes [0, 5] and train_takes [3, 12] overlap"),
     ],
 )
 def test_bad_take_ranges_fail_at_config_load(args, message):

@@ -132,8 +132,9 @@ Takes = Annotated[list[NonNegativeInt], at.Len(2, 2), Says("[first take, last ta
 
 class FSDDSpeakers(FSDD):
     """FSDD for speaker identification: the speaker is the target, every speaker is in every
-    split, and the split is by take number (`dev_takes`, `test_takes` as [start, stop); every
-    other take trains), so the same voice is heard in training and recognised in dev and test.
+    split, and the split is by take number (`dev_takes`, `test_takes`, `train_takes` as [start,
+    stop); `train_takes` null: every other take), so the same voice is heard in training and
+    recognised in dev and test. A narrow `train_takes` makes a low-data task (2 takes: 100 clips).
     The recordings are FSDD's own copy (same `name`), indexed separately."""
 
     target_column = "speaker"
@@ -145,18 +146,23 @@ class FSDDSpeakers(FSDD):
         source: str | None = None,
         dev_takes: Takes = (0, 5),
         test_takes: Takes = (5, 10),
+        train_takes: Takes | None = None,
     ):
         super().__init__(url=url, sha256=sha256, source=source)
         self.takes = {"dev": range(*dev_takes), "test": range(*test_takes)}
+        self.train_takes = None if train_takes is None else range(*train_takes)
 
     @staticmethod
     def check_together(args: dict[str, Any]) -> None:
-        dev, test = (range(*args[f"{split}_takes"]) for split in ("dev", "test"))
-        for name, takes in (("dev_takes", dev), ("test_takes", test)):
-            if not takes:
+        names = [n for n in ("dev_takes", "test_takes", "train_takes") if args[n] is not None]
+        takes = {name: range(*args[name]) for name in names}
+        for name in names:
+            if not takes[name]:
                 raise ValueError(f"{name}={list(args[name])} holds no take: it needs start < stop")
-        if set(dev) & set(test):
-            raise ValueError(f"dev_takes {list(args['dev_takes'])} and test_takes {list(args['test_takes'])} overlap")
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                if set(takes[first]) & set(takes[second]):
+                    raise ValueError(f"{first} {list(args[first])} and {second} {list(args[second])} overlap")
 
     def copy_of(self) -> dict:
         """FSDD's own copy: the same corpus, so a fetch of either uses the other's audio."""
@@ -169,6 +175,8 @@ class FSDDSpeakers(FSDD):
             match = FILE_NAME.match(file.name)
             take = int(match["take"])
             split = next((s for s, takes in self.takes.items() if take in takes), "train")
+            if split == "train" and self.train_takes is not None and take not in self.train_takes:
+                continue
             rows.append({"path": f"{RECORDINGS}/{file.name}", "split": split, "label": match["digit"],
                          "speaker": match["speaker"]})  # fmt: skip
         return rows
