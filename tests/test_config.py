@@ -121,7 +121,7 @@ def test_run_id_follows_the_resolved_config_only():
     [
         ({"epochs": True}, r"training\.epochs: Input should be a valid integer \(got True\)"),
         ({"batch_size": "32"}, r"training\.batch_size: Input should be a valid integer"),
-        ({"amp": 1}, r"training\.amp: Input should be a valid boolean"),
+        ({"amp": 1}, r"training\.amp: must be false, true \(fp16\), fp16 or bf16, got 1"),
         ({"grad_clip": True}, r"training\.grad_clip: Input should be a valid number"),
         ({"max_duration": "1e-3"}, r"training\.max_duration: .*\(got '1e-3'\); write numbers unquoted"),
     ],

@@ -16,7 +16,7 @@ import torch
 import yaml
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tympan import augmentations, bundle, checkpoint, feature_store, flow, plots, progress, runlock, tracking
+from tympan import augmentations, bundle, checkpoint, feature_store, flow, optim, plots, progress, runlock, tracking
 from tympan import config as configuration
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader, sample_seed
@@ -95,7 +95,8 @@ class Trainer:
         recorded = self.model.rebuild_args() if hasattr(self.model, "rebuild_args") else config.model.args
         self.model_args = {**{k: v for k, v in recorded.items() if k != "pretrained"}, **sizes}
         self.model.to(self.device)
-        self.optimizer = config.optimizer.build(params=self.model.parameters())
+        self.optimizer = optim.build_optimizer(config.optimizer, self.model)
+        self.freezing = optim.freezing(config.optimizer, self.model)
         self.augmentations = self._augmentations()
         self.train_data = self._dataset("train", train=True)
         lengths = self.splits["train"].lengths()
@@ -105,13 +106,14 @@ class Trainer:
             seed=config.seed,
             bucketing=cfg.bucketing,
         )
-        self.scheduler = self._scheduler()
+        self.schedule = optim.build_schedule(
+            config.scheduler, self.optimizer, self.total_steps, self.steps_per_epoch, self.task.direction
+        )
+        self.scheduler = self.schedule.inner if self.schedule is not None else None  # the torch scheduler, if any
         self.tracker = tracking.tracker(config)
-        self.amp = cfg.amp and self.device.type == "cuda"
-        if cfg.amp and not self.amp:
-            log.warning("training.amp is for CUDA; training in float32 on %s", self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.checkpoints = checkpoint.Checkpoints(self.run_dir, self.model, self.optimizer, self.scheduler, self.scaler)
+        self.amp_dtype = optim.amp_dtype(cfg.amp, self.device)  # None: float32
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.checkpoints = checkpoint.Checkpoints(self.run_dir, self.model, self.optimizer, self.schedule, self.scaler)
         self._row_time = time.perf_counter()
 
     @property
@@ -150,14 +152,14 @@ class Trainer:
         return self.config.training.steps is not None
 
     @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps an epoch: a step per `training.accumulate` batches, the last maybe on fewer."""
+        return -(-len(self.sampler) // self.config.training.accumulate)
+
+    @property
     def total_steps(self) -> int:
         cfg = self.config.training
-        return cfg.steps if self.by_step else cfg.epochs * len(self.sampler)
-
-    def _scheduler(self):
-        if self.config.scheduler is None:
-            return None
-        return self.config.scheduler.build_for(self.optimizer, self.total_steps, len(self.sampler))
+        return cfg.steps if self.by_step else cfg.epochs * self.steps_per_epoch
 
     def fit(self) -> dict:
         with logging_redirect_tqdm(), _disk_space(self.run_dir):
@@ -182,7 +184,7 @@ class Trainer:
             None, self.config.training.progress, desc="training", unit="step", initial=step, total=self.total_steps
         )
         while step < self.total_steps:
-            epoch, offset = divmod(step, len(self.sampler))
+            epoch, offset = divmod(step, self.steps_per_epoch)
             step, stop = self._train_epoch(epoch + 1, offset, history, loss, bar)
             if stop:
                 break
@@ -194,34 +196,43 @@ class Trainer:
         return summary
 
     def _train_epoch(self, epoch: int, offset: int, history: list[dict], loss: list[float], bar) -> tuple[int, bool]:
-        """Train epoch `epoch` from its batch `offset` on; log, evaluate and save where due.
+        """Train epoch `epoch` from its step `offset` on; log, evaluate and save where due.
 
-        `loss` holds [sum, count] of the training loss since the last logged row. Returns the
-        global step reached and whether early stopping ended training.
+        `offset` counts optimizer steps, each on `training.accumulate` batches. `loss` holds
+        [sum, count] of the training loss since the last logged row. Returns the global step
+        reached and whether early stopping ended training.
         """
         cfg = self.config.training
         self.model.train()
         self.train_data.epoch = self.sampler.epoch = epoch
-        order = list(self.sampler)[offset:]
+        order = list(self.sampler)[offset * cfg.accumulate :]
         batches = loader(self.train_data, order, self.model.min_frames, cfg.num_workers)
-        step = (epoch - 1) * len(self.sampler) + offset
-        for batch, (x, lengths, targets) in enumerate(batches, start=offset):
+        step = (epoch - 1) * self.steps_per_epoch + offset
+        group = []
+        for batch, (x, lengths, targets) in enumerate(batches, start=offset * cfg.accumulate):
             if self.augmentations["batch"]:
                 x, lengths, targets = self._mix(x, lengths, targets, epoch, batch)
-            value = self._train_step(x, lengths, targets)
+            group.append((x, lengths, targets))
+            if len(group) < cfg.accumulate and batch + 1 < len(self.sampler):
+                continue
+            if self.freezing is not None:
+                self.freezing.apply(step + 1 if self.by_step else epoch)
+            values = self._train_group(group)
             step += 1
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"{self.run_dir}: the training loss became {value} at step {step} (epoch {epoch}); stopped "
-                    "without saving it (last/ keeps the last finite state). Lower optimizer.args.lr, set "
-                    "training.grad_clip, or check the features"
-                )
-            loss[0] += value * len(targets)
-            loss[1] += len(targets)
+            for value in values:
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"{self.run_dir}: the training loss became {value} at step {step} (epoch {epoch}); stopped "
+                        "without saving it (last/ keeps the last finite state). Lower optimizer.args.lr, set "
+                        "training.grad_clip, or check the features"
+                    )
+            loss[0] += sum(value * len(t) for value, (_, _, t) in zip(values, group, strict=True))
+            loss[1] += sum(len(t) for _, _, t in group)
+            group = []
             bar.update(1)
-            epoch_end = step % len(self.sampler) == 0
-            if epoch_end and self.scheduler is not None and self.config.scheduler.interval == "epoch":
-                self.scheduler.step()
+            epoch_end = step % self.steps_per_epoch == 0
+            if epoch_end and self.schedule is not None and self.config.scheduler.interval == "epoch":
+                self.schedule.step()
             last = step == self.total_steps
             unit = step if self.by_step else epoch
             due_row = last or (step % cfg.eval_every == 0 if self.by_step else epoch_end)
@@ -244,19 +255,46 @@ class Trainer:
         return x, lengths, targets
 
     def _train_step(self, x: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> float:
-        x, lengths, targets = x.to(self.device), lengths.to(self.device), targets.to(self.device)
+        """One optimizer step on one batch (bench/train_speed.py times it); its loss."""
+        return self._train_group([(x, lengths, targets)])[0]
+
+    def _train_group(self, group: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[float]:
+        """One optimizer step on the summed gradients of a group of batches, each loss scaled by
+        1/len(group); SAM takes its second gradients through `again`. Returns each batch's loss."""
+        group = [(x.to(self.device), lengths.to(self.device), targets.to(self.device)) for x, lengths, targets in group]
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            loss = self.task.loss(self.model(x, lengths), targets)
-        self.scaler.scale(loss).backward()
+        values = self._backward(group)
+        if isinstance(self.optimizer, optim.SAM):
+
+            def again() -> None:
+                self.optimizer.zero_grad(set_to_none=True)
+                with optim.running_stats_kept(self.model):
+                    self._backward(group)
+                self._clip()
+
+            self.optimizer.step(again)
+        else:
+            self._clip()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        if self.schedule is not None and self.config.scheduler.interval == "step":
+            self.schedule.step()
+        return values
+
+    def _backward(self, group: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[float]:
+        """Add the group's gradients (under `training.amp`'s autocast) to the parameters' grads."""
+        values = []
+        for x, lengths, targets in group:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float16, enabled=bool(self.amp_dtype)):
+                loss = self.task.loss(self.model(x, lengths), targets)
+            self.scaler.scale(loss if len(group) == 1 else loss / len(group)).backward()
+            values.append(loss.item())
+        return values
+
+    def _clip(self) -> None:
         if self.config.training.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.training.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if self.scheduler is not None and self.config.scheduler.interval == "step":
-            self.scheduler.step()
-        return loss.item()
 
     def _log_row(self, epoch: int, step: int, history: list[dict], loss: list[float], evaluate: bool, bar) -> bool:
         """Append a metrics.csv row (training loss since the last row, dev results when due),
@@ -270,6 +308,9 @@ class Trainer:
             dev = self.evaluate("dev")
             row.update({f"dev_{k}": v for k, v in dev["metrics"].items()})
             row["dev_loss"] = dev["loss"]
+            if self.schedule is not None and self.schedule.on_metric:  # ReduceLROnPlateau: the lr from here on
+                self.schedule.evaluated(row[tracked])
+                row["lr"] = self.optimizer.param_groups[0]["lr"]
         best = self._best(history, tracked)
         history.append(row)
         write_csv(self.run_dir / "metrics.csv", history, list(dict.fromkeys(k for r in history for k in r)))

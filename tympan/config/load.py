@@ -76,7 +76,7 @@ def parse(raw: dict, source: str = "config", *, training: bool = True) -> Config
         ("optimizer", config.optimizer, ("params",)),
         *[(f"augmentation.{i}", a, ()) for i, a in enumerate(config.augmentation)],
     ]  # fmt: skip
-    if config.scheduler:
+    if config.scheduler and config.scheduler.target:  # none: a warm-up alone
         checks.append(("scheduler", config.scheduler, ("optimizer",)))
     for where, component, fixed in checks:
         try:
@@ -172,13 +172,20 @@ def _misplaced(place: str, pipeline) -> str | None:
 
 def _check_optimizer(config: Config, source: str) -> None:
     """Build the optimizer and scheduler for one dummy parameter: cheap, and their constructors
-    are what knows that `lr: -1` is wrong. The run-length numbers are placeholders."""
+    are what knows that `lr: -1` is wrong. The run-length numbers are placeholders. First what
+    tympan.optim knows: parts the model lacks, SAM's base, a warm-up as long as the run."""
     import torch
 
+    from tympan import optim
+
+    try:
+        optim.check(config)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {first_line(exc).removeprefix('ValueError: ')}") from None
     where, component = "optimizer", config.optimizer
     try:
         optimizer = component.build(params=[torch.nn.Parameter(torch.zeros(1))])
-        if config.scheduler is not None:
+        if config.scheduler is not None and config.scheduler.target is not None:
             where, component = "scheduler", config.scheduler
             component.build_for(
                 optimizer, total_steps=config.training.steps or config.training.epochs, steps_per_epoch=1

@@ -14,7 +14,7 @@ import json
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tympan import components
 from tympan.errors import ConfigError
@@ -123,28 +123,82 @@ class ModelConfig(Component):
     pass
 
 
+class PartConfig(Block):
+    """How the optimizer treats one part of the model (`AudioModel.parts()`: backbone, head)."""
+
+    lr: float | None = Field(None, gt=0, description="this part's learning rate (default: optimizer.args.lr)")
+    weight_decay: float | None = Field(None, ge=0, description="this part's weight decay (default: the optimizer's)")
+    freeze: bool | int = Field(
+        False,
+        description="true: never trained; N: frozen for the first N epochs (optimizer steps when training.steps "
+        "is set), trained from then on. Only parameters are frozen: batch-norm statistics still follow the data",
+    )
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze(cls, value: Any) -> Any:
+        if not isinstance(value, bool) and not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"must be true, false or a number of epochs (or steps) >= 1, got {value!r}")
+        return value
+
+
 class OptimizerConfig(Component):
-    pass
+    """A `torch.optim` optimizer (or `tympan.optim:SAM` around one) and its keyword `args:`.
+    Without `parts` and `no_decay` every parameter is in one group with `args`."""
+
+    parts: dict[str, PartConfig] = Field(
+        default_factory=dict,
+        description="settings per model part (backbone, head): lr, weight_decay, freeze; a part not named keeps `args`",
+    )
+    no_decay: bool = Field(False, description="no weight decay on biases and normalisation weights (1-D parameters)")
 
 
 class SchedulerConfig(Component):
-    interval: Literal["step", "epoch"] = "epoch"
+    """A `torch.optim.lr_scheduler` class and its `args:`, stepped every `interval`, or
+    (ReduceLROnPlateau) after every dev evaluation with the task's tracking metric, its mode
+    the metric's direction; `warmup` ramps the learning rate up linearly in front of it."""
 
-    def build_for(self, optimizer: Any, total_steps: int, steps_per_epoch: int) -> Any:
+    target: str | None = Field(None, description="the scheduler class; leave it out for a warm-up alone")
+    interval: Literal["step", "epoch"] = Field("epoch", description="step the scheduler every optimizer step or epoch")
+    warmup: int = Field(
+        0,
+        ge=0,
+        description="linear warm-up over the first N intervals: the k-th trains at k/N of the lr, then the "
+        "scheduler starts from its beginning (without a target: the lr stays)",
+    )
+
+    @field_validator("target")
+    @classmethod
+    def _importable(cls, target: str | None) -> str | None:
+        if target is not None:
+            resolve_target(target)
+        return target
+
+    @model_validator(mode="after")
+    def _something_to_schedule(self) -> SchedulerConfig:
+        if self.target is None and (self.args or not self.warmup):
+            raise ValueError("give a target (a torch.optim.lr_scheduler class) with its args, or warmup: N alone")
+        return self
+
+    def build_for(self, optimizer: Any, total_steps: int, steps_per_epoch: int, **fixed: Any) -> Any:
         """Build for a run of `total_steps` optimizer steps, filling in the run-length arguments
-        the class takes and the config leaves out (one-cycle peaks at the optimizer's lr)."""
+        the class takes and the config leaves out (one-cycle peaks at the optimizer's lr, each
+        parameter group's own; cosine annealing lasts the run). `fixed`: more arguments (a mode)."""
         params = inspect.signature(resolve_target(self.target)).parameters
+        lrs = [group["lr"] for group in optimizer.param_groups]
+        epochs = -(-total_steps // steps_per_epoch)
         known = {
             "total_steps": total_steps,
-            "epochs": -(-total_steps // steps_per_epoch),
+            "epochs": epochs,
             "steps_per_epoch": steps_per_epoch,
-            "max_lr": optimizer.param_groups[0]["lr"],
+            "max_lr": lrs[0] if len(lrs) == 1 else lrs,
+            "T_max": total_steps if self.interval == "step" else epochs,
         }
         filled = {k: v for k, v in known.items() if k in params and k not in self.args}
         if "total_steps" in filled:  # OneCycle-like: total_steps alone defines the schedule
             filled.pop("epochs", None)
             filled.pop("steps_per_epoch", None)
-        return self.build(optimizer=optimizer, **filled)
+        return self.build(optimizer=optimizer, **filled, **fixed)
 
 
 class TrainingConfig(Block):
@@ -161,12 +215,30 @@ class TrainingConfig(Block):
     save_every: int = Field(1, ge=1, description="save the resumable last/ state every N epochs or steps")
     patience: int | None = Field(None, ge=1, description="stop after N evaluations without improvement")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
-    amp: bool = Field(False, description="mixed precision (float16 autocast) on CUDA; ignored on CPU")
+    accumulate: int = Field(
+        1,
+        ge=1,
+        description="sum the gradients of N batches (each loss scaled by 1/N) into one optimizer step; `steps`, "
+        "the scheduler and `freeze` count optimizer steps. An epoch's last group may have fewer batches: it "
+        "steps too, its losses scaled by 1/its size",
+    )
+    amp: bool | Literal["fp16", "bf16"] = Field(
+        False,
+        description="mixed precision: true or fp16 = float16 autocast with a GradScaler, on CUDA (ignored on "
+        "CPU); bf16 = bfloat16 autocast on CPU and CUDA, no GradScaler",
+    )
     device: str = "auto"
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1, description="torch threads; default $OMP_NUM_THREADS, else the CPUs given")
     deterministic: bool = True
     progress: bool = True
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp(cls, value: Any) -> Any:
+        if not isinstance(value, bool) and value not in ("fp16", "bf16"):
+            raise ValueError(f"must be false, true (fp16), fp16 or bf16, got {value!r}")
+        return value
 
 
 class TrackingConfig(Block):
@@ -232,7 +304,18 @@ def run_id_of(resolved: dict) -> str:
     data = {k: v for k, v in resolved.items() if k not in ("experiment", "grid", "tracking")}
     training = data.get("training") or {}
     data["training"] = {k: v for k, v in training.items() if k not in ("progress", "num_workers", "threads")}
+    for block, defaults in LATER_KEYS.items():  # keys added later count only when set, so old runs keep their ids
+        if isinstance(data.get(block), dict):
+            data[block] = {k: v for k, v in data[block].items() if k not in defaults or v != defaults[k]}
     return digest(data)[:12]
+
+
+# keys added to a block after runs existed, with their defaults (which behave as before they existed)
+LATER_KEYS = {
+    "optimizer": {"parts": {}, "no_decay": False},
+    "scheduler": {"warmup": 0},
+    "training": {"accumulate": 1},
+}
 
 
 def digest(data: Any) -> str:
