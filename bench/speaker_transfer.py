@@ -1,7 +1,8 @@
 """Does transfer beat training from scratch? FSDD speaker identification (5 speakers, split by take
 number: FSDDSpeakers), three ways, seeds 1-3 each:
 
-- speaker-resemblyzer-fsdd: resemblyzer's pretrained LSTM speaker encoder, frozen, + an FFNN;
+- speaker-resemblyzer-stored-fsdd: resemblyzer's pretrained LSTM speaker encoder, frozen (its embeddings
+  stored by preprocess), + an FFNN;
 - speaker-logmel-ffnn-fsdd: the same kind of FFNN on log-Mel statistics (mean and std per bin);
 - speaker-smallcnn-fsdd: the small CNN on log-Mels, from scratch.
 
@@ -26,7 +27,7 @@ from tympan import config as configuration
 from tympan import stages
 from tympan.config.presets import available_presets
 
-EXPERIMENTS = ("speaker-resemblyzer-fsdd", "speaker-logmel-ffnn-fsdd", "speaker-smallcnn-fsdd")
+EXPERIMENTS = ("speaker-resemblyzer-stored-fsdd", "speaker-logmel-ffnn-fsdd", "speaker-smallcnn-fsdd")
 
 
 def overrides(train_takes: list[int] | None) -> dict:
