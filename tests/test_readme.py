@@ -74,6 +74,7 @@ RUN_HERE = [  # checked by the tests below, in this order
     "import mlflow",
     "export TYMPAN_S3_BUCKET",
     "make pipeline",
+    "features:\n  sample_rate: 16000",
     "dataset: FSDD",
     "export AWS_ACCESS_KEY_ID=tympan",
     "helm upgrade --install digits",
@@ -282,6 +283,14 @@ def test_config_example_block_loads():
 
     loaded = configuration.parse(yaml.safe_load(block("dataset: FSDD")))
     assert loaded.model.target.endswith(":Cnn10") and loaded.optimizer.target == "torch.optim:SGD"
+
+
+def test_stored_embedding_block_loads():
+    from tympan import config as configuration
+
+    raw = {"dataset": "FSDDSpeakers", **yaml.safe_load(block("features:\n  sample_rate: 16000"))}
+    loaded = configuration.parse(raw)
+    assert loaded.features.pipeline().stored.describe() == "vector of 256" and loaded.model.target.endswith(":FFNN")
 
 
 # ---------------------------------------------------------------- registry and serving
