@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as metadata
+import importlib.util
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import tympan.models
 import tympan.transforms
@@ -24,15 +26,35 @@ def norm(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def imported_modules(source: str) -> set[str]:
-    """Top-level names of every import in a module, those inside functions included."""
+def imported_modules(module_name: str, lazy: bool, seen: set[str] | None = None) -> set[str]:
+    """Top-level names of the third-party imports a tympan module makes, and those of the tympan
+    modules it imports, transitively. `lazy`: imports inside functions too, anywhere (what it may
+    ever import); else those of the module itself, plus what importing its tympan imports runs."""
+    seen = set() if seen is None else seen
+    seen.add(module_name)
+    tree = ast.parse(Path(importlib.util.find_spec(module_name).origin).read_text())
+    nodes = ast.walk(tree) if lazy or len(seen) == 1 else tree.body
     names = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in nodes:
+        found = []
         if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
+            found = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names - set(sys.stdlib_module_names) - {"tympan"}
+            submodules = [f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")]
+            found = submodules or [node.module]  # `from tympan.models import sources`: that module, not them all
+        for name in found:
+            if name.split(".")[0] != "tympan":
+                names.add(name.split(".")[0])
+            elif name not in seen and _is_module(name):
+                names |= imported_modules(name, lazy, seen)
+    return names - set(sys.stdlib_module_names)
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def dependency_closure(names) -> set[str]:
@@ -70,17 +92,19 @@ def component_classes():
 
 
 def test_every_module_s_imports_are_declared_by_its_classes_and_nothing_more():
-    """Per module of a model or transform class: the distributions it imports (outside what any
-    bundle needs) are declared in its classes' `requires`, and every declared one is imported there."""
+    """Per module of a model or transform class: the distributions it imports, in its own code or by
+    importing tympan's modules, outside what any bundle needs, are declared in its classes'
+    `requires`; and every declared one is imported there or in a tympan module it uses."""
     by_module: dict = {}
     for cls in component_classes():
         by_module.setdefault(inspect.getmodule(cls), set()).update(cls.requires)
     base = dependency_closure(BASE_REQUIREMENTS)
     for module, declared in by_module.items():
-        imported = distributions(imported_modules(inspect.getsource(module)))
+        imported = distributions(imported_modules(module.__name__, lazy=False))
         covered = dependency_closure(declared) | base
         assert {d for d in imported if norm(d) not in covered} == set(), f"{module.__name__}: declare them"
-        assert declared <= imported, f"{module.__name__} declares {sorted(declared - imported)} it never imports"
+        reachable = distributions(imported_modules(module.__name__, lazy=True))
+        assert declared <= reachable, f"{module.__name__} declares {sorted(declared - reachable)} it never imports"
 
 
 def manifest(model: str, features: list[str]) -> dict:
@@ -98,6 +122,10 @@ def test_requirements_name_what_the_classes_import_and_only_that():
     timm = requirements(manifest("tympan.models.timm_backbone:TimmModel", ["tympan.transforms.opensmile:OpenSmile"]))
     assert {r.split("==")[0] for r in timm} == set(BASE_REQUIREMENTS) | {"timm", "opensmile"}
     assert f"timm=={metadata.version('timm')}" in timm
+    stored = manifest("tympan.models.ffnn:FFNN", [])
+    backbone = {"target": "tympan.models.ecapa:ECAPA", "args": {}}
+    stored["features"]["offline"] = [{"target": "tympan.transforms.embedding:Embedding", "args": {"model": backbone}}]
+    assert {r.split("==")[0] for r in requirements(stored)} == set(BASE_REQUIREMENTS) | {"speechbrain"}
     own = requirements(manifest("evil.py:Net", []))  # never imported to find out
     assert {r.split("==")[0] for r in own} == set(BASE_REQUIREMENTS)
 

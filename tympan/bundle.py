@@ -115,12 +115,15 @@ class Prediction:
     embedding: np.ndarray | None = None
 
 
+def named_items(manifest: dict) -> list[tuple[str, dict]]:
+    """(role, {target, args}) of every class a manifest names."""
+    features = [item for place in ("offline", "online") for item in manifest["features"][place]]
+    return [("model", manifest["model"]), ("task", manifest["task"])] + [("features", f) for f in features]
+
+
 def named_classes(manifest: dict) -> list[tuple[str, str]]:
     """(role, target) of every class a manifest names."""
-    features = [item["target"] for place in ("offline", "online") for item in manifest["features"][place]]
-    return [("model", manifest["model"]["target"]), ("task", manifest["task"]["target"])] + [
-        ("features", t) for t in features
-    ]
+    return [(role, item["target"]) for role, item in named_items(manifest)]
 
 
 def check_targets(path: Path, manifest: dict, trust_code: bool = False) -> None:

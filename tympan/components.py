@@ -74,6 +74,11 @@ class Checked:
 
     requires: tuple[str, ...] = ()  # the PyPI distributions it imports beyond tympan's own (a served model's pip)
 
+    @classmethod
+    def requirements(cls, args: dict[str, Any]) -> tuple[str, ...]:
+        """What one built with `args` needs installed (a class wrapping another adds the other's)."""
+        return cls.requires
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")

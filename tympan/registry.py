@@ -145,7 +145,9 @@ def _log_and_register(
 
 
 # what loading and running any bundle imports (tympan.bundle and its imports; tests/test_registry.py checks it)
-BASE_REQUIREMENTS = ("torch", "torchaudio", "numpy", "pydantic", "PyYAML", "safetensors", "soundfile", "librosa", "tqdm")
+BASE_REQUIREMENTS = (
+    "torch", "torchaudio", "numpy", "pydantic", "PyYAML", "safetensors", "soundfile", "librosa", "tqdm"
+)  # fmt: skip
 
 
 def requirements(manifest: dict) -> list[str]:
@@ -154,17 +156,17 @@ def requirements(manifest: dict) -> list[str]:
     only that. A class outside tympan (a user's own) is not imported to find out: it is named in a warning."""
     from importlib.metadata import version
 
-    from tympan.bundle import ROLES, named_classes
+    from tympan.bundle import ROLES, named_items
     from tympan.targets import RefusedTarget, resolve_own
 
     names = set(BASE_REQUIREMENTS)
-    for role, target in named_classes(manifest):
+    for role, item in named_items(manifest):
         try:
-            cls = resolve_own(target, *ROLES[role])
+            cls = resolve_own(item["target"], *ROLES[role])
         except RefusedTarget:
-            log.warning("%s is not one of tympan's classes: add what it imports to the model's requirements", target)
+            log.warning("%s is not one of tympan's classes: add what it imports to the model's requirements", item)
             continue
-        names.update(getattr(cls, "requires", ()))
+        names.update(cls.requirements(item.get("args") or {}) if hasattr(cls, "requirements") else ())
     return [f"{name}=={version(name)}" for name in sorted(names, key=str.lower)]
 
 

@@ -6,6 +6,7 @@ pipeline's output (`sizes`: `n_mels`/`n_bins`, `input_dim`, `sample_rate`, `in_c
 through `weights.load_weights`.
 """
 
+from tympan.models.ast_transformer import ASTFFNN
 from tympan.models.base import AudioModel, check_accepts, sizes
 from tympan.models.cnn import SmallCNN
 from tympan.models.crnn import CRNN
@@ -17,10 +18,13 @@ from tympan.models.recurrent import SeqFFNN
 from tympan.models.resemblyzer_encoder import Resemblyzer
 from tympan.models.timm_backbone import TimmModel
 from tympan.models.torchvision_backbone import TorchvisionModel
+from tympan.models.w2v2 import W2V2FFNN
 from tympan.models.waveform_cnn import WaveformCNN
 from tympan.models.weights import load_weights
+from tympan.models.whisper import WhisperFFNN
 
 __all__ = [
+    "ASTFFNN",
     "CRNN",
     "ECAPA",
     "FFNN",
@@ -33,7 +37,9 @@ __all__ = [
     "SmallCNN",
     "TimmModel",
     "TorchvisionModel",
+    "W2V2FFNN",
     "WaveformCNN",
+    "WhisperFFNN",
     "check_accepts",
     "load_weights",
     "sizes",

@@ -22,6 +22,7 @@ from tympan.transforms.shape import ExpandChannels, Squeeze, Unsqueeze
 from tympan.transforms.spec import ShapeError, Spec, Transform
 from tympan.transforms.stack import StackFrames
 from tympan.transforms.waveform import Waveform
+from tympan.transforms.whisper import WhisperLogMel
 
 __all__ = [
     "MFCC",
@@ -51,4 +52,5 @@ __all__ = [
     "Transform",
     "Unsqueeze",
     "Waveform",
+    "WhisperLogMel",
 ]

@@ -49,6 +49,11 @@ class Embedding(Transform):
         _model_class(model["target"])
 
     @classmethod
+    def requirements(cls, args: dict) -> tuple[str, ...]:
+        """The backbone's: a bundle replays it."""
+        return _model_class(args["model"]["target"]).requires
+
+    @classmethod
     def content_args(cls, args: dict) -> dict:
         """The model's `pretrained` source as the sha256 of its weights, so new weights make a new store."""
         model = dict(args.get("model") or {})
