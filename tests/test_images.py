@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = {name: ROOT / "images" / name / "Dockerfile" for name in ("base", "train-cuda", "serve")}
 HADOLINT = Path(sys.executable).parent / "hadolint"
 PINS = ["requirements/torch.txt", "requirements/torchaudio.txt"]
-NO_DEPS = "requirements/no-deps.txt"  # installed --no-deps where training runs (make install, base, train-cuda)
+NO_DEPS = "requirements/no-deps.txt"  # installed --no-deps everywhere (their declared dependencies conflict)
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -124,7 +124,7 @@ def test_image_installs_what_ci_installs(name):
     builder, final = stages(DOCKERFILES[name])[0], stages(DOCKERFILES[name])[-1]
     commands = pip_commands(builder)
     installed = [f for args in commands for f in requirement_files(args) if f.startswith("requirements/")]
-    assert installed == (PINS if name == "serve" else [*PINS, NO_DEPS])  # serving: bundles carry the weights
+    assert installed == [*PINS, NO_DEPS]
     package_extras = extras_of(commands[-1])
     ci_extras = extras_of(makefile_install()[-1])
     assert package_extras and package_extras <= ci_extras, (package_extras, ci_extras)
