@@ -142,7 +142,7 @@ def test_a_timm_network_of_one_image_size_refuses_another_at_config_load(tmp_pat
          "mobilenetv3_small_050, mobilenetv3_small_100"),
         ("timm_backbone:TimmModel", {"name": 3}, "name must be a string, got 3"),
         ("timm_backbone:TimmModel", {"name": "resnet18", "drop_rate": 1.5}, r"drop_rate must be a number in \[0, 1\)"),
-        ("timm_backbone:TimmModel", {"name": "resnet18", "pretrained": ""}, "pretrained must be a weights file's path or a published name"),
+        ("timm_backbone:TimmModel", {"name": "resnet18", "pretrained": ""}, "pretrained must be a weights file's path"),
         ("torchvision_backbone:TorchvisionModel", {"name": "resnet19"},
          "torchvision has no model 'resnet19'; did you mean resnet18.*small ones: mobilenet_v3_small"),
         ("torchvision_backbone:TorchvisionModel", {"name": "squeezenet1_1"},

@@ -4,8 +4,9 @@ Every block forbids unknown keys, so a typo fails with its key path and the keys
 allowed. A block given as a string names a preset in `tympan/presets/<kind>/<name>.yaml`;
 a mapping with `preset:` loads that preset and overrides it key by key. Wherever a class is
 chosen, `target:` is `package.module:Class` or a file `path/to/file.py:Class` (a path separator
-marks a file: `./mine.py:Class`), and `args:` its keyword arguments, checked by `tympan.components` against the constructor's
-annotated signature and the class's `check_together` (the checks the constructor also runs).
+marks a file: `./mine.py:Class`), and `args:` its keyword arguments, checked by
+`tympan.components` against the constructor's annotated signature and the class's
+`check_together` (the checks the constructor also runs).
 Types are strict: `epochs: true` is an error, not one epoch (floats still take integers).
 
 The parts: `schema` (the blocks), `presets`, `load` (YAML

@@ -343,5 +343,3 @@ def _linked(src: Path, tmp: Path, fd: int) -> bool:
         tmp.unlink()
         return False
     return True
-
-
