@@ -382,6 +382,7 @@ BAD_VALUES = {
     "Crop": ("anchor", "middle"),
     "ExpandChannels": ("channels", 0),
     "GainNormalize": ("target_db", 3.0),
+    "WhisperLogMel": ("n_mels", 80.0),
     "HuggingFaceExtractor": ("extractor", 3),
     "KaldiFbank": ("preemphasis_coefficient", 1.5),
     "MFCC": ("n_mels", 0),
