@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from tympan.components import NonNegativeInt, PositiveInt, Probability
-from tympan.models.hf_audio import Freeze, Layer, TransformersAudioModel, check_args, local_setting
+from tympan.models.hf_audio import Freeze, Layer, TransformersAudioModel, local_setting
 from tympan.transforms.spec import ShapeError, Spec
 
 MODEL_TYPES = ("audio-spectrogram-transformer",)
@@ -57,10 +57,6 @@ class ASTFFNN(TransformersAudioModel):
                 f"{self.hf_config.num_mel_bins}"
             )
         self.max_length = self.hf_config.max_length
-
-    @staticmethod
-    def check_together(args: dict[str, Any]) -> None:
-        check_args(args, MODEL_TYPES)
 
     @classmethod
     def check_input(cls, spec: Spec, args: dict) -> None:

@@ -73,6 +73,18 @@ class TransformersAudioModel(AudioModel):
     weights_from = "a transformers directory (config.json + safetensors or torch weights), or a Hugging Face hub id"
     architecture_from_pretrained = True  # without the source, `config` must give the whole architecture
 
+    @classmethod
+    def check_together(cls, args: dict[str, Any]) -> None:
+        """The checks of several arguments the families share (config load runs them; nothing is read)."""
+        config = args.get("config")
+        if config is not None:
+            hf.check_config(config, cls.model_types)
+        if args.get("pretrained") is None and len(cls.model_types) > 1 and (config or {}).get("model_type") is None:
+            raise ValueError(
+                f"config.model_type: without pretrained, config is the whole architecture and must name its "
+                f"model_type ({', '.join(cls.model_types)})"
+            )
+
     def _setup(self, args: dict[str, Any], defaults: dict[str, Any], cnn: tuple[str, ...]) -> None:
         """Build everything from the constructor's `args`: the network (from `args["pretrained"]`
         and/or `args["config"]`, `defaults` filling in what neither gives), then the added layers.
@@ -142,18 +154,6 @@ class TransformersAudioModel(AudioModel):
 
     def head(self, embedding: torch.Tensor) -> torch.Tensor:
         return self.ffnn.head(embedding)
-
-
-def check_args(args: dict[str, Any], model_types: tuple[str, ...]) -> None:
-    """The checks of several arguments the families share (config load runs them; nothing is read)."""
-    config = args.get("config")
-    if config is not None:
-        hf.check_config(config, model_types)
-    if args.get("pretrained") is None and len(model_types) > 1 and (config or {}).get("model_type") is None:
-        raise ValueError(
-            f"config.model_type: without pretrained, config is the whole architecture and must name its "
-            f"model_type ({', '.join(model_types)})"
-        )
 
 
 def local_setting(args: dict[str, Any], key: str, default: Any = None) -> Any:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tympan.components import NonNegativeInt, PositiveInt, Probability
-from tympan.models.hf_audio import Freeze, Layer, TransformersAudioModel, check_args
+from tympan.models.hf_audio import Freeze, Layer, TransformersAudioModel
 
 MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 
@@ -62,10 +62,6 @@ class W2V2FFNN(TransformersAudioModel):
         self.min_frames = receptive_field(self.kernels, self.strides)
         # group norm's statistics span the whole input: such an encoder runs clip by clip
         self.per_clip = any(isinstance(m, nn.GroupNorm) for m in self.network.feature_extractor.modules())
-
-    @staticmethod
-    def check_together(args: dict[str, Any]) -> None:
-        check_args(args, MODEL_TYPES)
 
     def frames(self, lengths: torch.Tensor) -> torch.Tensor:
         """Valid samples -> valid frames of the CNN feature encoder (no padding in its convolutions)."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from tympan.components import NonNegativeInt, PositiveInt, Probability
-from tympan.models.hf_audio import Freeze, Layer, TransformersAudioModel, check_args, local_setting
+from tympan.models.hf_audio import Freeze, Layer, TransformersAudioModel, local_setting
 from tympan.transforms.spec import ShapeError, Spec
 
 MODEL_TYPES = ("whisper",)
@@ -62,10 +62,6 @@ class WhisperFFNN(TransformersAudioModel):
                 f"{self.hf_config.num_mel_bins}"
             )
         self.max_frames = 2 * self.hf_config.max_source_positions
-
-    @staticmethod
-    def check_together(args: dict[str, Any]) -> None:
-        check_args(args, MODEL_TYPES)
 
     @classmethod
     def check_input(cls, spec: Spec, args: dict) -> None:
