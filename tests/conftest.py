@@ -1,11 +1,14 @@
 """Shared fixtures: the real FSDD copy that stands in for downloads."""
 
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -230,3 +233,53 @@ def s3_server(_moto_s3, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent-aws-credentials"))
     monkeypatch.setenv("TYMPAN_S3_BUCKET", S3_BUCKET)
     return url
+
+
+# ---------------------------------------------------------------- HTTP file server
+
+
+class Server(http.server.ThreadingHTTPServer):
+    """Serves `files` by name, honours Range, and cuts the first response of `cut` short."""
+
+    def __init__(self, files: dict[str, bytes], cut: str | None = None):
+        self.files, self.cut, self.requests = files, cut, []
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        name = urllib.parse.unquote(self.path.lstrip("/"))
+        self.server.requests.append((name, self.headers.get("Range")))
+        body = self.server.files.get(name)
+        if body is None:
+            self.send_error(404)
+            return
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        if self.server.cut == name:
+            self.server.cut = None
+            self.wfile.write(body[start : start + len(body) // 2])  # then the connection drops
+            return
+        self.wfile.write(body[start:])
+
+    def log_message(self, *_):
+        pass
+
+
+@pytest.fixture
+def serve():
+    """Start HTTP servers on 127.0.0.1 serving `files` by name: `serve(files, cut=None)` -> (server, base URL)."""
+    servers = []
+
+    def start(files: dict[str, bytes], cut: str | None = None) -> tuple[Server, str]:
+        server = Server(files, cut)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -5,9 +5,6 @@ for the network. Served by a real HTTP server on 127.0.0.1 with fabricated files
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
-import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -16,52 +13,6 @@ import torch
 from tests.test_weights import pann_checkpoint
 from tympan.errors import DataError
 from tympan.models import Cnn10, sources
-
-
-class Server(http.server.ThreadingHTTPServer):
-    """Serves `files` by name, honours Range, and cuts the first response of `cut` short."""
-
-    def __init__(self, files: dict[str, bytes], cut: str | None = None):
-        self.files, self.cut, self.requests = files, cut, []
-        super().__init__(("127.0.0.1", 0), Handler)
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        name = urllib.parse.unquote(self.path.lstrip("/"))
-        self.server.requests.append((name, self.headers.get("Range")))
-        body = self.server.files.get(name)
-        if body is None:
-            self.send_error(404)
-            return
-        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        if self.server.cut == name:
-            self.server.cut = None
-            self.wfile.write(body[start : start + len(body) // 2])  # then the connection drops
-            return
-        self.wfile.write(body[start:])
-
-    def log_message(self, *_):
-        pass
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(files: dict[str, bytes], cut: str | None = None) -> tuple[Server, str]:
-        server = Server(files, cut)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

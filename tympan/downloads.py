@@ -60,8 +60,9 @@ def digest(file: Path, algorithm: str = "sha256") -> str:
     return hasher.hexdigest()
 
 
-def verify(url: str, file: Path, expected: str | None) -> None:
-    """`file` matches `expected` ("algorithm:hex", None to skip), or it is removed and a DataError says so."""
+def verify(url: str, file: Path, expected: str | None, remove: bool = True) -> None:
+    """`file` matches `expected` ("algorithm:hex", None to skip), or a DataError says so and (unless
+    `remove` is false: a mirror's file is never touched) it is removed."""
     if expected is None:
         return
     algorithm, _, value = expected.partition(":")
@@ -70,8 +71,9 @@ def verify(url: str, file: Path, expected: str | None) -> None:
     found = digest(file, algorithm)
     # a prefix of at least 8 digits is torchvision's way (its file names carry the sha256's start)
     if len(value) < 8 or not found.startswith(value.lower()):
-        file.unlink()
-        raise DataError(f"{url}: {algorithm} is {found}, expected {value}; removed {file}")
+        if remove:
+            file.unlink()
+        raise DataError(f"{url}: {algorithm} is {found}, expected {value}" + (f"; removed {file}" if remove else ""))
 
 
 class _locked:

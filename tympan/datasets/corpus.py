@@ -1,0 +1,145 @@
+"""A named corpus as its publishers distribute it: archives to download, or a local folder.
+
+A `Corpus` subclass states its archives (URL and published checksum), the layout they extract to
+(`layout`, with one `marker` path that proves an extracted copy), and how its own metadata files
+become index rows (`prepare`). From that it gets, with no more code:
+
+- a download of each archive (resumable, verified, see `tympan.downloads`), extracted safely
+  (`archives.extract`) and then deleted;
+- `dataset.args.source: /path` and `TYMPAN_DATA_MIRROR/<name>/`: a folder holding either the
+  archives (verified, then extracted) or the extracted layout (linked or copied);
+- for a corpus that is only given on request (`request` says where), a clear error naming the
+  corpus, where to request it and the layout expected, when no source is there.
+
+`about` feeds `tympan datasets`: size, license, access, task and class count.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tympan.datasets import archives
+from tympan.datasets.base import AudioDataset, link_or_copy
+from tympan.downloads import download_file, verify
+from tympan.errors import DataError
+from tympan.progress import bar
+
+__all__ = ["About", "Archive", "Corpus"]
+
+log = logging.getLogger(__name__)
+
+ARCHIVES = ".archives"  # below the staging folder, so a partial download survives there and resumes
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One published file of a corpus: where it is and its published checksum ("md5:..." or
+    "sha256:..."; None where the publisher gives none)."""
+
+    url: str
+    checksum: str | None = None
+    name: str = ""  # the file name; by default the URL's last path segment
+
+    @property
+    def file_name(self) -> str:
+        return self.name or PurePosixPath(urllib.parse.urlparse(self.url).path).name
+
+
+@dataclass(frozen=True)
+class About:
+    """What `tympan datasets` says about a corpus."""
+
+    task: str  # e.g. "7 emotions (classification)"
+    classes: int | None  # None for regression
+    size: str  # e.g. "535 clips, 25 min, 40 MB"
+    license: str
+    access: str = "public"  # or "on request"
+    homepage: str = ""
+
+
+class Corpus(AudioDataset):
+    """A corpus fetched from its published archives, from `source` or from the data mirror."""
+
+    #: The published files; empty for a corpus given only on request.
+    archives: tuple[Archive, ...] = ()
+    #: Where to request a corpus that is not public (None: it is public).
+    request: str | None = None
+    #: The folder layout a local copy has, for error messages ("wav/*.wav, labels.csv").
+    layout: str = ""
+    #: A path (relative to the copy) that only an extracted copy has.
+    marker: str = ""
+    about: About
+
+    def __init__(self, source: str | None = None):
+        self.source = source
+
+    # ---- what subclasses may refine
+
+    def place(self, member: PurePosixPath) -> PurePosixPath | None:
+        """Where an archive member goes in the copy (None: not needed). By default everything, at
+        its own path."""
+        return member
+
+    def wanted(self, relative: PurePosixPath) -> bool:
+        """Whether a file of an extracted local copy is taken (by default: all)."""
+        return True
+
+    # ---- fetching
+
+    def download(self, dest: Path) -> None:
+        if self.source:
+            source = Path(self.source).expanduser()
+            if not source.is_dir():
+                raise DataError(f"{self.name}: source {source} is not a folder; {self._expected()}")
+            self.copy_from(source, dest)
+            return
+        if self.request:
+            raise DataError(
+                f"{self.name} is not public: request it at {self.request}, then set dataset.args.source to "
+                f"the folder holding it ({self._expected()})"
+            )
+        for archive in self.archives:
+            file = download_file(archive.url, dest / ARCHIVES / archive.file_name, checksum=archive.checksum)
+            archives.extract(file, dest, self.place)
+            file.unlink()
+        _remove_empty(dest / ARCHIVES)
+
+    def copy_from(self, src: Path, dest: Path) -> None:
+        """Take the extracted layout from `src` if it is there (`marker`), else its archives."""
+        if self.marker and (src / self.marker).exists():
+            self._link_layout(src, dest)
+            return
+        found = [src / a.file_name for a in self.archives]
+        if self.archives and all(f.is_file() for f in found):
+            for archive, file in zip(self.archives, found, strict=True):
+                verify(str(file), file, archive.checksum, remove=False)
+                archives.extract(file, dest, self.place)
+            return
+        missing = [f.name for f in found if not f.is_file()]
+        raise DataError(
+            f"{src}: not a copy of {self.name}: no {self.marker or 'extracted layout'}"
+            + (f" and no archive {missing[0]}" if missing else "")
+            + f"; {self._expected()}"
+        )
+
+    def _link_layout(self, src: Path, dest: Path) -> None:
+        files = (p for p in sorted(src.rglob("*")) if p.is_file() and not p.name.startswith("."))
+        for file in bar(files, desc=f"copy {self.name}", unit="file"):
+            relative = PurePosixPath(file.relative_to(src).as_posix())
+            if self.wanted(relative):
+                target = dest / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                link_or_copy(file, target)
+
+    def _expected(self) -> str:
+        names = ", ".join(a.file_name for a in self.archives)
+        archives_text = f" or the archives {names}" if names else ""
+        return f"expected the layout {self.layout}{archives_text}"
+
+
+def _remove_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
