@@ -142,10 +142,8 @@ def test_a_request_only_corpus_names_where_to_ask_and_the_layout(tmp_path):
         "private is not public: request it at https://example.org/request-form, then set dataset.args.source to "
         "the folder holding it (expected the layout wav/<word>_<n>.wav and splits.txt)"
     )
-    assert len(
     copy = Private(source=str(replica(tmp_path / "given"))).fetch(tmp_path / "data")
     assert len(Private(source=str(tmp_path / "given")).index(copy.parent)) == 4
-    )
 
 
 def _member(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfile.TarInfo:
