@@ -17,6 +17,7 @@ become index rows (`prepare`). From that it gets, with no more code:
 from __future__ import annotations
 
 import logging
+import shutil
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -83,6 +84,11 @@ class Corpus(AudioDataset):
         its own path."""
         return member
 
+    def placer(self, archive: Archive) -> archives.Place:
+        """How the members of one `archive` are placed: `place` for all, unless a corpus whose
+        archives hold the same paths (a separate test set) puts one of them elsewhere."""
+        return self.place
+
     def wanted(self, relative: PurePosixPath) -> bool:
         """Whether a file of an extracted local copy is taken (by default: all)."""
         return True
@@ -101,22 +107,23 @@ class Corpus(AudioDataset):
                 f"{self.name} is not public: request it at {self.request}, then set dataset.args.source to "
                 f"the folder holding it ({self._expected()})"
             )
-        for archive in self.archives:
-            file = download_file(archive.url, dest / ARCHIVES / archive.file_name, checksum=archive.checksum)
-            archives.extract(file, dest, self.place)
-            file.unlink()
-        _remove_empty(dest / ARCHIVES)
+        # all downloaded before any is extracted, and all kept until every one is: a failure never
+        # costs a finished download
+        files = [download_file(a.url, dest / ARCHIVES / a.file_name, checksum=a.checksum) for a in self.archives]
+        for archive, file in zip(self.archives, files, strict=True):
+            archives.extract(file, dest, self.placer(archive))
+        shutil.rmtree(dest / ARCHIVES, ignore_errors=True)
 
     def copy_from(self, src: Path, dest: Path) -> None:
         """Take the extracted layout from `src` if it is there (`marker`), else its archives."""
         if self.marker and (src / self.marker).exists():
-            self._link_layout(src, dest)
+            self.link_layout(src, dest)
             return
         found = [src / a.file_name for a in self.archives]
         if self.archives and all(f.is_file() for f in found):
             for archive, file in zip(self.archives, found, strict=True):
                 verify(str(file), file, archive.checksum, remove=False)
-                archives.extract(file, dest, self.place)
+                archives.extract(file, dest, self.placer(archive))
             return
         missing = [f.name for f in found if not f.is_file()]
         raise DataError(
@@ -125,11 +132,13 @@ class Corpus(AudioDataset):
             + f"; {self._expected()}"
         )
 
-    def _link_layout(self, src: Path, dest: Path) -> None:
-        files = (p for p in sorted(src.rglob("*")) if p.is_file() and not p.name.startswith("."))
-        for file in bar(files, desc=f"copy {self.name}", unit="file"):
+    def link_layout(self, src: Path, dest: Path) -> None:
+        """Link or copy the `wanted` files of an extracted copy at `src`; hidden files and folders
+        (a fetched copy's `.tympan/` records among them) are never taken."""
+        for file in bar(sorted(src.rglob("*")), desc=f"copy {self.name}", unit="file"):
             relative = PurePosixPath(file.relative_to(src).as_posix())
-            if self.wanted(relative):
+            hidden = any(part.startswith(".") for part in relative.parts)
+            if not hidden and file.is_file() and self.wanted(relative):
                 target = dest / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 link_or_copy(file, target)
@@ -138,8 +147,3 @@ class Corpus(AudioDataset):
         names = ", ".join(a.file_name for a in self.archives)
         archives_text = f" or the archives {names}" if names else ""
         return f"expected the layout {self.layout}{archives_text}"
-
-
-def _remove_empty(folder: Path) -> None:
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()

@@ -149,7 +149,7 @@ class SpeechCommands(Corpus):
         archive too where `src` holds it and not its extracted `test_set/`."""
         main, test = self.archives
         if (src / self.marker).is_file():
-            self._link_layout(src, dest)
+            self.link_layout(src, dest)
         elif (src / main.file_name).is_file():
             verify(str(src / main.file_name), src / main.file_name, main.checksum, remove=False)
             self._extract(main, src / main.file_name, dest)
