@@ -54,7 +54,8 @@ def published(root: Path) -> dict[str, bytes]:
 
 def archives_at(base: str, files: dict[str, bytes]) -> tuple[Archive, ...]:
     return tuple(
-        Archive(f"{base}/{name}", f"md5:{hashlib.md5(body).hexdigest()}", name) for name, body in files.items()
+        Archive(f"{base}/{name}", f"md5:{hashlib.md5(body).hexdigest()}", name, extract=not name.endswith(".csv"))
+        for name, body in files.items()
     )
 
 

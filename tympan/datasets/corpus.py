@@ -43,6 +43,7 @@ class Archive:
     url: str
     checksum: str | None = None
     name: str = ""  # the file name; by default the URL's last path segment
+    extract: bool = True  # False: a plain file (a label CSV), placed at the top of the copy as it is
 
     @property
     def file_name(self) -> str:
@@ -111,7 +112,7 @@ class Corpus(AudioDataset):
         # costs a finished download
         files = [download_file(a.url, dest / ARCHIVES / a.file_name, checksum=a.checksum) for a in self.archives]
         for archive, file in zip(self.archives, files, strict=True):
-            archives.extract(file, dest, self.placer(archive))
+            self.take(archive, file, dest)
         shutil.rmtree(dest / ARCHIVES, ignore_errors=True)
 
     def copy_from(self, src: Path, dest: Path) -> None:
@@ -123,7 +124,7 @@ class Corpus(AudioDataset):
         if self.archives and all(f.is_file() for f in found):
             for archive, file in zip(self.archives, found, strict=True):
                 verify(str(file), file, archive.checksum, remove=False)
-                archives.extract(file, dest, self.placer(archive))
+                self.take(archive, file, dest)
             return
         missing = [f.name for f in found if not f.is_file()]
         raise DataError(
@@ -131,6 +132,13 @@ class Corpus(AudioDataset):
             + (f" and no archive {missing[0]}" if missing else "")
             + f"; {self._expected()}"
         )
+
+    def take(self, archive: Archive, file: Path, dest: Path) -> None:
+        """Put one verified published file's content into the copy: extracted, or as it is."""
+        if archive.extract:
+            archives.extract(file, dest, self.placer(archive))
+        else:
+            link_or_copy(file, dest / archive.file_name)
 
     def link_layout(self, src: Path, dest: Path) -> None:
         """Link or copy the `wanted` files of an extracted copy at `src`; hidden files and folders

@@ -43,8 +43,8 @@ from typing import Annotated, Any, Literal
 import annotated_types as at
 
 from tympan.components import NonNegativeInt
-from tympan.datasets.corpus import About, Archive
-from tympan.datasets.dcase_common import PlainFiles, held_out, read_table
+from tympan.datasets.corpus import About, Archive, Corpus
+from tympan.datasets.dcase_common import held_out, read_table
 from tympan.errors import DataError
 
 __all__ = ["DCASE2018Task3", "SUBSETS"]
@@ -60,9 +60,9 @@ ARCHIVES = (
     Archive("https://archive.org/download/ff1010bird/ff1010bird_wav.zip"),
     Archive("https://archive.org/download/warblrb10k_public/warblrb10k_public_wav.zip"),
     Archive("https://zenodo.org/record/1208080/files/BirdVox-DCASE-20k.zip"),
-    Archive("https://ndownloader.figshare.com/files/10853303", name=SUBSETS["ff1010bird"]),
-    Archive("https://ndownloader.figshare.com/files/10853306", name=SUBSETS["warblrb10k"]),
-    Archive("https://ndownloader.figshare.com/files/10853300", name=SUBSETS["BirdVox-DCASE-20k"]),
+    Archive("https://ndownloader.figshare.com/files/10853303", name=SUBSETS["ff1010bird"], extract=False),
+    Archive("https://ndownloader.figshare.com/files/10853306", name=SUBSETS["warblrb10k"], extract=False),
+    Archive("https://ndownloader.figshare.com/files/10853300", name=SUBSETS["BirdVox-DCASE-20k"], extract=False),
 )
 COLUMNS = ("itemid", "datasetid", "hasbird")
 ITEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -70,7 +70,7 @@ Subset = Literal["ff1010bird", "warblrb10k", "BirdVox-DCASE-20k"]
 Fraction = Annotated[float, at.Gt(0), at.Lt(1)]
 
 
-class DCASE2018Task3(PlainFiles):
+class DCASE2018Task3(Corpus):
     """Bird audio detection (DCASE 2018 Task 3) on its three development sets: test one whole set
     (`test_set`), dev another (`dev_set`) or `dev_fraction` of the rest, train the rest."""
 

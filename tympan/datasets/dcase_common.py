@@ -1,6 +1,6 @@
 """What the DCASE corpora (`dcase2016`, `dcase2018`, `dcase2020`) share: reading their tab- and
-comma-separated lists with errors that name the file and line, a plain file (a label CSV) published
-beside the archives, and a reproducible held-out dev split by groups (recording locations, clips).
+comma-separated lists with errors that name the file and line, and a reproducible held-out dev split
+by groups (recording locations, clips).
 """
 
 from __future__ import annotations
@@ -8,20 +8,15 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from tympan.datasets import archives
-from tympan.datasets.base import link_or_copy
-from tympan.datasets.corpus import ARCHIVES, Archive, Corpus
 from tympan.datasets.index import read_csv_text
-from tympan.downloads import download_file, verify
 from tympan.errors import DataError
 
-__all__ = ["PlainFiles", "held_out", "read_lines", "read_table"]
+__all__ = ["held_out", "read_lines", "read_table"]
 
 
 def read_lines(file: Path, what: str, fields: int) -> Iterator[tuple[str, list[str]]]:
@@ -84,38 +79,3 @@ def held_out(rows: list[dict], fraction: float, seed: int, group: str, stratum: 
             chosen.add(g)
             taken += size[g]
     return chosen
-
-
-class PlainFiles(Corpus):
-    """A corpus whose published files are archives and plain files (a label CSV, `plain`): a
-    plain file is placed at the top of the copy as it is, an archive is extracted."""
-
-    def plain(self, archive: Archive) -> bool:
-        """Whether a published file is used as it is, not extracted (by default: a .csv)."""
-        return PurePosixPath(archive.file_name).suffix.lower() == ".csv"
-
-    def download(self, dest: Path) -> None:
-        if self.source:
-            super().download(dest)  # the source folder: copy_from
-            return
-        for archive in self.archives:
-            file = download_file(archive.url, dest / ARCHIVES / archive.file_name, checksum=archive.checksum)
-            if self.plain(archive):
-                os.replace(file, dest / archive.file_name)
-            else:
-                archives.extract(file, dest, self.place)
-                file.unlink()
-        if (dest / ARCHIVES).is_dir() and not any((dest / ARCHIVES).iterdir()):
-            (dest / ARCHIVES).rmdir()
-
-    def copy_from(self, src: Path, dest: Path) -> None:
-        found = [src / a.file_name for a in self.archives]
-        if (self.marker and (src / self.marker).exists()) or not all(f.is_file() for f in found):
-            super().copy_from(src, dest)  # the extracted layout, or the base class's error
-            return
-        for archive, file in zip(self.archives, found, strict=True):
-            verify(str(file), file, archive.checksum, remove=False)
-            if self.plain(archive):
-                link_or_copy(file, dest / archive.file_name)
-            else:
-                archives.extract(file, dest, self.place)
