@@ -46,8 +46,8 @@ from typing import Any, Literal
 import soundfile as sf
 
 from tympan.datasets import archives
-from tympan.datasets.corpus import ARCHIVES, About, Archive, Corpus
-from tympan.downloads import download_file, verify
+from tympan.datasets.corpus import About, Archive, Corpus
+from tympan.downloads import verify
 from tympan.errors import DataError
 from tympan.progress import bar
 
@@ -132,16 +132,14 @@ class SpeechCommands(Corpus):
         beside = len(relative.parts) == 1 and relative.name in {a.file_name for a in self.archives}
         return self.place(relative) is not None and relative.parts[0] != SILENCE and not beside
 
+    def placer(self, archive: Archive) -> archives.Place:
+        """The test-set archive (the second) goes below `test_set/`: it holds the same word folders."""
+        if archive != self.archives[1]:
+            return self.place
+        return lambda member: None if self.place(member) is None else PurePosixPath(TEST_SET, member)
+
     def download(self, dest: Path) -> None:
-        if self.source:
-            super().download(dest)  # checks the folder, then `copy_from`
-            return
-        for archive in self.archives:
-            file = download_file(archive.url, dest / ARCHIVES / archive.file_name, checksum=archive.checksum)
-            self._extract(archive, file, dest)
-            file.unlink()
-        if (dest / ARCHIVES).is_dir() and not any((dest / ARCHIVES).iterdir()):
-            (dest / ARCHIVES).rmdir()
+        super().download(dest)
         cut_silence(dest)
 
     def copy_from(self, src: Path, dest: Path) -> None:
@@ -152,18 +150,14 @@ class SpeechCommands(Corpus):
             self.link_layout(src, dest)
         elif (src / main.file_name).is_file():
             verify(str(src / main.file_name), src / main.file_name, main.checksum, remove=False)
-            self._extract(main, src / main.file_name, dest)
+            self.take(main, src / main.file_name, dest)
         else:
             raise DataError(f"{src}: not a copy of {self.name}: no {self.marker} and no {main.file_name}; "
                             f"{self._expected()}")  # fmt: skip
         if not (dest / TEST_SET).is_dir() and (src / test.file_name).is_file():
             verify(str(src / test.file_name), src / test.file_name, test.checksum, remove=False)
-            self._extract(test, src / test.file_name, dest)
+            self.take(test, src / test.file_name, dest)
         cut_silence(dest)
-
-    def _extract(self, archive: Archive, file: Path, dest: Path) -> None:
-        """The main archive into `dest`, the test-set archive (the second) into `dest/test_set/`."""
-        archives.extract(file, dest / TEST_SET if archive == self.archives[1] else dest, self.place)
 
     # ---- checking and indexing
 
