@@ -133,13 +133,12 @@ def write_index(file: str | Path, rows: list[dict[str, str]]) -> Path:
 
 def index_text(file: Path, rows: list[dict[str, str]]) -> str:
     """The CSV text of index rows (checked; `file` names where they go, for errors)."""
-    columns = list(REQUIRED_COLUMNS)
-    for row in rows:
-        columns += [key for key in row if key not in columns]
+    columns = dict.fromkeys(REQUIRED_COLUMNS)  # an ordered set: linear in the fields, however wide the rows
     for line, row in enumerate(rows, start=2):
-        _check_row(file, line, {**dict.fromkeys(columns, ""), **row})
+        columns.update(dict.fromkeys(row))
+        _check_row(file, line, {"path": "", "split": "", **row})
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=list(columns), restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return text.getvalue()
