@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import soundfile as sf
 import yaml
 
 from tympan import config as configuration
@@ -79,10 +80,12 @@ def test_fetch_from_mirror(tmp_path, fsdd_mirror, monkeypatch, caplog):
     assert {r["speaker"] for r in train} == {"george", "jackson", "lucas", "nicolas"}
     assert {r["speaker"] for r in dev} == {"yweweler"}
     assert index.labels("label") == [str(d) for d in range(10)]
-    assert index.columns == ["path", "split", "label", "speaker"]
+    assert index.columns == ["path", "split", "label", "speaker", "duration", "sample_rate", "channels"]
     row = index.rows[0]
     assert index.path_of(row) == dataset_dir / row["path"] and index.path_of(row).is_file()
     assert row["label"] == row["path"].split("/")[-1][0]
+    frames, rate = sf.info(index.path_of(row)).frames, sf.info(index.path_of(row)).samplerate
+    assert (float(row["duration"]), row["sample_rate"], row["channels"]) == (pytest.approx(frames / rate), "8000", "1")
     assert all(index.path_of(r).is_file() for r in index)
     assert "test split is empty" in caplog.text
     assert str(index.file) in caplog.text and index.file.parent == dataset_dir / META

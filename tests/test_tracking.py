@@ -28,7 +28,13 @@ def test_params_metrics_and_files_reach_the_server(mlflow_server, tiny_workspace
     assert [m.step for m in history] == [1, 2]
     assert run.data.metrics["dev.accuracy"] == summary["dev"]["accuracy"]
     files = {f.path for f in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "metrics.csv", "summary.json", "plots", "bundle"} <= files
+    assert {"config.yaml", "metrics.csv", "summary.json", "plots", "bundle", "data"} <= files
+    report_json, report_md = stages.dataset_of(config).report_files(config.dataset.root)  # what the fetch saved
+    data = {f.path: f.file_size for f in client.list_artifacts(run.info.run_id, "data")}
+    assert data == {
+        f"data/{report_json.name}": report_json.stat().st_size,
+        f"data/{report_md.name}": report_md.stat().st_size,
+    }
     assert config.run_id() == configuration.parse(raw).run_id()  # tracking does not change the run id
 
 

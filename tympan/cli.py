@@ -164,8 +164,24 @@ class Commands:
     pipeline = PipelineCommands()
 
     def fetch(self, config: str = "params.yaml", *overrides: str) -> None:
-        """Download the dataset (or copy it from $TYMPAN_DATA_MIRROR) and write its index."""
-        print(f"dataset: {stages.fetch(_config(config, overrides, training=False))}")
+        """Download the dataset (or copy it from $TYMPAN_DATA_MIRROR), write its index and print its
+        data report (files, duration, sample rates and channels, class balance or target ranges,
+        unreadable files per split), which is saved beside the index as JSON and Markdown."""
+        from tympan.datasets import report
+
+        resolved = _config(config, overrides, training=False)
+        path = stages.fetch(resolved)
+        found = stages.data_report(resolved)
+        if found is not None:
+            print(report.text(found) + "\n")
+        print(f"dataset: {path}")
+
+    def datasets(self, root: str = "data/raw") -> None:
+        """List every named corpus: its size, license, whether it is public or given on request, its
+        task and class count, whether a fetched copy is present below --root, and its presets."""
+        from tympan.datasets import catalogue
+
+        print(catalogue.table(root))
 
     def preprocess(
         self, config: str = "params.yaml", *overrides: str, grid: bool = False, workers: int | None = None

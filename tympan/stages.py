@@ -26,6 +26,12 @@ def fetch(config: Config | DataConfig) -> Path:
     return dataset_of(config).fetch(config.dataset.root, config.dataset.on_unreadable)
 
 
+def data_report(config: Config | DataConfig) -> dict | None:
+    """The data report that this config's dataset block's fetch saved beside its index (see
+    `tympan.datasets.report`); None when there is none (a copy indexed by an older tympan)."""
+    return dataset_of(config).report(config.dataset.root)
+
+
 def index_of(config: Config | DataConfig) -> Index:
     """The index this config's dataset block made when fetched (never another block's: see
     `AudioDataset.index`); every stage that reads an index reads it from here."""

@@ -32,7 +32,8 @@ class Tracker:
 
 
 class MlflowTracker(Tracker):
-    """Params, per-epoch metrics, tags (git commit, data version) and the run's files in MLflow."""
+    """Params, per-epoch metrics, tags (git commit, data version), the data report of the dataset's
+    fetch (under `data/`) and the run's files in MLflow."""
 
     def __init__(self, uri: str | None, experiment: str | None, system_metrics: bool = False):
         self.uri = tracking_uri(uri)
@@ -72,6 +73,8 @@ class MlflowTracker(Tracker):
                 return
             mlflow.log_params(flatten(config.model_dump(mode="json")))
             mlflow.set_tags({"tympan.run_id": config.run_id(), "tympan.run_dir": str(run_dir.resolve()), **_versions()})
+            for file in _data_report(config):
+                mlflow.log_artifact(str(file), "data")
 
         self._call("starting the run", begin)
 
@@ -98,6 +101,20 @@ class MlflowTracker(Tracker):
                 mlflow.end_run(status="FAILED")
             except Exception:  # noqa: S110 (the server is down; nothing more to do)
                 pass
+
+
+def _data_report(config: Config) -> list[Path]:
+    """The data report files (JSON, Markdown) that the fetch of the config's dataset block saved
+    beside its index; none where there are none (no raw copy here, or an older tympan's index)."""
+    try:
+        files = config.dataset.build_checked("dataset").report_files(config.dataset.root)
+    except Exception as exc:  # noqa: BLE001 (the report is a copy for MLflow; training does not need it)
+        log.debug("no data report to log: %s", exc)
+        return []
+    found = [file for file in files if file.is_file()]
+    if not found:
+        log.info("no data report in %s to log with the run (`tympan fetch` writes it)", files[0].parent)
+    return found
 
 
 def _versions() -> dict[str, str]:

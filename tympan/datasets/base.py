@@ -13,25 +13,37 @@ files are gathered in a hidden staging dir `<root>/.<name>.partial/` (where a
 renamed to `<root>/<name>/`. A read-only mirror named by `TYMPAN_DATA_MIRROR`
 stands in for the download on machines without internet. A copy records what it is a copy of;
 fetching anything else under its name is refused, so a fetch never replaces another dataset's copy.
+
+Every fetch, whatever the dataset, reads each indexed file's header (never its samples) into the
+index's `duration`, `sample_rate` and `channels` columns, and writes the block's data report
+beside its index (see `report`): files and duration per split, rates and channels, class balance
+or target ranges, and the files that are unreadable.
 """
 
 from __future__ import annotations
 
 import abc
 import inspect
+import json
 import logging
 import os
 import shutil
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tympan.components import Checked
 from tympan.datasets import copies
+from tympan.datasets import report as datareport
 from tympan.datasets.copies import META
-from tympan.datasets.index import SPLITS, Index, index_text, kind, read_index
+from tympan.datasets.index import SPLITS, Index, index_columns, kind, read_index, write_rows
 from tympan.downloads import download_file
 from tympan.errors import DataError
+from tympan.fileio import write_text
 from tympan.progress import bar
+
+if TYPE_CHECKING:
+    from tympan.datasets.corpus import About
 
 __all__ = [
     "AudioDataset",
@@ -68,6 +80,9 @@ class AudioDataset(Checked, abc.ABC):
     #: Whether a fetch adds this block's files to an existing copy (local audio, where blocks may
     #: list different files of one source) instead of fetching a damaged copy again whole.
     adds_in_place: bool = False
+    #: What `tympan datasets` says about a named corpus (size, license, access, task, classes);
+    #: every corpus in `catalogue.CORPORA` has one. Your own audio (table, folder) has none.
+    about: About | None = None
 
     def __new__(cls, *args, **kwargs):
         """Keep the arguments the dataset is built with, defaults included: with the class they are
@@ -92,7 +107,8 @@ class AudioDataset(Checked, abc.ABC):
 
     @abc.abstractmethod
     def prepare(self, dest: Path) -> list[dict[str, str]]:
-        """Return the index rows for the files in `dest`."""
+        """Return the index rows for the files in `dest` (new dicts each call: fetching adds each
+        file's measured `duration`, `sample_rate` and `channels` to them)."""
 
     def verify(self, dest: Path) -> None:  # noqa: B027 (optional hook, not abstract)
         """Raise DataError if the files in `dest` are incomplete or not what was expected."""
@@ -177,9 +193,10 @@ class AudioDataset(Checked, abc.ABC):
         the index if the audio is there, else fetches again (keeping other blocks' indexes). A
         copy of another source under the same name is refused, never replaced. A failure leaves
         no new `<root>/<name>/`; a partial download stays in `<root>/.<name>.partial/` and the
-        next call resumes it. An empty audio file fails the fetch, or with
-        `on_unreadable="skip"` (the dataset block's policy) stays indexed with a warning, for
-        preprocessing to skip and report.
+        next call resumes it. Each indexed file's header gives its row `duration`, `sample_rate` and
+        `channels`; a file without a readable header (empty, not audio) fails the fetch, or with
+        `on_unreadable="skip"` (the dataset block's policy) stays indexed with those columns empty
+        and a warning, for preprocessing to skip and report. The data report goes beside the index.
         """
         root = Path(root)
         final = root / self.name
@@ -187,19 +204,19 @@ class AudioDataset(Checked, abc.ABC):
             self._claim(final)
             if self.adds_in_place:  # never fetched again whole: other blocks' files are in it
                 self._gather(final)
-                return self._write_index(final, final, self._check_copy(final, on_unreadable))
-            rows = self._complete_rows(final, on_unreadable)
-            if rows is not None:
-                return self._write_index(final, final, rows)
+                return self._write_index(final, final, *self._check_copy(final, on_unreadable))
+            checked = self._complete_rows(final, on_unreadable)
+            if checked is not None:
+                return self._write_index(final, final, *checked)
         staging = root / f".{self.name}.partial"
         staging.mkdir(parents=True, exist_ok=True)
         try:
             self._gather(staging)
             self.verify(staging)
             rows = self.prepare(staging)
-            _check_empty(Index(staging, rows), on_unreadable)
+            unreadable = datareport.measure(Index(staging, rows), on_unreadable, self._what())
             copies.write_copy_record(staging, self.copy_of(), self.block()["dataset"])
-            self._write_index(staging, final, rows)
+            self._write_index(staging, final, rows, unreadable)
             _keep_indexes(final, staging, self.index_record())
         except BaseException:
             _discard_unless_resumable(staging)
@@ -234,56 +251,77 @@ class AudioDataset(Checked, abc.ABC):
         else:
             self.download(staging)
 
-    def _check_copy(self, dataset_dir: Path, on_unreadable: str) -> list[dict[str, str]]:
-        """This block's rows, once its files are all there (not empty, unless skipped) and verify."""
+    def _check_copy(self, dataset_dir: Path, on_unreadable: str) -> tuple[list[dict[str, str]], dict[str, str]]:
+        """This block's rows (measured) and its unreadable files ({path: reason}), once its files are
+        all there (readable, unless skipped) and verify."""
         self.verify(dataset_dir)
         rows = self.prepare(dataset_dir)
         index = Index(dataset_dir, rows)
         missing = [row["path"] for row in index if not index.path_of(row).is_file()]
         if missing:
             raise DataError(f"{dataset_dir}: {len(missing)} indexed files missing, e.g. {missing[0]}")
-        _check_empty(index, on_unreadable)
-        return rows
+        return rows, datareport.measure(index, on_unreadable, self._what())
 
-    def _complete_rows(self, dataset_dir: Path, on_unreadable: str) -> list[dict[str, str]] | None:
-        """This block's rows if the copy is complete for it, else None (with a warning)."""
+    def _complete_rows(self, dataset_dir: Path, on_unreadable: str) -> tuple[list, dict] | None:
+        """`_check_copy`'s rows and unreadable files if the copy is complete for this block, else
+        None (with a warning)."""
         try:
             return self._check_copy(dataset_dir, on_unreadable)
         except DataError as err:
             log.warning("%s; fetching again", err)
             return None
 
-    def _write_index(self, dataset_dir: Path, final: Path, rows: list[dict[str, str]]) -> Path:
-        """Write this block's index of `rows` into `dataset_dir` (to be `final`) unless it is there."""
+    def _what(self) -> str:
+        """What an error about the index rows names: the file they come from, else the dataset."""
+        inputs = self.inputs()
+        return next(iter(inputs)) if inputs else f"{self.name} ({self.block()['dataset']})"
+
+    def _write_index(
+        self, dataset_dir: Path, final: Path, rows: list[dict[str, str]], unreadable: dict[str, str]
+    ) -> Path:
+        """Write this block's index of `rows` into `dataset_dir` (to be `final`) unless it is there,
+        and its data report beside it; one pass over the rows does both, a row at a time."""
         record = self.index_record()
         key = copies.key_of(record)
         file = copies.index_file(dataset_dir, key)
-        text = index_text(file, rows)
-        if file.is_file() and file.read_text(encoding="utf-8") == text:
-            log.info("%s is already fetched in %s; nothing to do", self.name, final)
-        else:
-            copies.write_block_index(dataset_dir, key, {**record, "rows": len(rows)}, text)
+        tally = datareport.Tally(self.name, self.default_task, self.targets)
+
+        def tallied():
+            for row in rows:
+                yield row
+                tally.add(row, unreadable.get(row["path"]))  # once the writer has checked it
+
+        columns = index_columns(rows)
+        write = lambda out: write_rows(out, file, columns, tallied())  # noqa: E731
+        if copies.write_block_index(dataset_dir, key, {**record, "rows": len(rows)}, write):
             log.info("%s: %d files indexed in %s", self.name, len(rows), copies.index_file(final, key))
+        else:
+            log.info("%s is already fetched in %s; nothing to do", self.name, final)
+        found = tally.result(f"{META}/{file.name}", record)
+        data, text = copies.report_files(dataset_dir, key)
+        for path, content in ((data, json.dumps(found, indent=2) + "\n"), (text, datareport.markdown(found))):
+            if not path.is_file() or path.read_text(encoding="utf-8") != content:
+                write_text(path, content)
         return final
 
+    def report_files(self, root: str | Path) -> tuple[Path, Path]:
+        """Where this block's data report is in its copy below `root`: JSON and Markdown."""
+        return copies.report_files(Path(root) / self.name, copies.key_of(self.index_record()))
 
-def _check_empty(index: Index, on_unreadable: str) -> None:
-    """Refuse an index that lists empty (0-byte) files, or only warn when they are to be skipped."""
-    empty = [index.path_of(row) for row in index if index.path_of(row).stat().st_size == 0]
-    if not empty:
-        return
-    if on_unreadable != "skip":
-        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
-        raise DataError(f"{empty[0]}: empty file (0 bytes){more}; set dataset.on_unreadable: skip to leave it out")
-    log.warning("%d empty file(s), e.g. %s: preprocessing will skip them (on_unreadable: skip)", len(empty), empty[0])
+    def report(self, root: str | Path) -> dict | None:
+        """The data report of this block's index in its copy below `root` (see `report`); None
+        when there is none (a copy indexed by an older tympan: fetch again to make one)."""
+        found = copies.read_json(self.report_files(root)[0])
+        return found if isinstance(found, dict) and "splits" in found else None
 
 
 def _keep_indexes(old: Path, new: Path, record: dict) -> None:
     """Carry the other blocks' indexes of a copy fetched again (the same source) into the new one."""
     for key, found in copies.block_indexes(old).items() if old.is_dir() else []:
         if not copies.same_block(found, record):
-            for file in (copies.index_file(old, key), old / META / f"index-{key}.json"):
-                shutil.copyfile(file, new / META / file.name)
+            for file in copies.block_files(old, key):
+                if file.is_file():  # an index made by an older tympan has no report
+                    shutil.copyfile(file, new / META / file.name)
 
 
 def _replace_dir(src: Path, dest: Path) -> None:

@@ -11,6 +11,8 @@ audio by DVC:
                       arguments (defaults included) and the content of the local files that its
                       `prepare` reads (a table's CSV), so an edited CSV needs a new fetch
   index-<key>.json    that block and those digests, for people and for error messages
+  report-<key>.json   the data report of that index (files, durations, rates, classes or target
+  report-<key>.md     ranges, unreadable files; see `tympan.datasets.report`), as data and as text
 
 So one config's fetch never changes another's split, and a stage that finds no index of its own
 block says which blocks' indexes there are instead.
@@ -18,15 +20,29 @@ block says which blocks' indexes there are instead.
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
+import os
+import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tympan.datasets.index import MAX_CSV_BYTES
-from tympan.fileio import write_json, write_text
+from tympan.fileio import write_json
 
-__all__ = ["META", "block_indexes", "differences", "file_digest", "index_file", "key_of", "plain"]
+__all__ = [
+    "META",
+    "block_files",
+    "block_indexes",
+    "differences",
+    "file_digest",
+    "index_file",
+    "key_of",
+    "plain",
+    "report_files",
+]
 
 META = ".tympan"
 COPY_RECORD = "copy.json"
@@ -101,17 +117,41 @@ def block_indexes(copy: Path) -> dict[str, dict]:
     return found
 
 
-def write_block_index(copy: Path, key: str, record: dict, text: str) -> Path:
+def write_block_index(copy: Path, key: str, record: dict, write: Callable[[TextIO], None]) -> bool:
     """Write a block's index (its record first, so an index never lacks one) and delete the indexes
-    that the same block made from earlier content of its inputs (they can no longer be used)."""
-    write_json(copy / META / f"index-{key}.json", record)
+    (and reports) that the same block made from earlier content of its inputs (they can no longer
+    be used). `write(out)` writes the CSV text to `out`, a row at a time if it likes; the index is
+    staged beside its place and replaces it only when complete. Returns False, touching nothing,
+    when the index there already holds exactly that text."""
     file = index_file(copy, key)
-    write_text(file, text)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    staged = file.with_name(f".{file.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(staged, "x", encoding="utf-8", newline="") as out:
+            write(out)
+        if file.is_file() and filecmp.cmp(staged, file, shallow=False):
+            staged.unlink()
+            return False
+        write_json(copy / META / f"index-{key}.json", record)
+        os.replace(staged, file)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
     for other, found in block_indexes(copy).items():
         if other != key and same_block(found, record):
-            index_file(copy, other).unlink(missing_ok=True)
-            (copy / META / f"index-{other}.json").unlink(missing_ok=True)
-    return file
+            for stale in block_files(copy, other):
+                stale.unlink(missing_ok=True)
+    return True
+
+
+def report_files(copy: Path, key: str) -> tuple[Path, Path]:
+    """The data report of a block's index (see `tympan.datasets.report`): JSON and Markdown."""
+    return copy / META / f"report-{key}.json", copy / META / f"report-{key}.md"
+
+
+def block_files(copy: Path, key: str) -> list[Path]:
+    """Every file a block keeps in a copy's records: its index, the index's record, its report."""
+    return [index_file(copy, key), copy / META / f"index-{key}.json", *report_files(copy, key)]
 
 
 def same_block(a: dict, b: dict) -> bool:

@@ -24,6 +24,7 @@ import annotated_types as at
 
 from tympan.components import NonNegativeInt, Says
 from tympan.datasets.base import SPLITS, AudioDataset, download_file, link_or_copy
+from tympan.datasets.corpus import About
 from tympan.errors import DataError
 from tympan.progress import bar
 
@@ -32,6 +33,8 @@ __all__ = ["FSDD", "FSDDSpeakers"]
 log = logging.getLogger(__name__)
 
 URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
+HOMEPAGE = "https://github.com/Jakobovski/free-spoken-digit-dataset"
+SIZE = "3,000 clips (6 speakers x 10 digits x 50 takes, release v1.0.10), 8 kHz mono, about 30 MB"
 RECORDINGS = "recordings"
 FILE_NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[a-z]+)_(?P<take>[0-9]+)\.wav$")
 DIGITS = tuple(str(d) for d in range(10))
@@ -43,6 +46,9 @@ class FSDD(AudioDataset):
 
     name = "fsdd"
     target_column = "label"
+    about = About(
+        task="10 spoken digits (classification)", classes=10, size=SIZE, license="CC BY-SA 4.0", homepage=HOMEPAGE
+    )
 
     def __init__(
         self,
@@ -138,6 +144,13 @@ class FSDDSpeakers(FSDD):
     The recordings are FSDD's own copy (same `name`), indexed separately."""
 
     target_column = "speaker"
+    about = About(
+        task="6 speakers, split by take (speaker identification, classification)",
+        classes=6,
+        size=SIZE,
+        license="CC BY-SA 4.0",
+        homepage=HOMEPAGE,
+    )
 
     def __init__(
         self,

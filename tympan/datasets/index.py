@@ -13,7 +13,9 @@ import csv
 import io
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import TextIO
 
 from tympan.errors import DataError
 from tympan.fileio import write_text
@@ -133,15 +135,29 @@ def write_index(file: str | Path, rows: list[dict[str, str]]) -> Path:
 
 def index_text(file: Path, rows: list[dict[str, str]]) -> str:
     """The CSV text of index rows (checked; `file` names where they go, for errors)."""
-    columns = dict.fromkeys(REQUIRED_COLUMNS)  # an ordered set: linear in the fields, however wide the rows
-    for line, row in enumerate(rows, start=2):
-        columns.update(dict.fromkeys(row))
-        _check_row(file, line, {"path": "", "split": "", **row})
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(columns), restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    write_rows(text, file, index_columns(rows), rows)
     return text.getvalue()
+
+
+def index_columns(rows: Iterable[dict[str, str]]) -> list[str]:
+    """The columns of index rows: `path` and `split` first, then every other in order of appearance."""
+    columns = dict.fromkeys(REQUIRED_COLUMNS)  # an ordered set: linear in the fields, however wide the rows
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def write_rows(out: TextIO, file: Path, columns: list[str], rows: Iterable[dict[str, str]]) -> int:
+    """Write the CSV of `rows` (any iterable: one row at a time is checked and written) with
+    `columns` to `out`; returns the row count. `file` names where they go, for errors."""
+    writer = csv.DictWriter(out, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for count, row in enumerate(rows, start=1):
+        _check_row(file, count + 1, {"path": "", "split": "", **row})
+        writer.writerow(row)
+    return count
 
 
 def _check_row(file: Path, line: int, row: dict) -> dict:
