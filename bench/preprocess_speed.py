@@ -22,7 +22,6 @@ before each command: other work on it slows every contender, unevenly.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 import shutil
@@ -32,16 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import autrainer_peer
 import numpy as np
 import yaml
+from autrainer_peer import AUTRAINER
 
 from tympan import config as configuration
 from tympan import cpu, feature_store, stages
-from tympan.datasets import Index
 
-AUTRAINER = "0.10.0"
-# autrainer's own requirements come from the registry; these come from this machine's wheels
-AUTRAINER_PINS = ["torch==2.14.1", "torchvision==0.29.1", "torchaudio==2.11.0"]
 TARGETS = {"plain loop": 2.0, f"autrainer {AUTRAINER}": 3.0}
 
 PLAIN_LOOP = '''\
@@ -71,39 +68,6 @@ for path in sorted(source.glob("*.wav")):
     np.save(target / f"{path.stem}.npy", features.numpy())
 print(f"loop {time.perf_counter() - started:.2f} s")
 '''
-
-AUTRAINER_CONFIG = {
-    "defaults": ["_autrainer_", "_self_"],
-    "results_dir": "results",
-    "experiment_id": "fsdd",
-    "iterations": 1,
-    "hydra": {
-        "sweeper": {
-            "params": {
-                "+seed": 1,
-                "+batch_size": 32,
-                "+learning_rate": 0.001,
-                "dataset": "FSDD-16k",
-                "model": "Cnn10",
-                "optimizer": "Adam",
-            }
-        }
-    },
-}
-AUTRAINER_DATASET = {  # a generic CSV-indexed dataset: data/FSDD/{train,dev,test}.csv, audio in default/
-    "id": "FSDD-16k",
-    "_target_": "autrainer.datasets.BaseClassificationDataset",
-    "path": "data/FSDD",
-    "features_subdir": "log_mel_16k",  # autrainer's preprocessing preset of that name
-    "index_column": "path",
-    "target_column": "label",
-    "file_type": "npy",
-    "file_handler": "autrainer.datasets.utils.NumpyFileHandler",
-    "criterion": "autrainer.criterions.CrossEntropyLoss",
-    "metrics": ["autrainer.metrics.Accuracy"],
-    "tracking_metric": "autrainer.metrics.Accuracy",
-    "transform": {"type": "grayscale"},
-}
 
 
 def mirror() -> Path:
@@ -148,41 +112,6 @@ def tympan_workspace(root: Path, data: Path) -> tuple[Path, dict]:
     env = {**os.environ, "TYMPAN_DATA_MIRROR": str(data)}
     subprocess.run([sys.executable, "-m", "tympan.cli", "fetch", "exp.yaml"], cwd=root, env=env, check=True)
     return root, env
-
-
-def autrainer_venv(cache: Path) -> Path:
-    """autrainer's own venv (created and installed on first use): its `autrainer` command."""
-    venv = cache / f"autrainer-{AUTRAINER}"
-    command = venv / "bin" / "autrainer"
-    if command.is_file():
-        return command
-    print(f"installing autrainer {AUTRAINER} into {venv} (first use; a few minutes)", flush=True)
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", f"autrainer=={AUTRAINER}", *AUTRAINER_PINS]
-    result = subprocess.run(pip, capture_output=True, text=True)
-    if result.returncode != 0:
-        shutil.rmtree(venv, ignore_errors=True)
-        sys.exit(f"installing autrainer failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-    return command
-
-
-def autrainer_project(root: Path, index: Index) -> Path:
-    """An autrainer project over the fetched FSDD: the same files (linked) in the same splits."""
-    audio = root / "data/FSDD/default"
-    audio.mkdir(parents=True)
-    rows, raw = index.rows, index.root
-    for split in feature_store.SPLITS:
-        with open(root / f"data/FSDD/{split}.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label"])
-            writer.writerows([Path(r["path"]).name, r["label"]] for r in rows if r["split"] == split)
-    for row in rows:
-        (audio / Path(row["path"]).name).symlink_to((raw / row["path"]).resolve())
-    (root / "conf/dataset").mkdir(parents=True)
-    (root / "conf/config.yaml").write_text(yaml.safe_dump(AUTRAINER_CONFIG, sort_keys=False))
-    (root / "conf/dataset/FSDD-16k.yaml").write_text(yaml.safe_dump(AUTRAINER_DATASET, sort_keys=False))
-    return root
 
 
 def stored_clips(features: Path) -> dict[str, np.ndarray]:
@@ -246,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data = mirror()
-    autrainer = autrainer_venv(args.cache) if args.with_autrainer else None
+    autrainer = autrainer_peer.venv(args.cache) if args.with_autrainer else None
     with tempfile.TemporaryDirectory(prefix="preprocess-speed-") as tmp:
         root, env = tympan_workspace(Path(tmp), data)
         raw = root / "data/raw/fsdd"
@@ -268,7 +197,7 @@ def main() -> None:
         notes["plain loop"] = agreement(tympan_clips, sorted((root / "plain").glob("*.npy")))
 
         if autrainer:
-            project = autrainer_project(root / "autrainer", stages.index_of(configuration.load(root / "exp.yaml")))
+            project = autrainer_peer.project(root / "autrainer", stages.index_of(configuration.load(root / "exp.yaml")))
             out = project / "data/FSDD/log_mel_16k"
             name = f"autrainer {AUTRAINER}"
             results[name] = timed([str(autrainer), "preprocess", "-u", "0"], project, out, args.repeat)[0]
