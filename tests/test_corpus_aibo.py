@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from tympan.datasets.aibo import FAUAIBO
+from tympan.datasets.report import AUDIO_COLUMNS
 from tympan.errors import DataError
 
 # chunk id -> (5-class label, confidence); the 2-class label follows (A, E: NEG; N, P, R: IDL)
@@ -54,10 +55,11 @@ def test_the_2_class_task_splits_by_school_with_autrainers_dev_children(tmp_path
     source = replica(tmp_path / "FAU-Aibo-Emotion-Corpus")
     copy = FAUAIBO(source=str(source)).fetch(tmp_path / "data")
     index = FAUAIBO(source=str(source)).index(tmp_path / "data")
-    assert index.columns == ["path", "split", "label", "speaker", "school", "confidence"]
+    assert index.columns == ["path", "split", "label", "speaker", "school", "confidence", *AUDIO_COLUMNS]
     by_path = {row["path"]: row for row in index}
     assert by_path["wav/Ohm_01_001_01.wav"] == {"path": "wav/Ohm_01_001_01.wav", "split": "train", "label": "NEG",
-                                                "speaker": "Ohm_01", "school": "Ohm", "confidence": "0.6"}  # fmt: skip
+                                                "speaker": "Ohm_01", "school": "Ohm", "confidence": "0.6",
+                                                "duration": "0.1", "sample_rate": "16000", "channels": "1"}  # fmt: skip
     assert Counter(row["split"] for row in index) == {"train": 4, "dev": 2, "test": 3}
     assert {row["speaker"] for row in index.split("dev")} == {"Ohm_31", "Ohm_32"}
     assert {row["school"] for row in index.split("test")} == {"Mont"}

@@ -67,7 +67,8 @@ def test_test_is_fold1_evaluate_and_dev_whole_locations_held_out_of_fold1_train(
     assert {r["device"] for r in index.split("test")} == {"a", "b", "s4"} and "s5" not in index.labels("device")
     row = next(r for r in index if r["path"].endswith("bus-lisbon-8-1-s4.wav"))
     assert row == {"path": f"{ROOT}/audio/bus-lisbon-8-1-s4.wav", "split": "test", "scene_label": "bus",
-                   "device": "s4", "city": "lisbon", "location": "lisbon-8"}  # fmt: skip
+                   "device": "s4", "city": "lisbon", "location": "lisbon-8", "duration": "0.1",
+                   "sample_rate": "44100", "channels": "1"}  # fmt: skip
     assert not (copy / ROOT / "README.md").exists()
     again = DCASE2020Task1A(seed=0, source=source)
     again.fetch(tmp_path / "again")

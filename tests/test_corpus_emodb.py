@@ -68,7 +68,8 @@ def test_the_index_splits_by_speaker_with_the_documented_metadata(replica, tmp_p
     assert index.labels("emotion") == ["anger", "happiness"]
     row = next(r for r in index if r["path"] == "wav/09a01Fa.wav")
     assert row == {"path": "wav/09a01Fa.wav", "split": "train", "emotion": "happiness", "speaker": "09",
-                   "gender": "female", "age": "21", "text": "a01", "version": "a", "recognition": "54.5"}  # fmt: skip
+                   "gender": "female", "age": "21", "text": "a01", "version": "a", "recognition": "54.5",
+                   "duration": "0.2", "sample_rate": "16000", "channels": "1"}  # fmt: skip
     assert {r["gender"] for r in index if r["speaker"] in ("03", "10", "11", "12", "15")} == {"male"}
     assert sorted(p.name for p in copy.iterdir() if not p.name.startswith(".")) == [
         "erkennung.txt", "erklaerung.txt", "wav"

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from tympan.datasets.msp_podcast import MSPPodcast, MSPPodcastAVD
+from tympan.datasets.report import AUDIO_COLUMNS
 from tympan.errors import DataError
 
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
@@ -51,7 +52,17 @@ def test_the_categorical_task_keeps_the_primary_emotions_of_train_development_an
     source = str(replica(tmp_path / "MSP-PODCAST-Publish-1.11"))
     copy = MSPPodcast(source=source).fetch(tmp_path / "data")
     index = MSPPodcast(source=source).index(tmp_path / "data")
-    assert index.columns == ["path", "split", "emotion", "arousal", "valence", "dominance", "speaker", "gender"]
+    assert index.columns == [
+        "path",
+        "split",
+        "emotion",
+        "arousal",
+        "valence",
+        "dominance",
+        "speaker",
+        "gender",
+        *AUDIO_COLUMNS,
+    ]
     assert {(row["path"], row["split"], row["emotion"]) for row in index} == {
         ("Audios/MSP-PODCAST_0001_0008.wav", "train", "N"),
         ("Audios/MSP-PODCAST_0001_0010.wav", "train", "A"),
@@ -63,7 +74,8 @@ def test_the_categorical_task_keeps_the_primary_emotions_of_train_development_an
     }  # X (no agreement), O (other), Test2 and the unlabelled Test3 left out
     unknown = next(row for row in index if row["path"].endswith("0002_0031.wav"))
     assert unknown == {"path": "Audios/MSP-PODCAST_0002_0031.wav", "split": "train", "emotion": "H", "arousal": "4.6",
-                       "valence": "5.8", "dominance": "4.2", "speaker": "Unknown", "gender": "Unknown"}  # fmt: skip
+                       "valence": "5.8", "dominance": "4.2", "speaker": "Unknown", "gender": "Unknown",
+                       "duration": "0.1", "sample_rate": "16000", "channels": "1"}  # fmt: skip
     taken = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file() and ".tympan" not in p.parts)
     assert taken == sorted([f"Audios/{t[0]}" for t in TURNS] + ["Labels/labels_consensus.csv"])
     assert sf.info(copy / "Audios/MSP-PODCAST_0001_0008.wav").samplerate == 16000

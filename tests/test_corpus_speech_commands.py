@@ -107,7 +107,8 @@ def test_35_words_follow_the_official_lists(replica, tmp_path):
     assert {row["speaker"] for row in index.split("dev")} == {"bbbb0002"}
     row = next(r for r in index if r["path"] == "yes/aaaa0001_nohash_1.wav")
     assert row == {"path": "yes/aaaa0001_nohash_1.wav", "split": "train", "label": "yes", "word": "yes",
-                   "speaker": "aaaa0001", "utterance": "1"}  # fmt: skip
+                   "speaker": "aaaa0001", "utterance": "1", "duration": "0.1", "sample_rate": "16000",
+                   "channels": "1"}  # fmt: skip
     # the silence pieces are in the copy whichever variant fetched it, the hidden file is not
     assert len(list((copy / "_silence_").glob("*.wav"))) == 30
     assert not (copy / ".DS_Store").exists() and (copy / "test_set" / "_unknown_").is_dir()
@@ -125,7 +126,8 @@ def test_12_classes_test_on_the_test_set_archive_and_cut_silence_for_train_and_d
     assert {(r["word"], r["speaker"]) for r in unknown} == {("", speaker_of("_unknown_", n)) for n in range(2)}
     piece = next(r for r in index if r["path"] == "_silence_/white_noise_008.wav")
     assert piece == {"path": "_silence_/white_noise_008.wav", "split": "dev", "label": "_silence_", "word": "",
-                     "speaker": "", "utterance": "", "noise": "white_noise.wav"}  # fmt: skip
+                     "speaker": "", "utterance": "", "noise": "white_noise.wav", "duration": "1",
+                     "sample_rate": "16000", "channels": "1"}  # fmt: skip
     word = next(r for r in index if r["path"] == "cat/bbbb0002_nohash_0.wav")
     assert (word["label"], word["word"], word["split"], word["noise"]) == ("_unknown_", "cat", "dev", "")
 
