@@ -3,9 +3,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# pytest-xdist processes: one a core, at most 4 (each may hold a model server and a training)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run test test-all lint bench bench-peer clean images push-images remote push pull pipeline pipeline-local
+.PHONY: help install run test test-slow test-all lint bench bench-peer clean images push-images remote push pull pipeline pipeline-local
 
 # image names and tag (REGISTRY, TAG, BASE_IMAGE, TRAIN_IMAGE, SERVE_IMAGE); override on the command line
 include images/images.env
@@ -29,16 +31,19 @@ run: install ## run the default experiment (params.yaml) with dvc repro
 	dvc repro
 	tympan show runs/default
 
-test: install ## the test suite (fast tests; slow ones with `make test-all`)
-	$(PY) -m pytest
+test: install ## the test suite, one process a core (fast tests; slow ones with `make test-slow`)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install ## ruff lint and format check, hadolint on the Dockerfiles
 	ruff check tympan tests bench components pipelines
 	ruff format --check tympan tests bench components pipelines
 	hadolint images/*/Dockerfile
 
+test-slow: install ## the slow tests only (CI runs them after `make test`)
+	$(PY) -m pytest -m slow -n $(TEST_WORKERS) --dist loadfile
+
 test-all: install ## every test, slow ones included
-	$(PY) -m pytest -m ''
+	$(PY) -m pytest -m '' -n $(TEST_WORKERS) --dist loadfile
 
 bench: install ## data path vs compute limit, two trainings side by side, serving latency (after `make run`)
 	$(PY) bench/train_speed.py

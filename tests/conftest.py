@@ -17,6 +17,10 @@ import pytest
 # No Hugging Face hub here: without these, a hub lookup retries for about a minute before it fails.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Under pytest-xdist (`make test`: one worker a core) each worker, and every process it starts,
+# computes on one thread: two threads each on shared cores spin against each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _data_mirror() -> Path:

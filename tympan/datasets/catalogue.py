@@ -4,8 +4,7 @@
 class states `about` (`corpus.About`: task, class count, size, license, access, homepage); the
 listing adds whether a fetched copy is present below a data root (`<root>/<name>/` with its
 copy record, see `copies`) and the dataset presets that name the class. Modules are imported
-only when listed; a module that is not there (yet) is listed with a note, not an error, while a
-class without `about` is an error naming it.
+only when listed; a class that is not there, or states no `about`, is an error naming it.
 """
 
 from __future__ import annotations
@@ -40,14 +39,13 @@ DEFAULT_ROOT = "data/raw"
 
 @dataclass(frozen=True)
 class Entry:
-    """One corpus as listed: `about` is None (and `note` says why) for a module not there yet."""
+    """One corpus as listed."""
 
     path: str  # module:Class
     name: str = ""  # the copy's folder below the data root
     about: object = None  # corpus.About
     present: str = ""  # "yes", "no" or what is there instead
     presets: tuple[str, ...] = ()
-    note: str = ""
 
 
 def entries(root: str | Path = DEFAULT_ROOT, corpora: tuple[str, ...] | None = None) -> list[Entry]:
@@ -59,13 +57,7 @@ def entries(root: str | Path = DEFAULT_ROOT, corpora: tuple[str, ...] | None = N
 
 def _entry(path: str, root: Path, presets: tuple[str, ...]) -> Entry:
     module_name, _, class_name = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:  # the module is there; something it imports is not: a real error
-            raise
-        return Entry(path, note=f"not available: no module {module_name}")
-    cls = getattr(module, class_name, None)
+    cls = getattr(importlib.import_module(module_name), class_name, None)
     if not isinstance(cls, type):
         raise DataError(f"{path}: no class {class_name} in {module_name} (tympan.datasets.catalogue.CORPORA)")
     about = getattr(cls, "about", None)
@@ -108,9 +100,8 @@ def _presets() -> dict[str, tuple[str, ...]]:
 
 def table(root: str | Path = DEFAULT_ROOT, corpora: tuple[str, ...] | None = None) -> str:
     """The listing: a line per corpus (class, access, classes, present), then its task, size,
-    license, homepage and presets; a corpus whose module is not there yet is one line saying so."""
-    found = entries(root, corpora)
-    listed = [e for e in found if e.about is not None]
+    license, homepage and presets."""
+    listed = entries(root, corpora)
     header = ("corpus", "folder", "access", "classes", f"present in {root}")
     cells = [header] + [
         (e.path.partition(":")[2], e.name, e.about.access, _classes(e.about.classes), e.present) for e in listed
@@ -121,9 +112,6 @@ def table(root: str | Path = DEFAULT_ROOT, corpora: tuple[str, ...] | None = Non
         lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
         if number:
             lines += _details(listed[number - 1])
-    missing = [e for e in found if e.about is None]
-    if missing:
-        lines += ["", *(f"{e.path}: {e.note}" for e in missing)]
     return "\n".join(lines)
 
 
