@@ -13,9 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import tarfile
 import urllib.parse
-import zlib
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
@@ -23,6 +21,7 @@ from typing import Annotated, Any
 import annotated_types as at
 
 from tympan.components import NonNegativeInt, Says
+from tympan.datasets import archives
 from tympan.datasets.base import SPLITS, AudioDataset, download_file, link_or_copy
 from tympan.datasets.corpus import About
 from tympan.errors import DataError
@@ -216,22 +215,13 @@ def _find_recordings(src: Path) -> Path:
 
 
 def _extract_recordings(archive: Path, out: Path) -> None:
-    """Extract the `recordings/*.wav` members of a tar archive into `out`.
+    """Extract the `recordings/*.wav` members with a valid FSDD name, whatever folder holds
+    `recordings/`, into `out` (through `archives.extract`: regular files only, never outside `out`)."""
 
-    Only regular files with a valid FSDD name are written, each to
-    `out/<name>`, so links, devices and `../` paths in the archive can never
-    write outside `out`.
-    """
-    out = _fresh_dir(out)
-    try:
-        with tarfile.open(archive, "r|*") as tar:
-            for member in bar(tar, desc=f"extract {archive.name}", unit="file"):
-                path = PurePosixPath(member.name)
-                if member.isfile() and path.parent.name == RECORDINGS and FILE_NAME.match(path.name):
-                    with tar.extractfile(member) as src, open(out / path.name, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-        raise DataError(f"{archive}: cannot extract the archive ({err})") from err
+    def place(member: PurePosixPath) -> PurePosixPath | None:
+        return PurePosixPath(member.name) if member.parent.name == RECORDINGS and FILE_NAME.match(member.name) else None
+
+    archives.extract(archive, _fresh_dir(out), place)
 
 
 def _fresh_dir(path: Path) -> Path:

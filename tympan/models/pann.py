@@ -65,6 +65,11 @@ class _PannCNN(AudioModel):
         self.fc1 = nn.Linear(self.channels[-1], self.channels[-1])
         self.fc_out = nn.Linear(self.channels[-1], n_outputs)
         self.min_frames = 2 ** sum(p[0] == 2 for p in pools)
+        for layer in self.modules():  # PANN's initialisation: Xavier-uniform weights, zero biases
+            if isinstance(layer, nn.Conv2d | nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
         if pretrained is not None:
             # the head is replaced where the task's outputs differ from AudioSet's 527
             self.provenance = load_weights(
