@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.speech_commands_replica import RATE, write_layout
 from tympan.datasets.corpus import Archive
 from tympan.datasets.speech_commands import COMMANDS, WORDS, SpeechCommands
 from tympan.errors import DataError
 
-RATE = 16_000
 NOISES = {"running_tap.wav": 20.0, "white_noise.wav": 10.5}  # 20 pieces (16/2/2), 10 (8/1/1)
 TEST_SET_CLIPS = {"yes": 2, "no": 1, "up": 1, "down": 1, "left": 1, "right": 1, "on": 1, "off": 1, "stop": 1,
                   "go": 1, "_silence_": 2, "_unknown_": 2}  # fmt: skip
@@ -26,10 +26,13 @@ def no_mirror(monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
+def noise(seed: int, seconds: float = 0.1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.3, 0.3, int(RATE * seconds))
+
+
 def clip(path: Path, seed: int, seconds: float = 0.1) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    samples = np.random.default_rng(seed).uniform(-0.3, 0.3, int(RATE * seconds))
-    sf.write(path, samples, RATE, subtype="PCM_16")
+    sf.write(path, noise(seed, seconds), RATE, subtype="PCM_16")
 
 
 def speaker_of(word: str, take: int) -> str:
@@ -41,17 +44,11 @@ def replica(tmp_path_factory) -> Path:
     """The main archive's layout, and the test-set archive's in `test_set/`: every word has three
     clips (take 0 of speaker a train, b dev, c test), "yes" a second take of its train speaker."""
     root = tmp_path_factory.mktemp("speech_commands")
-    main, dev, test = root / "main", [], []
-    for i, word in enumerate(WORDS):
-        for take, (speaker, listed) in enumerate([("aaaa0001", None), ("bbbb0002", dev), ("cccc0003", test)]):
-            clip(main / word / f"{speaker}_nohash_0.wav", 100 * i + take)
-            if listed is not None:
-                listed.append(f"{word}/{speaker}_nohash_0.wav")
-    clip(main / "yes" / "aaaa0001_nohash_1.wav", 9999)
-    (main / "validation_list.txt").write_text("".join(f"{p}\n" for p in dev))
-    (main / "testing_list.txt").write_text("".join(f"{p}\n" for p in test))
-    for n, (name, seconds) in enumerate(NOISES.items()):
-        clip(main / "_background_noise_" / name, 50_000 + n, seconds)
+    speakers = ("aaaa0001", "bbbb0002", "cccc0003")  # train, dev, test
+    clips = [(w, speaker, 0, noise(100 * i + n)) for i, w in enumerate(WORDS) for n, speaker in enumerate(speakers)]
+    clips.append(("yes", "aaaa0001", 1, noise(9999)))
+    noises = {name: noise(50_000 + n, seconds) for n, (name, seconds) in enumerate(NOISES.items())}
+    main = write_layout(root / "main", clips, dev={"bbbb0002"}, test={"cccc0003"}, noises=noises)
     (main / "README.md").write_text("# Speech Commands Data Set v0.02\n")
     (main / ".DS_Store").write_bytes(b"\0")
     tests = root / "test_set"
