@@ -37,7 +37,8 @@ import yaml
 from autrainer_peer import AUTRAINER
 
 from tympan import config as configuration
-from tympan import cpu, feature_store, stages
+from tympan import cpu, stages
+from tympan.store import SPLITS, open_split
 
 TARGETS = {"plain loop": 2.0, f"autrainer {AUTRAINER}": 3.0}
 
@@ -118,8 +119,8 @@ def stored_clips(features: Path) -> dict[str, np.ndarray]:
     """tympan's features of every clip, by file stem."""
     store = next(features.glob("fsdd-*"))
     clips = {}
-    for split in feature_store.SPLITS:
-        packed = feature_store.open_split(store, split)
+    for split in SPLITS:
+        packed = open_split(store, split)
         clips.update({Path(row["path"]).stem: packed.clip(i) for i, row in enumerate(packed.rows)})
     return clips
 

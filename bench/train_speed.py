@@ -38,8 +38,9 @@ import torch
 import yaml
 
 from tympan import config as configuration
-from tympan import cpu, feature_store, stages
+from tympan import cpu, stages
 from tympan.data import loader
+from tympan.store import store_dir
 from tympan.training import Trainer
 
 
@@ -97,7 +98,7 @@ def worker(config, seconds: float) -> None:
     """One training process of --concurrent: sizes its threads as `tympan train` does, warms up
     for an epoch, says "ready", waits for "go" on stdin, then trains for `seconds`."""
     threads = cpu.configure(config.training.threads)
-    features = feature_store.store_dir(config, stages.dataset_of(config).name)
+    features = store_dir(config, stages.dataset_of(config).name)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, features, run_dir)
         train_steps(trainer, steps=len(trainer.sampler))  # every batch shape once (oneDNN kernels)
@@ -209,7 +210,7 @@ def main() -> None:
     if args.worker:
         return worker(config, args.seconds)
     cpu.configure(config.training.threads)
-    features = feature_store.store_dir(config, stages.dataset_of(config).name)
+    features = store_dir(config, stages.dataset_of(config).name)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, features, run_dir)
         # warm-up: one untimed epoch, so that every batch shape has been seen once (oneDNN

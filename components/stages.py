@@ -45,9 +45,10 @@ def fetch(dataset_config: str, s3_endpoint: str, raw: Output[Dataset]):
 @cpu_component
 def preprocess(features_config: str, raw: Input[Dataset], features: Output[Dataset]):
     """Extract the offline features of the fetched audio (dataset + features blocks as cache key)."""
-    from tympan import feature_store, stages
+    from tympan import stages
+    from tympan.store import read_meta
 
-    meta = feature_store.read_meta(stages.preprocess(stages.data_config(features_config, raw.path, features.path)))
+    meta = read_meta(stages.preprocess(stages.data_config(features_config, raw.path, features.path)))
     features.metadata.update(
         {
             "dataset": meta["dataset"],
@@ -60,7 +61,8 @@ def preprocess(features_config: str, raw: Input[Dataset], features: Output[Datas
 
 @train_component
 def train(config: str, features: Input[Dataset], model: Output[Model]):
-    """Train one resolved run config; the run directory (bundle included) is the Model."""
+    """Train one resolved run config on its store in the features artifact (found by config digest);
+    the run directory (bundle included) is the Model."""
     from tympan import stages
     from tympan.results import metric_values
 

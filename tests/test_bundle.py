@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from tympan import audio, bundle, inference
 from tympan.errors import DataError
-from tympan.feature_store import open_split, store_dir
+from tympan.store import open_split, store_dir
 
 
 def test_bundle_reproduces_the_dev_accuracy_of_training(tiny_workspace, tiny_run):

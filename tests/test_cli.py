@@ -59,7 +59,9 @@ def test_train_before_fetch_or_preprocess_says_what_to_run(fsdd_mirror, tmp_path
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TYMPAN_DATA_MIRROR", str(fsdd_mirror))
     config = write_config(tmp_path / "exp.yaml", {**TINY, "dataset": {**TINY["dataset"], "args": TWO_SPEAKERS}})
-    assert_one_line_error(tympan_here(capsys, "train", str(config)), "fetch the dataset first")
+    # training reads the store alone: without one it says how one is made
+    assert_one_line_error(tympan_here(capsys, "train", str(config)), "no feature store", "tympan fetch")
+    assert_one_line_error(tympan_here(capsys, "preprocess", str(config)), "fetch the dataset first")
     assert tympan_here(capsys, "fetch", str(config)).returncode == 0
     assert_one_line_error(tympan_here(capsys, "train", str(config)), "tympan preprocess")
 

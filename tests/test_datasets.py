@@ -178,8 +178,8 @@ def _printed(capsys, key: str) -> Path:
 def test_another_configs_fetch_never_changes_this_configs_split(tmp_path, five_speakers, capsys):
     """The issue's three commands: fetch params.yaml, fetch pipelines/tiny.yaml, preprocess params.yaml."""
     from tympan import config as configuration
-    from tympan import feature_store
     from tympan.cli import main
+    from tympan.store import open_split, store_dir
 
     params = _write_config(tmp_path / "params.yaml", tmp_path, five_speakers, PARAMS_SPLIT)
     tiny = _write_config(tmp_path / "tiny.yaml", tmp_path, five_speakers, TINY_SPLIT)
@@ -189,7 +189,7 @@ def test_another_configs_fetch_never_changes_this_configs_split(tmp_path, five_s
     store = _printed(capsys, "features:")
 
     def speakers(store, split):
-        return {row["speaker"] for row in feature_store.open_split(store, split).rows}
+        return {row["speaker"] for row in open_split(store, split).rows}
 
     assert speakers(store, "train") == {"george", "jackson", "lucas", "nicolas"}  # params.yaml's split, not tiny's
     assert speakers(store, "dev") == {"yweweler"} and speakers(store, "test") == set()
@@ -197,7 +197,7 @@ def test_another_configs_fetch_never_changes_this_configs_split(tmp_path, five_s
     tiny_store = _printed(capsys, "features:")
     assert tiny_store != store and speakers(tiny_store, "test") == {"lucas"}  # two blocks, two stores
     for path, made in ((params, store), (tiny, tiny_store)):  # what `tympan train` trains on
-        assert feature_store.store_dir(configuration.load(path), "fsdd") == made
+        assert store_dir(configuration.load(path), "fsdd") == made
     assert len(list((tmp_path / "raw/fsdd/recordings").iterdir())) == 50  # one copy of the audio for both
 
 

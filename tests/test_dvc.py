@@ -1,4 +1,6 @@
-"""The DVC pipeline with the real `dvc`: full run, no-op rerun, and a training change reruns train only."""
+"""The DVC pipeline with the real `dvc`: full run, no-op rerun, a training change reruns train only,
+other configs' stores beside the default one leave it alone, and a clone that pulled only the
+features trains."""
 
 import os
 import shutil
@@ -12,6 +14,8 @@ from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+STORE = "data/features/default"  # params.yaml's features.store: the store dvc.yaml tracks
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
 
 def dvc(*args, cwd, env):
@@ -25,6 +29,7 @@ def test_repro_then_nothing_then_only_train(fsdd_mirror, tmp_path):
     shutil.copytree(REPO / "tympan", tmp_path / "tympan", ignore=shutil.ignore_patterns("__pycache__"))
     args = {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}
     params = {**TINY, "dataset": {**TINY["dataset"], "args": args}, "augmentation": []}
+    params["features"] = {**TINY["features"], "store": STORE}
     params["training"] = {**TINY["training"], "epochs": 1}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TYMPAN_DATA_MIRROR": str(fsdd_mirror)}
@@ -52,13 +57,54 @@ def test_repro_then_nothing_then_only_train(fsdd_mirror, tmp_path):
     assert "accuracy" in metrics
 
     # a one-off experiment on top of a commit: only train reruns, with the changed key
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True, capture_output=True)
-    subprocess.run([*git, "commit", "-qm", "base"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run([*GIT, "add", "-A"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run([*GIT, "commit", "-qm", "base"], cwd=tmp_path, check=True, capture_output=True)
     experiment = dvc("exp", "run", "-S", "training.epochs=3", "-n", "three", cwd=tmp_path, env=env)
     assert "Running stage 'train'" in experiment and "Running stage 'preprocess'" not in experiment
     assert (tmp_path / "runs/default/metrics.csv").read_text().count("\n") == 4
     assert "three" in dvc("exp", "show", "--json", cwd=tmp_path, env=env)
+
+
+def test_other_stores_leave_the_pipeline_alone_and_a_clone_with_only_the_features_trains(fsdd_mirror, tmp_path):
+    """Preprocessing another config into the same data/features folder (an example, the Kubeflow
+    tiny run) once made `dvc status` report the default pipeline's features modified; and training
+    found its store through the raw index, which a clone that pulled only the features lacks."""
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "tympan", repo / "tympan", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", repo)
+    (repo / ".gitignore").write_text("/data/\n/runs/\n__pycache__/\n")
+    args = {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}
+    params = {**TINY, "dataset": {**TINY["dataset"], "args": args}, "augmentation": []}
+    params["features"] = {**TINY["features"], "store": STORE}
+    params["training"] = {**TINY["training"], "epochs": 1}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TYMPAN_DATA_MIRROR": str(fsdd_mirror)}
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    dvc("init", "-q", cwd=repo, env=env)
+    dvc("remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=repo, env=env)
+    dvc("repro", cwd=repo, env=env)
+
+    logmel = {"target": "tympan.transforms.logmel:PannLogMel", "args": {"n_mels": 32}}
+    other = {**params, "features": {"preset": "PannLogMel16k", "offline": [logmel]}}  # no store: named by digest
+    (repo / "other.yaml").write_text(yaml.safe_dump(other))
+    command = [sys.executable, "-m", "tympan.cli", "preprocess", "other.yaml"]
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    stores = sorted(p.name for p in (repo / "data/features").iterdir() if not p.name.startswith("."))
+    assert len(stores) == 2 and "default" in stores, stores  # the other store beside the default one
+    assert "Data and pipelines are up to date" in dvc("status", cwd=repo, env=env)
+
+    subprocess.run([*GIT, "add", "-A"], cwd=repo, check=True, capture_output=True)
+    subprocess.run([*GIT, "commit", "-qm", "base"], cwd=repo, check=True, capture_output=True)
+    dvc("push", "-q", cwd=repo, env=env)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    bare = {k: v for k, v in env.items() if k != "TYMPAN_DATA_MIRROR"}  # nothing to fetch from
+    dvc("pull", "-q", STORE, cwd=clone, env=bare)
+    assert not (clone / "data/raw").exists()
+    trained = dvc("repro", "--single-item", "train", cwd=clone, env=bare)
+    assert "Running stage 'train'" in trained and "dev: accuracy" in trained
+    assert (clone / "runs/default/summary.json").is_file() and not (clone / "data/raw").exists()
 
 
 def test_clean_keeps_what_dvc_tracks_unless_the_run_is_named(tiny_run, tmp_path):

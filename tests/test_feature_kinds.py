@@ -15,9 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import free_port
-from tympan import audio, bundle, feature_store, stages
+from tympan import audio, bundle, stages
 from tympan import config as configuration
 from tympan.errors import ConfigError
+from tympan.store import open_split, read_meta, store_dir, stored_spec
 
 httpx = pytest.importorskip("httpx")
 
@@ -59,10 +60,10 @@ def run(request, tmp_path_factory):
 
 def test_the_store_holds_the_declared_kind_and_the_bundle_replays_the_pipeline(run):
     kind, config, run_dir, summary = run
-    store = feature_store.store_dir(config, "toy_classification")
-    stored = feature_store.stored_spec(feature_store.read_meta(store))
+    store = store_dir(config, "toy_classification")
+    stored = stored_spec(read_meta(store))
     assert stored.kind == kind and stored.sample_rate == 16000
-    dev = feature_store.open_split(store, "dev")
+    dev = open_split(store, "dev")
     predictor = bundle.load(run_dir / "bundle")
     assert predictor.manifest["input"]["kind"] == kind
     if kind == "vector":

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from tests.conftest import TINY
-from tympan import audio, bundle, feature_store, stages
+from tympan import audio, bundle, stages
 from tympan import config as configuration
 from tympan.errors import ConfigError, DataError
+from tympan.store import config_digest, open_split, store_dir
 from tympan.targets import resolve_target
 from tympan.transforms.huggingface import HuggingFaceExtractor
 from tympan.transforms.pipeline import Pipeline
@@ -116,16 +117,16 @@ def test_the_store_key_follows_the_extractors_content_not_its_path(tmp_path):
     holds the old settings' features); the same content elsewhere finds the same store."""
     directory = save_extractor("ast", tmp_path / "ast")
     raw = config_with([{"target": TARGET, "args": {"extractor": directory}}])
-    before = feature_store.config_digest(configuration.parse(raw))
+    before = config_digest(configuration.parse(raw))
     file = Path(directory) / "preprocessor_config.json"
     settings = json.loads(file.read_text())
     assert settings["do_normalize"] is True
     file.write_text(json.dumps({**settings, "do_normalize": False}))
-    edited = feature_store.config_digest(configuration.parse(raw))
+    edited = config_digest(configuration.parse(raw))
     assert edited != before
     shutil.copytree(directory, tmp_path / "elsewhere")
     moved = config_with([{"target": TARGET, "args": {"extractor": str(tmp_path / "elsewhere")}}])
-    assert feature_store.config_digest(configuration.parse(moved)) == edited
+    assert config_digest(configuration.parse(moved)) == edited
 
 
 @pytest.mark.parametrize("kind", list(SPECS))
@@ -229,7 +230,7 @@ def ast_run(fsdd_mirror, tmp_path_factory):
     stages.fetch(config)
     stages.preprocess(config, progress=False)
     run_dir, summary = stages.train(config, root / "run")
-    store = feature_store.store_dir(config, DIGITS)  # keyed by the extractor's content, read while it is there
+    store = store_dir(config, DIGITS)  # keyed by the extractor's content, read while it is there
     shutil.rmtree(directory)
     return config, run_dir, summary, store
 
@@ -243,7 +244,7 @@ def test_the_bundle_predicts_what_the_run_measured_without_the_extractors_direct
     assert recorded["feature_extractor_type"] == "ASTFeatureExtractor" and recorded["max_length"] == 100
     predictor = bundle.load(run_dir / "bundle")
     assert predictor.pipeline.output == SPECS["ast"]
-    dev = feature_store.open_split(store, "dev")
+    dev = open_split(store, "dev")
     assert len(dev) == 30 and dev.clip(0).shape == (100, 128)
     correct = 0
     for i, row in enumerate(dev.rows):

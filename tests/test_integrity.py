@@ -17,10 +17,11 @@ from safetensors.torch import load_file, save_file
 
 from tests.conftest import TINY
 from tympan import config as configuration
-from tympan import feature_store, inference, stages
+from tympan import inference, stages
 from tympan.bundle import Predictor
 from tympan.cli import main
 from tympan.errors import AudioError, DataError, StorageError, TrainingError
+from tympan.store import clip_features, open_split, read_meta, store_dir, store_in
 from tympan.training import _disk_space
 
 SPEAKERS = ("george", "jackson", "lucas")
@@ -48,7 +49,7 @@ def _config(root, source, split, on_unreadable="raise"):
 
 
 def _speakers(store, split):
-    return {row["speaker"] for row in feature_store.open_split(store, split).rows}
+    return {row["speaker"] for row in open_split(store, split).rows}
 
 
 # ---------------------------------------------------------------- the store key
@@ -66,7 +67,7 @@ def test_a_changed_split_makes_a_new_store_and_the_same_one_is_reused(tmp_path, 
     assert "already extracted" not in caplog.text
     assert store_b != store_a and store_a.is_dir()
     assert (_speakers(store_b, "train"), _speakers(store_b, "test")) == ({"george"}, {"lucas"})
-    assert feature_store.store_dir(b, "fsdd") == store_b  # training finds it without extracting
+    assert store_dir(b, "fsdd") == store_b  # training finds it without extracting
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="tympan"):
@@ -74,20 +75,21 @@ def test_a_changed_split_makes_a_new_store_and_the_same_one_is_reused(tmp_path, 
     assert "already extracted" in caplog.text
     assert stages.preprocess(a) == store_a  # a's own index: no fetch of a needed after b's
     # what is stored also depends on the unreadable-file policy and on the dataset's args
-    assert feature_store.store_dir(_config(tmp_path, source, SPLIT_A, "skip"), "fsdd") != store_a
+    assert store_dir(_config(tmp_path, source, SPLIT_A, "skip"), "fsdd") != store_a
     more = _config(tmp_path, source, {**SPLIT_A, "test_speakers": ["theo"]})  # no such recordings: same rows
     stages.fetch(more)
     assert stages.index_of(more).rows == stages.index_of(a).rows
-    assert feature_store.store_dir(more, "fsdd") != store_a  # other args: another store
+    assert store_dir(more, "fsdd") != store_a  # other args: another store
 
 
 def test_a_pipeline_step_without_the_index_finds_its_store(tmp_path, source):
     a = _config(tmp_path, source, SPLIT_A)
     stages.fetch(a)
     store = stages.preprocess(a)
-    assert feature_store.find(tmp_path / "features", a, "fsdd") == store
-    with pytest.raises(DataError, match="no feature store of this dataset and features config"):
-        feature_store.find(tmp_path / "features", _config(tmp_path, source, SPLIT_A, "skip"), "fsdd")
+    assert store_in(tmp_path / "features", a, "fsdd") == store  # named by the config digest alone
+    skip = _config(tmp_path, source, SPLIT_A, "skip")
+    with pytest.raises(DataError, match="no feature store; run `tympan fetch` and `tympan preprocess` with this"):
+        read_meta(store_in(tmp_path / "features", skip, "fsdd"), skip)
 
 
 # ---------------------------------------------------------------- clips that cannot be used
@@ -123,7 +125,7 @@ def test_each_unusable_clip_is_an_audio_error_naming_it(broken):
     pipeline = configuration.parse(TINY).features.pipeline()
     for name, reason in reasons.items():
         with pytest.raises(AudioError) as info:
-            feature_store.clip_features(directory / "recordings" / name, pipeline)
+            clip_features(directory / "recordings" / name, pipeline)
         assert info.value.path.endswith(name) and info.value.reason.startswith(reason), info.value
 
 
@@ -145,14 +147,14 @@ def test_unusable_clips_stop_preprocessing_or_are_skipped_with_their_reason(tmp_
     assert not (tmp_path / "features").exists() or not any((tmp_path / "features").iterdir())
 
     store = stages.preprocess(skip)
-    meta = feature_store.read_meta(store)
+    meta = read_meta(store)
     assert meta["clips"] == {"train": 20 - len(reasons), "dev": 10, "test": 0}
     listed = {row["path"].split("/")[-1]: row["reason"] for row in meta["skipped"]}
     assert listed.keys() == reasons.keys()
     for name, reason in reasons.items():
         assert listed[name].startswith(reason), listed[name]
     assert (store / "skipped.csv").read_text().count("\n") == 1 + len(reasons)
-    train = feature_store.open_split(store, "train")
+    train = open_split(store, "train")
     assert np.isfinite(train.features).all()
 
 

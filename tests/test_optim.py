@@ -18,10 +18,11 @@ from tqdm import tqdm
 
 from tests.conftest import TINY, kill_once_last_exists
 from tympan import config as configuration
-from tympan import cpu, feature_store, optim, stages
+from tympan import cpu, optim, stages
 from tympan.config.schema import SchedulerConfig
 from tympan.data import loader
 from tympan.errors import ConfigError
+from tympan.store import store_dir
 from tympan.training import Trainer
 
 SMALL = {"preset": "SmallCNN", "args": {"channels": [4, 8, 8]}}
@@ -82,7 +83,7 @@ def _threads():
 def _trainer(raw, run_dir, **blocks) -> Trainer:
     config = configuration.parse({**raw, **blocks})
     cpu.configure(config.training.threads)  # as stages.train does
-    return Trainer(config, feature_store.store_dir(config, "fsdd"), run_dir)
+    return Trainer(config, store_dir(config, "fsdd"), run_dir)
 
 
 def _batches(trainer, n):

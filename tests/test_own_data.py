@@ -18,7 +18,7 @@ import yaml
 from torch import nn
 
 from tests.conftest import TINY
-from tympan import audio, feature_store
+from tympan import audio
 from tympan.cli import main
 from tympan.config import DatasetConfig
 from tympan.config.presets import available_presets, load_preset
@@ -27,6 +27,7 @@ from tympan.datasets.index import MAX_CSV_BYTES
 from tympan.datasets.table import Table
 from tympan.datasets.toy import ToyClassification, ToyMultiLabel, ToyRegression
 from tympan.errors import ConfigError, DataError
+from tympan.store import open_split
 
 SPEAKERS = {"george": "train", "yweweler": "Dev", "jackson": "test"}  # "Dev": case does not matter
 AUDIO = ["duration", "sample_rate", "channels"]  # the columns each fetch measures from the files' headers
@@ -331,7 +332,7 @@ def test_a_csv_changed_after_fetch_is_refused_by_preprocess(clips, tmp_path):
     moved = [row for row in stages.index_of(config).split("dev") if row["path"] == "george/0_george_0.wav"]
     assert len(moved) == 1
     store = stages.preprocess(config)
-    assert len(feature_store.open_split(store, "dev").rows) == 7
+    assert len(open_split(store, "dev").rows) == 7
 
 
 def test_tables_without_a_name_never_replace_each_other(clips, tmp_path):

@@ -22,9 +22,10 @@ import torchaudio.functional as AF
 import yaml
 
 from tests.conftest import TINY
-from tympan import audio, feature_store, stages, staging
+from tympan import audio, stages
 from tympan import config as configuration
 from tympan.errors import AudioError, ConfigError, DataError
+from tympan.store import SPLITS, clip_features, extract, open_split, read_meta, staging
 
 SPLIT = {"train_speakers": ["george", "jackson", "nicolas"], "dev_speakers": ["yweweler"], "test_speakers": ["lucas"]}
 TAKES = 10  # 5 speakers x 10 digits x 10 takes: 500 files, 10 chunks of train
@@ -84,7 +85,7 @@ def test_stores_are_the_per_clip_features_whatever_the_workers(source, serial_st
     assert parallel.name == serial_store.name and _files(parallel) == _files(serial_store)
 
     # the same bad clips are skipped, with their reasons, in index order
-    meta = feature_store.read_meta(parallel)
+    meta = read_meta(parallel)
     assert meta["clips"] == {"train": 298, "dev": 99, "test": 100}
     assert [(e["path"].split("/")[-1], e["split"]) for e in meta["skipped"]] == [
         ("1_jackson_0.wav", "train"),
@@ -98,14 +99,14 @@ def test_stores_are_the_per_clip_features_whatever_the_workers(source, serial_st
     # on one thread and on two, and each packed array is exactly what np.save writes
     pipeline, dataset_dir = config.features.pipeline(), source / "raw/fsdd"
     threads = torch.get_num_threads()
-    for split in feature_store.SPLITS:
-        packed = feature_store.open_split(parallel, split)
+    for split in SPLITS:
+        packed = open_split(parallel, split)
         assert packed.features.dtype == np.float32 and packed.features.shape[1:] == (64,)
         assert len(packed) == meta["clips"][split] and packed.offsets[-1] == len(packed.features)
         for i, row in enumerate(packed.rows):
             torch.set_num_threads(2 if i % 25 == 0 else 1)  # two threads are slow on a busy machine
             try:
-                expected = feature_store.clip_features(dataset_dir / row["path"], pipeline)
+                expected = clip_features(dataset_dir / row["path"], pipeline)
             finally:
                 torch.set_num_threads(threads)
             assert np.array_equal(packed.clip(i), expected), row["path"]
@@ -231,7 +232,7 @@ def test_a_staging_directory_of_another_store_key_is_discarded(source, tmp_path,
     with caplog.at_level(logging.INFO, logger="tympan"):
         store = stages.preprocess(configuration.parse(other), progress=False, workers=2)
     assert "another store key" in caplog.text and "were extracted already" not in caplog.text
-    assert feature_store.open_split(store, "train").features.shape[1:] == (32,)
+    assert open_split(store, "train").features.shape[1:] == (32,)
 
 
 def test_a_second_build_waits_for_the_first(source, serial_store, tmp_path, caplog):
@@ -239,7 +240,7 @@ def test_a_second_build_waits_for_the_first(source, serial_store, tmp_path, capl
     root.mkdir()
     result = {}
     with caplog.at_level(logging.INFO, logger="tympan"):
-        with feature_store._locked(root):  # another build holds the features root
+        with extract._locked(root):  # another build holds the features root
             waiter = threading.Thread(
                 target=lambda: result.setdefault("store", stages.preprocess(_config(source, root), workers=1))
             )
@@ -297,10 +298,10 @@ def test_chunks_hold_at_most_chunk_bytes_of_audio_and_the_store_is_the_same(
     """Long recordings make small chunks (a chunk's features are held in memory twice over)."""
     paths = sorted((source / "raw/fsdd/recordings").glob("*.wav"))
     sizes = {p: p.stat().st_size for p in paths}
-    monkeypatch.setattr(feature_store, "CHUNK_BYTES", 3 * max(sizes.values()))
-    chunks = feature_store._chunks(paths)
+    monkeypatch.setattr(extract, "CHUNK_BYTES", 3 * max(sizes.values()))
+    chunks = extract._chunks(paths)
     assert [p for chunk in chunks for p in chunk] == paths
-    assert all(len(c) <= feature_store.CHUNK and sum(sizes[p] for p in c) <= feature_store.CHUNK_BYTES for c in chunks)
-    assert max(len(c) for c in chunks) < feature_store.CHUNK  # the size cap, not the count, made them
+    assert all(len(c) <= extract.CHUNK and sum(sizes[p] for p in c) <= extract.CHUNK_BYTES for c in chunks)
+    assert max(len(c) for c in chunks) < extract.CHUNK  # the size cap, not the count, made them
     store = stages.preprocess(_config(source, tmp_path / "features"), progress=False, workers=2)
     assert _files(store) == _files(serial_store)

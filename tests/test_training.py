@@ -10,11 +10,12 @@ import pytest
 import torch
 import yaml
 
-from tympan import augmentations, feature_store, stages
+from tympan import augmentations, stages
 from tympan import config as configuration
 from tympan.augmentations import SpecAugment, SpeedPerturb
 from tympan.data import BucketBatchSampler
 from tympan.errors import ConfigError, DataError
+from tympan.store import open_split, read_meta, store_dir, stored_spec
 from tympan.training import pick_device
 
 
@@ -25,12 +26,12 @@ def _config(raw, **training):
 def test_feature_store_is_packed_per_split(tiny_workspace):
     root, raw = tiny_workspace
     config = configuration.parse(raw)
-    store = feature_store.store_dir(config, "fsdd")
-    meta = feature_store.read_meta(store)
+    store = store_dir(config, "fsdd")
+    meta = read_meta(store)
     assert meta["clips"] == {"train": 1000, "dev": 500, "test": 500}
-    assert meta["targets"] == ["label"] and feature_store.stored_spec(meta).frame_rate == 100.0
+    assert meta["targets"] == ["label"] and stored_spec(meta).frame_rate == 100.0
     assert sorted(p.name for p in (store / "train").iterdir()) == ["features.npy", "index.csv", "offsets.npy"]
-    dev = feature_store.open_split(store, "dev")
+    dev = open_split(store, "dev")
     assert isinstance(dev.features, np.memmap) and dev.features.shape[1] == 64
     assert {row["speaker"] for row in dev.rows} == {"yweweler"}
     # a clip's frames follow from its duration: 8 kHz file, hop of 10 ms, centred frames
@@ -174,7 +175,7 @@ def test_one_cycle_peaks_at_the_optimizer_lr_unless_told_otherwise(tiny_workspac
     config = configuration.parse(
         {**raw, "scheduler": scheduler, "optimizer": {"preset": "AdamW", "args": {"lr": 0.01}}}
     )
-    trainer = Trainer(config, feature_store.store_dir(config, "fsdd"), tmp_path / "run")
+    trainer = Trainer(config, store_dir(config, "fsdd"), tmp_path / "run")
     assert trainer.optimizer.param_groups[0]["max_lr"] == peak
     assert trainer.scheduler.total_steps == config.training.epochs * len(trainer.sampler)
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from tympan.feature_store import Split
+from tympan.store.reader import Split
 from tympan.transforms.pipeline import Pipeline
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger("tympan")
 
 IGNORED_KEYS = ("experiment", "training.progress", "training.num_workers", "training.threads", "tracking.")
 # where the data lies, not what it is: a pipeline's copy of a config names its own artifact paths
-LOCATION_KEYS = ("dataset.root", "features.root")
+LOCATION_KEYS = ("dataset.root", "features.root", "features.store")
 DATA_KEYS = ("dataset.", "features.")
 LABEL_CHARS = 48  # a longer group label is replaced by the run id (or "group N")
 LEGEND_ENTRIES = 12

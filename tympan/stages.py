@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tympan import cpu, feature_store
+from tympan import cpu, store
 from tympan.config import Config, DataConfig, expand_grid
 from tympan.datasets.base import AudioDataset, Index
 from tympan.errors import ConfigError
@@ -50,7 +50,7 @@ def preprocess(config: Config | DataConfig, progress: bool = True, workers: int 
     dataset = dataset_of(config)
     index = dataset.index(config.dataset.root)
     shown = progress and (not training or training.progress)
-    return feature_store.build(config, dataset, index, progress=shown, workers=workers)
+    return store.build(config, dataset, index, progress=shown, workers=workers)
 
 
 def default_run_dir(config: Config) -> Path:
@@ -60,16 +60,16 @@ def default_run_dir(config: Config) -> Path:
 def train(config: Config, run_dir: str | Path | None = None, features: str | Path | None = None) -> tuple[Path, dict]:
     """Train on the preprocessed features; returns the run directory and its summary.
 
-    `features`: the store to train on, or a folder holding the one store of this config (a
-    pipeline's training step, which has the features but not the raw index); default: the
-    store of the config and the dataset's index."""
+    `features`: the store to train on, or a folder of stores named by config digest (a pipeline's
+    features artifact); default: the config's store (`tympan.store.store_dir`). Only the store is
+    read, never the raw audio or its index, and it must be this config's."""
     cpu.configure(config.training.threads)
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     name = dataset_of(config).name
     if features is None:
-        features = feature_store.store_dir(config, name)
+        features = store.store_dir(config, name)
     elif not (Path(features) / "meta.json").is_file():
-        features = feature_store.find(features, config, name)
+        features = store.store_in(features, config, name)
     from tympan import training  # here, not above: preprocess starts without the training stack
 
     summary = training.train(config, Path(features), run_dir)
@@ -121,6 +121,12 @@ def plan(config: str, grid: str = "") -> dict:
     }
 
 
+def _in_folder(features: dict, root: str | Path) -> dict:
+    """A features block whose store lies in `root` under its digest name: a pipeline's artifact
+    folder, not the path (`features.store`) the config names on the machine that wrote it."""
+    return {**{k: v for k, v in features.items() if k != "store"}, "root": str(root)}
+
+
 def data_config(text: str, raw_root: str | Path, features_root: str | Path | None = None) -> DataConfig:
     """A DataConfig of `plan` (YAML text), rooted in the given directories."""
     from tympan.config import from_yaml
@@ -128,7 +134,7 @@ def data_config(text: str, raw_root: str | Path, features_root: str | Path | Non
     raw = from_yaml(text, "data config")
     raw["dataset"] = {**raw.get("dataset", {}), "root": str(raw_root)}
     if features_root is not None:
-        raw["features"] = {**raw.get("features", {}), "root": str(features_root)}
+        raw["features"] = _in_folder(raw.get("features", {}), features_root)
     try:
         return DataConfig.model_validate(raw)
     except ValidationError as exc:
@@ -143,7 +149,7 @@ def run_config(text: str, features_root: str | Path) -> Config:
     from tympan import config as configuration
 
     raw = configuration.from_yaml(text, "run config")
-    raw["features"] = {**raw.get("features", {}), "root": str(features_root)}
+    raw["features"] = _in_folder(raw.get("features", {}), features_root)
     raw["tracking"] = {**(raw.get("tracking") or {}), "mlflow": False}
     return configuration.parse(raw, "run config")
 

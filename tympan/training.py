@@ -16,13 +16,14 @@ import torch
 import yaml
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tympan import augmentations, bundle, checkpoint, feature_store, flow, optim, plots, progress, runlock, tracking
+from tympan import augmentations, bundle, checkpoint, flow, optim, plots, progress, runlock, tracking
 from tympan import config as configuration
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader, sample_seed
 from tympan.errors import ConfigError, DataError, TrainingError, TympanError
 from tympan.fileio import disk_space, write_csv, write_json, write_text
 from tympan.models.base import sizes as input_sizes
+from tympan.store.reader import SPLITS, open_split, read_meta, stored_spec
 
 log = logging.getLogger("tympan")
 
@@ -68,14 +69,14 @@ class Trainer:
         self.config, self.run_dir = config, Path(run_dir)
         cfg = config.training
         self.device = pick_device(cfg.device)
-        self.meta = meta = feature_store.read_meta(features_dir)
+        self.meta = meta = read_meta(features_dir, config)  # this config's store, or a DataError naming both
         self.pipeline = config.features.pipeline()
-        if self.pipeline.stored != feature_store.stored_spec(meta):
+        if self.pipeline.stored != stored_spec(meta):
             raise DataError(
-                f"{features_dir} holds {feature_store.stored_spec(meta).describe()}, but features.offline gives "
+                f"{features_dir} holds {stored_spec(meta).describe()}, but features.offline gives "
                 f"{self.pipeline.stored.describe()}; run `tympan preprocess` for this config"
             )
-        self.splits = {s: feature_store.open_split(features_dir, s) for s in feature_store.SPLITS}
+        self.splits = {s: open_split(features_dir, s) for s in SPLITS}
         if not len(self.splits["train"]) or not len(self.splits["dev"]):
             raise DataError(f"{features_dir}: the train and dev splits must not be empty")
         self.task = config.task.build_checked("task", targets=meta["targets"])

@@ -77,6 +77,12 @@ class FeaturesConfig(Block):
     `online` ones (per clip in training and in the bundle)."""
 
     root: str = "data/features"
+    store: str | None = Field(
+        None,
+        min_length=1,
+        description="where this config's feature store is (a stable path for DVC to track); "
+        "default: <root>/<dataset>-<config digest>",
+    )
     sample_rate: int = Field(16000, gt=0, le=768000, description="every clip is decoded and resampled to this rate")
     offline: list[Component] = Field(default_factory=list)
     online: list[Component] = Field(default_factory=list)
@@ -106,7 +112,7 @@ class FeaturesConfig(Block):
 
     def stored_part(self) -> dict:
         """What decides the stored features: the rate and the offline transforms (not online, not
-        root), with what they read from local files in place of its path (`Transform.content_args`)."""
+        root or store), with what they read from local files in place of its path (`Transform.content_args`)."""
         part = self.model_dump(mode="json", include={"sample_rate", "offline"})
         for component in part["offline"]:
             content_args = getattr(resolve_target(component["target"]), "content_args", None)
@@ -304,6 +310,8 @@ def run_id_of(resolved: dict) -> str:
     data = {k: v for k, v in resolved.items() if k not in ("experiment", "grid", "tracking")}
     training = data.get("training") or {}
     data["training"] = {k: v for k, v in training.items() if k not in ("progress", "num_workers", "threads")}
+    if isinstance(data.get("features"), dict):  # where the store lies, not what it holds
+        data["features"] = {k: v for k, v in data["features"].items() if k != "store"}
     for block, defaults in LATER_KEYS.items():  # keys added later count only when set, so old runs keep their ids
         if isinstance(data.get(block), dict):
             data[block] = {k: v for k, v in data[block].items() if k not in defaults or v != defaults[k]}

@@ -1,24 +1,22 @@
-"""Offline features packed per split into a few large files, memory-mapped at training time.
+"""Building a store: the fetched index's clips decoded and extracted, in chunks, by worker processes.
 
-Layout of `<root>/<dataset>-<key>/`, where key hashes everything that changes what is stored:
-the feature extractor and its args, the dataset block (which clips, how unreadable ones are
-treated) and the content of the dataset's index (which file is in which split):
-  meta.json                      the offline pipeline, the stored kind (its Spec), target columns, skipped files
+A store holds one config's offline features, packed per split into a few large files (thousands
+of tiny files are slow to read and slow for DVC to hash; three per split are not):
+  meta.json                      the offline pipeline, the stored kind (its Spec), target columns, the
+                                 config and index digests, skipped files
   <split>/features.npy           float32, every clip of the split end to end along the first axis
                                  (waveforms and frames); fixed-size kinds (vectors, images) one row a clip
   <split>/offsets.npy            (clips + 1,) int64: clip i is rows offsets[i]:offsets[i + 1]
   <split>/index.csv              the dataset index rows of the split, in the same order
-Thousands of tiny files are slow to read and slow for DVC to hash; three per split are not.
-A store is built in `<root>/.<dataset>-features.partial/` (see `staging.Staging`), packed as worker
-processes extract chunks of clips, and renamed into place when complete; a killed build resumes.
+It lies where the config says (`tympan.store.key`). It is built in a staging directory beside it
+(`tympan.store.staging`), which a killed build resumes, and moved into place when complete; a store
+whose recorded index is not the fetched one is rebuilt that way, so it stays readable meanwhile.
 """
 
 from __future__ import annotations
 
-import csv
 import ctypes
 import fcntl
-import json
 import logging
 import math
 import multiprocessing
@@ -30,81 +28,44 @@ import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from tympan import audio
-from tympan.config import STORE_FORMAT, Config, digest
+from tympan.config import Config, DataConfig
 from tympan.datasets.base import SPLITS, AudioDataset, Index
 from tympan.errors import AudioError, ConfigError, DataError, TympanError
 from tympan.fileio import disk_space
 from tympan.progress import bar as progress_bar
-from tympan.staging import Staging
+from tympan.store.key import config_digest, content_key, index_digest, store_dir
+from tympan.store.reader import read_meta
+from tympan.store.staging import Staging
 from tympan.transforms.spec import Spec
 
 log = logging.getLogger("tympan")
 
 
-def config_digest(config: Config) -> str:
-    """The part of the store key that the config decides: extractor and dataset block (not roots)."""
-    return digest(
-        {
-            "features": config.features.stored_part(),
-            "dataset": config.dataset.model_dump(mode="json", include={"target", "args", "on_unreadable"}),
-            "store_format": STORE_FORMAT,
-        }
-    )
+def build(
+    config: Config | DataConfig, dataset: AudioDataset, index: Index, progress: bool = True, workers: int = 1
+) -> Path:
+    """Extract features for every clip of the index into the config's store; returns its directory.
 
-
-def index_digest(index: Index) -> str:
-    """The content of the index: a file moved to another split makes another store."""
-    return digest(index.rows)
-
-
-def _full_key(config: Config, index: Index) -> str:
-    """Both digests in one: a store's name carries its first 10 characters, its staging directory all of it."""
-    return digest([config_digest(config), index_digest(index)])
-
-
-def store_key(config: Config, index: Index) -> str:
-    return _full_key(config, index)[:10]
-
-
-def store_dir(config: Config, dataset_name: str, index: Index | None = None) -> Path:
-    """The store of this config and index (unless given: the index its dataset block fetched)."""
-    if index is None:
-        index = config.dataset.build_checked("dataset").index(config.dataset.root)
-    return Path(config.features.root) / f"{dataset_name}-{store_key(config, index)}"
-
-
-def find(root: str | Path, config: Config, dataset_name: str) -> Path:
-    """The one store below `root` built for this config, for where the index is not at hand
-    (a pipeline's training step gets the features only)."""
-    stores = [d for d in sorted(Path(root).glob(f"{dataset_name}-*")) if (d / "meta.json").is_file()]
-    found = [d for d in stores if read_meta(d).get("config_digest") == config_digest(config)]
-    if len(found) != 1:
-        what = "no feature store" if not found else f"{len(found)} feature stores"
-        raise DataError(f"{root}: {what} of this dataset and features config; run `tympan preprocess`")
-    return found[0]
-
-
-def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = True, workers: int = 1) -> Path:
-    """Extract features for every clip of the index into the store; returns its directory.
-
-    A store that is already complete is reused. `workers` processes (1: this one) decode and
-    extract chunks of files in index order, one torch thread each. Their results are appended to
-    the packed arrays of a staging directory beside the store as chunks finish, and the store
-    appears only when complete (meta.json last, then a rename); a killed build resumes from its
+    A complete store of this config and index is reused; one built from another index (or for
+    another config, at a path the config names) is rebuilt beside it and then replaced. `workers`
+    processes (1: this one) decode and extract chunks of files in index order, one torch thread
+    each. Their results are appended to the packed arrays of a staging directory beside the store
+    as chunks finish, and the store appears only when complete (meta.json last, then a rename,
+    an exchange with the store it replaces); a killed build resumes from its
     last completed chunk. A clip that cannot be used (undecodable, unsupported rate, too short
     for the features, non-finite features) stops the build, naming the file and leaving nothing
     behind, unless `dataset.on_unreadable: skip`, which leaves it out and lists it with its
     reason in meta.json and `skipped.csv`.
     """
-    out = store_dir(config, dataset.name, index)
-    if (out / "meta.json").is_file():
+    out = store_dir(config, dataset.name)
+    if _outdated(out, config, index) is None:
         log.info("features already extracted in %s", out)
         return out
     try:
@@ -117,13 +78,16 @@ def build(config: Config, dataset: AudioDataset, index: Index, progress: bool = 
 
 
 def _build(config: Config, dataset: AudioDataset, index: Index, pipeline, out: Path, progress: bool, workers: int):
-    """`build` itself, under the features root's lock."""
+    """`build` itself, under the lock of the store's parent folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with _locked(out.parent):
-        if (out / "meta.json").is_file():  # built by the build this one waited for
+        outdated = _outdated(out, config, index)
+        if outdated is None:  # built by the build this one waited for
             log.info("features already extracted in %s", out)
             return out
-        staging = Staging(out, dataset.name, _full_key(config, index), pipeline.stored, index)
+        if out.exists():
+            log.info("rebuilding %s: %s", out, outdated)
+        staging = Staging(out, dataset.name, content_key(config, index), pipeline.stored, index)
         started, todo = time.monotonic(), staging.files_left(index)
         stop_at_error = config.dataset.on_unreadable == "raise"
         try:
@@ -141,6 +105,25 @@ def _build(config: Config, dataset: AudioDataset, index: Index, pipeline, out: P
     return out
 
 
+def _outdated(out: Path, config: Config | DataConfig, index: Index) -> str | None:
+    """Why the store at `out` must be built, or None when it holds this config's features of this index.
+    A folder there that is no store is refused: it may be anything a mistyped `features.store` names."""
+    if not (out / "meta.json").is_file():
+        if (out.is_dir() and any(out.iterdir())) or (out.exists() and not out.is_dir()):
+            raise DataError(
+                f"{out}: not a feature store (no meta.json), so `tympan preprocess` does not replace it; "
+                "remove it, or name another path as features.store"
+            )
+        return "no store yet"
+    meta = read_meta(out)
+    theirs, ours = str(meta.get("config_digest"))[:10], config_digest(config)[:10]
+    if theirs != ours:
+        return f"it holds another config's features (config digest {theirs}, this config's is {ours})"
+    if meta.get("index_digest") != index_digest(index):
+        return "the fetched index is not the one it was built from"
+    return None
+
+
 def _check_kept(splits: dict[str, dict], dataset_name: str) -> None:
     """A split whose files were all skipped (`on_unreadable: skip`) is an error, not an empty split:
     such a store trained, or tested, on nothing without a word."""
@@ -153,12 +136,12 @@ def _check_kept(splits: dict[str, dict], dataset_name: str) -> None:
             )
 
 
-def _meta(config: Config, dataset: AudioDataset, index: Index, stored: Spec) -> dict:
+def _meta(config: Config | DataConfig, dataset: AudioDataset, index: Index, stored: Spec) -> dict:
     return {
         "dataset": dataset.name,
         "targets": list(dataset.targets),
         "features": config.features.stored_part(),
-        "key": store_key(config, index),
+        "key": content_key(config, index)[:10],
         "config_digest": config_digest(config),
         "index_digest": index_digest(index),
         "stored": asdict(stored),
@@ -303,7 +286,7 @@ def _extract_split(staging: Staging, split: str, index: Index, run, stop_at_erro
 
 @contextmanager
 def _locked(directory: Path):
-    """One build at a time below a features root: a second one waits, then finds the store done
+    """One build at a time in a folder of stores: a second one waits, then finds the store done
     (or resumes what the first left staged)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -317,53 +300,3 @@ def _locked(directory: Path):
         yield
     finally:
         os.close(fd)
-
-
-@dataclass
-class Split:
-    """One split of a store: clip i's features are `clip(i)`, its index row `rows[i]`."""
-
-    features: np.ndarray
-    offsets: np.ndarray
-    rows: list[dict]
-    fixed: bool = False  # a fixed-size kind: clip i is row i
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def clip(self, i: int) -> np.ndarray:
-        if self.fixed:
-            return self.features[self.offsets[i]]
-        return self.features[self.offsets[i] : self.offsets[i + 1]]
-
-
-def open_split(directory: Path, split: str) -> Split:
-    path = Path(directory) / split
-    if not (path / "features.npy").is_file():
-        raise DataError(f"{path}: no features; run `tympan preprocess` first")
-    with open(path / "index.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return Split(
-        features=np.load(path / "features.npy", mmap_mode="r"),
-        offsets=np.load(path / "offsets.npy"),
-        rows=rows,
-        fixed=not stored_spec(read_meta(directory)).variable_length,
-    )
-
-
-def stored_spec(meta: dict) -> Spec:
-    """The declared kind of what a store holds."""
-    stored = dict(meta["stored"])
-    if stored.get("shape") is not None:
-        stored["shape"] = tuple(stored["shape"])
-    return Spec(**stored)
-
-
-def read_meta(directory: Path) -> dict:
-    path = Path(directory) / "meta.json"
-    if not path.is_file():
-        raise DataError(f"{directory}: not a complete feature store (no meta.json); run `tympan preprocess`")
-    return json.loads(path.read_text())

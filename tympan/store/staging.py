@@ -1,19 +1,22 @@
-"""A feature store being built: `<root>/.<dataset>-features.partial/`, beside the finished stores.
+"""A feature store being built: `<parent>/.<dataset>-features.partial/`, beside the store it becomes.
 
 Each split's arrays are .npy files packed as they grow (`PackedFile`), and `progress.json` says how
 much of them is valid, so a killed `tympan preprocess` resumes where it stopped (`Staging`).
-`feature_store.build` drives it; `Staging.finish` seals the files and renames the directory into
-the store.
+`tympan.store.extract` drives it; `Staging.finish` seals the files and moves the directory into
+place in one step, replacing the store it rebuilds, so a reader finds the old store or the new one.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +38,7 @@ def row_shape(stored: Spec) -> tuple[int, ...]:
 
 
 class Staging:
-    """A store being built: `<root>/.<dataset>-features.partial/`, beside the stores. Each split's packed
+    """A store being built: `<parent>/.<dataset>-features.partial/`, beside the store. Each split's packed
     arrays grow there chunk by chunk, and `progress.json`, rewritten (atomically) after the data it
     describes is written, says how much of them is valid. A build that finds it resumes from there,
     unless it was staged for another store key or does not add up: then it is discarded, saying
@@ -133,7 +136,7 @@ class Staging:
 
     def finish(self, index: Index, meta: dict) -> dict[str, int]:
         """Seal every split (headers with the final counts, index.csv), write meta.json last and
-        rename the directory into the store; returns the clips per split."""
+        move the directory into place as the store (replacing an outdated one); returns the clips per split."""
         counts, skipped = {}, []
         for split in SPLITS:
             done, directory = self.progress["splits"][split], self.dir / split
@@ -148,10 +151,42 @@ class Staging:
             log.warning("skipped %d files that could not be used; listed in %s", len(skipped), self.out / "skipped.csv")
         (self.dir / "progress.json").unlink()
         write_json(self.dir / "meta.json", {**meta, "clips": counts, "skipped": skipped})
-        if self.out.exists():  # an incomplete store of an older tympan
-            shutil.rmtree(self.out)
-        self.dir.rename(self.out)
+        _into_place(self.dir, self.out)
         return counts
+
+
+def _into_place(staged: Path, out: Path) -> None:
+    """Rename a finished store to `out`; a store already there (built from an older index or for
+    another config) is exchanged with it in one step, then removed. A kill before the removal
+    leaves the old store as the staging directory, which the next build discards."""
+    if not out.exists():
+        staged.rename(out)
+        return
+    if not _exchange(staged, out):  # no atomic exchange here: a reader may find no store for a moment
+        old = out.parent / f".{out.name}.replaced"
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staged.rename(out)
+        staged = old
+    shutil.rmtree(staged)
+
+
+AT_FDCWD, RENAME_EXCHANGE = -100, 2  # from linux/fcntl.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where the kernel,
+    the C library or the file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
+    if renameat2 is None:
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(a), None, str(b))
 
 
 class PackedFile:
