@@ -29,8 +29,8 @@ import logging
 import os
 import shutil
 import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tympan.components import Checked
 from tympan.datasets import copies
@@ -42,10 +42,8 @@ from tympan.errors import DataError
 from tympan.fileio import write_text
 from tympan.progress import bar
 
-if TYPE_CHECKING:
-    from tympan.datasets.corpus import About
-
 __all__ = [
+    "About",
     "AudioDataset",
     "Index",
     "SPLITS",
@@ -59,6 +57,18 @@ MIRROR_ENV = "TYMPAN_DATA_MIRROR"
 
 
 # ---------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class About:
+    """What `tympan datasets` says about a corpus (see `corpus` and `catalogue`)."""
+
+    task: str  # e.g. "7 emotions (classification)"
+    classes: int | None  # None for regression
+    size: str  # e.g. "535 clips, 25 min, 40 MB"
+    license: str
+    access: str = "public"  # or "on request"
+    homepage: str = ""
 
 
 class AudioDataset(Checked, abc.ABC):

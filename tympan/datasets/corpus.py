@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tympan.datasets import archives
-from tympan.datasets.base import AudioDataset, link_or_copy
+from tympan.datasets.base import About, AudioDataset, link_or_copy
 from tympan.downloads import download_file, verify
 from tympan.errors import DataError
 from tympan.progress import bar
@@ -48,18 +48,6 @@ class Archive:
     @property
     def file_name(self) -> str:
         return self.name or PurePosixPath(urllib.parse.urlparse(self.url).path).name
-
-
-@dataclass(frozen=True)
-class About:
-    """What `tympan datasets` says about a corpus."""
-
-    task: str  # e.g. "7 emotions (classification)"
-    classes: int | None  # None for regression
-    size: str  # e.g. "535 clips, 25 min, 40 MB"
-    license: str
-    access: str = "public"  # or "on request"
-    homepage: str = ""
 
 
 class Corpus(AudioDataset):
