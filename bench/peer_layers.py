@@ -41,7 +41,7 @@ outputs = {}
 for name in ("conv_block1", "conv_block2", "conv_block3", "conv_block4", "fc1", "out"):
     getattr(model, name).register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o.detach().clone()))
 with torch.no_grad():
-    model(torch.load(batch))
+    model(torch.load(batch, weights_only=True))
 torch.save({"state": model.state_dict(), "outputs": outputs}, out)
 """
 
@@ -87,7 +87,7 @@ def main() -> None:
         (Path(tmp) / "side.py").write_text(AUTRAINER_SIDE)
         command = [str(python), f"{tmp}/side.py", f"{tmp}/batch.pt", str(args.seed), f"{tmp}/out.pt"]
         subprocess.run(command, check=True, capture_output=True)
-        theirs = torch.load(f"{tmp}/out.pt")
+        theirs = torch.load(f"{tmp}/out.pt", weights_only=True)  # tensors only: nothing it holds runs
 
     model = Cnn10(n_mels=batch.shape[-1], n_outputs=10, head_dropout=0.0).eval()
     missing = model.load_state_dict({tympan_key(k): v for k, v in theirs["state"].items()}, strict=True)

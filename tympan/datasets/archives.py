@@ -16,6 +16,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from tympan.errors import DataError
 from tympan.progress import bar
@@ -59,15 +60,20 @@ def _target(out: Path, name: str, place: Place) -> Path | None:
     return out / chosen if chosen is not None else None
 
 
+def _write(member: BinaryIO, target: Path) -> None:
+    """Copy one opened member to `target`, making its folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with member as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
 def _extract_tar(archive: Path, out: Path, place: Place) -> int:
     written = 0
     with tarfile.open(archive, "r|*") as tar:
         for member in bar(tar, desc=f"extract {archive.name}", unit="file"):
             target = _target(out, member.name, place) if member.isfile() else None
             if target is not None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                _write(tar.extractfile(member), target)
                 written += 1
     return written
 
@@ -80,8 +86,6 @@ def _extract_zip(archive: Path, out: Path, place: Place) -> int:
             regular = not info.is_dir() and kind in (0, stat.S_IFREG)
             target = _target(out, info.filename, place) if regular else None
             if target is not None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zipped.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                _write(zipped.open(info), target)
                 written += 1
     return written
