@@ -223,6 +223,40 @@ def test_a_progress_json_cut_short_by_the_kill_is_not_kept_in_the_store(source, 
     assert _files(store) == _files(serial_store)
 
 
+def test_skipped_files_are_appended_as_they_come_and_counted_in_progress_json(
+    source, serial_store, tmp_path, monkeypatch, caplog
+):
+    """progress.json counts the skipped files, so a commit rewrites none of the earlier ones (with many
+    skipped, rewriting them all at each chunk made a build quadratic); a line written after the last
+    commit, by a build killed meanwhile, is not resumed."""
+    root = tmp_path / "features"
+    _interrupted(monkeypatch, _config(source, root), after_commits=3)  # past both bad train clips
+    train = root / ".fsdd-features.partial/train"
+    assert json.loads((train.parent / "progress.json").read_text())["splits"]["train"]["skipped"] == 2
+    lines = (train / staging.SKIPPED).read_text().splitlines()
+    assert [json.loads(line)["at"] for line in lines] == [40, 95]
+    with open(train / staging.SKIPPED, "a") as f:
+        f.write(json.dumps({"at": 97, "path": "recordings/x.wav", "reason": "not committed"}) + "\n")
+    with caplog.at_level(logging.INFO, logger="tympan"):
+        store = stages.preprocess(_config(source, root), progress=False, workers=1)
+    assert f"96 of {FILES} files were extracted already" in caplog.text
+    assert _files(store) == _files(serial_store)
+
+
+def test_a_staging_directory_missing_committed_skipped_files_is_discarded(
+    source, serial_store, tmp_path, monkeypatch, caplog
+):
+    root = tmp_path / "features"
+    _interrupted(monkeypatch, _config(source, root), after_commits=3)
+    staged = root / ".fsdd-features.partial"
+    skipped = staged / "train" / staging.SKIPPED
+    skipped.write_text(skipped.read_text().splitlines()[0] + "\n")
+    with caplog.at_level(logging.INFO, logger="tympan"):
+        store = stages.preprocess(_config(source, root), progress=False, workers=1)
+    assert f"discarding {staged}: train: skipped.jsonl does not hold the 2 skipped files" in caplog.text
+    assert _files(store) == _files(serial_store)
+
+
 def test_a_staging_directory_of_another_store_key_is_discarded(source, tmp_path, monkeypatch, caplog):
     root = tmp_path / "features"
     _interrupted(monkeypatch, _config(source, root))

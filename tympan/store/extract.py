@@ -94,7 +94,7 @@ def _build(config: Config, dataset: AudioDataset, index: Index, pipeline, out: P
             with _extractor(pipeline, min(workers, math.ceil(todo / CHUNK))) as run:
                 for split in SPLITS:
                     _extract_split(staging, split, index, run, stop_at_error, progress)
-            _check_kept(staging.progress["splits"], dataset.name)
+            _check_kept(staging, dataset.name)
         except TympanError:  # bad data or a bad pipeline: what was staged must not be resumed
             shutil.rmtree(staging.dir, ignore_errors=True)
             raise
@@ -124,12 +124,12 @@ def _outdated(out: Path, config: Config | DataConfig, index: Index) -> str | Non
     return None
 
 
-def _check_kept(splits: dict[str, dict], dataset_name: str) -> None:
+def _check_kept(staging: Staging, dataset_name: str) -> None:
     """A split whose files were all skipped (`on_unreadable: skip`) is an error, not an empty split:
     such a store trained, or tested, on nothing without a word."""
-    for split, done in splits.items():
+    for split, done in staging.progress["splits"].items():
         if done["files"] and not done["clips"]:
-            first = done["skipped"][0]
+            first = staging.skipped[split][0]
             raise DataError(
                 f"{dataset_name}: every one of the {done['files']} files of the {split} split was skipped as unusable "
                 f"(first: {first['path']}: {first['reason']}); nothing was stored"
@@ -258,20 +258,20 @@ def _extract_split(staging: Staging, split: str, index: Index, run, stop_at_erro
     if done is not None and done["files"] == len(rows):
         return  # staged by the build this one resumes
     if done is None:
-        done = staging.progress["splits"][split] = {"files": 0, "clips": 0, "rows": 0, "skipped": []}
+        done = staging.progress["splits"][split] = {"files": 0, "clips": 0, "rows": 0, "skipped": 0}
     paths = [index.path_of(row) for row in rows]
     chunks = _chunks(paths[done["files"] :])
     shown = progress_bar(
         None, progress and bool(rows), total=len(rows), initial=done["files"], desc=f"features {split}", unit="clip"
     )
-    with shown, staging.arrays(split, done) as (features, offsets):
+    with shown, staging.arrays(split, done) as (features, offsets, skipped):
         for results in run(chunks, stop_at_error):
             for result in results:
                 if isinstance(result, tuple):
                     if stop_at_error:
                         raise AudioError(*result)
-                    skipped = {"at": done["files"], "path": rows[done["files"]]["path"], "reason": result[1]}
-                    done["skipped"].append(skipped)
+                    skipped.append({"at": done["files"], "path": rows[done["files"]]["path"], "reason": result[1]})
+                    done["skipped"] += 1
                 else:
                     clip = staging.as_rows(result, paths[done["files"]])
                     features.append(clip)
@@ -279,9 +279,9 @@ def _extract_split(staging: Staging, split: str, index: Index, run, stop_at_erro
                     offsets.append(np.array([done["rows"]]))
                     done["clips"] += 1
                 done["files"] += 1
-            staging.commit(features, offsets)
+            staging.commit(features, offsets, skipped)
             shown.update(len(results))
-        staging.commit(features, offsets)  # an empty split is done too
+        staging.commit(features, offsets, skipped)  # an empty split is done too
 
 
 @contextmanager

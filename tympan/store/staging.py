@@ -1,7 +1,8 @@
 """A feature store being built: `<parent>/.<dataset>-features.partial/`, beside the store it becomes.
 
-Each split's arrays are .npy files packed as they grow (`PackedFile`), and `progress.json` says how
-much of them is valid, so a killed `tympan preprocess` resumes where it stopped (`Staging`).
+Each split's arrays are .npy files packed as they grow (`PackedFile`), its skipped files a JSON line
+each (`SkipLog`), and `progress.json` says how much of them is valid, so a killed `tympan
+preprocess` resumes where it stopped (`Staging`).
 `tympan.store.extract` drives it; `Staging.finish` seals the files and moves the directory into
 place in one step, replacing the store it rebuilds, so a reader finds the old store or the new one.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import io
+import itertools
 import json
 import logging
 import math
@@ -29,6 +31,8 @@ from tympan.transforms.spec import Spec
 
 log = logging.getLogger("tympan")
 
+SKIPPED = "skipped.jsonl"  # a split's skipped files while staged; progress.json only counts them
+
 
 def row_shape(stored: Spec) -> tuple[int, ...]:
     """The shape of one row of a split's packed array."""
@@ -43,17 +47,22 @@ class Staging:
     describes is written, says how much of them is valid. A build that finds it resumes from there,
     unless it was staged for another store key or does not add up: then it is discarded, saying
     why. Data is flushed to the OS, not synced to disk: a killed process loses nothing, and after a
-    power cut, data shorter than progress.json says is caught here."""
+    power cut, data shorter than progress.json says is caught here. `skipped` holds each split's
+    skipped files ({at, path, reason}), which progress.json counts: a commit writes only the new
+    ones, however many there are (rewriting them all each chunk made a build quadratic in them)."""
 
     def __init__(self, out: Path, dataset_name: str, key: str, stored: Spec, index: Index):
         self.out, self.key, self.stored, self.row_shape = out, key, stored, row_shape(stored)
         self.dir = out.parent / f".{dataset_name}-features.partial"
         self.progress: dict = {"key": key, "splits": {}}
+        self.skipped: dict[str, list[dict]] = {}
         if self.dir.exists():
             problem = self._problem(index)
             if problem is None:
                 clear_leftovers(self.dir)  # a progress.json being replaced when the build was killed
                 self.progress = json.loads((self.dir / "progress.json").read_text())
+                for split, done in self.progress["splits"].items():
+                    self.skipped[split] = _skipped(self.dir / split / SKIPPED, done["skipped"])
                 done = len(index) - self.files_left(index)
                 log.info("resuming %s: %d of %d files were extracted already", out, done, len(index))
                 return
@@ -88,9 +97,13 @@ class Staging:
         return None
 
     def _split_problem(self, split: str, done: dict, total: int) -> str | None:
-        files, clips, rows, skipped = int(done["files"]), int(done["clips"]), int(done["rows"]), len(done["skipped"])
-        if not 0 <= files <= total or clips + skipped != files:
+        files, clips, rows, skipped = int(done["files"]), int(done["clips"]), int(done["rows"]), int(done["skipped"])
+        if not 0 <= files <= total or clips + skipped != files or skipped < 0:
             return f"its counts do not add up ({files} of {total} files, {clips} clips, {skipped} skipped)"
+        try:
+            _skipped(self.dir / split / SKIPPED, skipped)
+        except (OSError, ValueError):
+            return f"{SKIPPED} does not hold the {skipped} skipped files progress.json records"
         features, offsets = self.dir / split / "features.npy", self.dir / split / "offsets.npy"
         if _packed_rows(features, np.float32, self.row_shape) < rows:
             return f"features.npy holds fewer than the {rows} rows progress.json records"
@@ -102,7 +115,7 @@ class Staging:
 
     @contextmanager
     def arrays(self, split: str, done: dict):
-        """The split's (features, offsets) to append to: what `done` records of them, or new."""
+        """The split's (features, offsets, skipped) to append to: what `done` records of them, or new."""
         directory = self.dir / split
         directory.mkdir(exist_ok=True)
         kept = done["files"] > 0
@@ -110,11 +123,14 @@ class Staging:
         offsets = PackedFile(directory / "offsets.npy", np.int64, (), done["clips"] + 1 if kept else None)
         if not kept:
             offsets.append(np.zeros(1, np.int64))
+        self.skipped[split] = self.skipped.get(split, []) if kept else []
+        skipped = SkipLog(directory / SKIPPED, self.skipped[split])
         try:
-            yield features, offsets
+            yield features, offsets, skipped
         finally:
             features.close()
             offsets.close()
+            skipped.close()
 
     def as_rows(self, clip: np.ndarray, path: Path) -> np.ndarray:
         """A clip as rows of the packed array, once it is checked to be what the pipeline declares
@@ -129,9 +145,10 @@ class Staging:
             f"{path}: its features have shape {clip.shape}, but the pipeline declares {self.stored.describe()}"
         )
 
-    def commit(self, features: PackedFile, offsets: PackedFile) -> None:
-        features.flush()
-        offsets.flush()
+    def commit(self, *files: PackedFile | SkipLog) -> None:
+        """Flush a split's files, then say in progress.json how much of them is valid."""
+        for file in files:
+            file.flush()
         write_json(self.dir / "progress.json", self.progress)
 
     def finish(self, index: Index, meta: dict) -> dict[str, int]:
@@ -142,9 +159,11 @@ class Staging:
             done, directory = self.progress["splits"][split], self.dir / split
             _seal(directory / "features.npy", np.float32, (done["rows"], *self.row_shape))
             _seal(directory / "offsets.npy", np.int64, (done["clips"] + 1,))
-            left_out = {entry["at"] for entry in done["skipped"]}
+            entries = self.skipped.get(split, [])
+            left_out = {entry["at"] for entry in entries}
             write_csv(directory / "index.csv", [r for i, r in enumerate(index.split(split)) if i not in left_out])
-            skipped += [{"path": e["path"], "split": split, "reason": e["reason"]} for e in done["skipped"]]
+            skipped += [{"path": e["path"], "split": split, "reason": e["reason"]} for e in entries]
+            (directory / SKIPPED).unlink(missing_ok=True)
             counts[split] = done["clips"]
         if skipped:
             write_csv(self.dir / "skipped.csv", skipped)
@@ -187,6 +206,38 @@ def _exchange(a: Path, b: Path) -> bool:
     if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(error, os.strerror(error), str(a), None, str(b))
+
+
+class SkipLog:
+    """A split's skipped files, a JSON line each, appended as they come to `entries` and the file. It
+    starts with the entries recorded so far, which drops any line that a killed build wrote after."""
+
+    def __init__(self, path: Path, entries: list[dict]):
+        self.entries = entries
+        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        for entry in entries:
+            self.file.write(json.dumps(entry) + "\n")
+
+    def append(self, entry: dict) -> None:
+        self.entries.append(entry)
+        self.file.write(json.dumps(entry) + "\n")
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _skipped(path: Path, count: int) -> list[dict]:
+    """The first `count` entries of a split's SKIPPED file; a ValueError if it holds fewer."""
+    if count == 0:
+        return []
+    with open(path, encoding="utf-8") as f:
+        entries = [json.loads(line) for line in itertools.islice(f, count)]
+    if len(entries) < count or not all(isinstance(e, dict) and {"at", "path", "reason"} <= e.keys() for e in entries):
+        raise ValueError(f"{path}: fewer than {count} entries of skipped files")
+    return entries
 
 
 class PackedFile:
