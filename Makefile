@@ -51,8 +51,9 @@ bench: install ## data path vs compute limit, two trainings side by side, servin
 	$(PY) bench/serve_latency.py runs/default/bundle
 	$(PY) bench/end_to_end.py --run runs/default
 
-bench-peer: install ## tympan vs autrainer on autrainer's FSDD config (about 15 minutes)
+bench-peer: install ## tympan vs autrainer on autrainer's FSDD config, seeds 1-3 (about 1.5 hours on 2 quiet cores), and what each CPU option pays
 	$(PY) bench/peer_speed.py
+	$(PY) bench/cpu_options.py
 
 images: ## build the CPU base, CUDA training and serving images (needs a Docker engine)
 	@command -v docker >/dev/null || { echo "make images: no 'docker' command here; build on a machine with a Docker engine" >&2; exit 1; }

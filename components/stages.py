@@ -32,14 +32,26 @@ def plan(config: str, grid: str, dataset_config: dsl.OutputPath(str), features_c
 
 
 @cpu_component
-def fetch(dataset_config: str, s3_endpoint: str, raw: Output[Dataset]):
-    """Fetch the dataset (its config block only, so the cache key is that block) as raw audio."""
+def fetch(dataset_config: str, s3_endpoint: str, raw: Output[Dataset], report: Output[Markdown]):
+    """Fetch the dataset (its config block only, so the cache key is that block) as raw audio; its
+    data report (files, duration, rates, channels and balance per split) is the Markdown output."""
+    import shutil
+
     from tympan import stages
 
     stages.environment(s3_endpoint)
     config = stages.data_config(dataset_config, raw.path)
     path = stages.fetch(config)
-    raw.metadata.update({"dataset": path.name, "samples": len(stages.index_of(config))})
+    dataset = config.dataset.build_checked("dataset")
+    shutil.copyfile(dataset.report_files(config.dataset.root)[1], report.path)
+    splits = dataset.report(config.dataset.root)["splits"]
+    raw.metadata.update(
+        {
+            "dataset": path.name,
+            "samples": len(stages.index_of(config)),
+            "samples_per_split": {split: found["files"] for split, found in splits.items()},
+        }
+    )
 
 
 @cpu_component

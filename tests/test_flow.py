@@ -8,7 +8,7 @@ from tympan import config as configuration
 from tympan import flow
 from tympan.cli import main
 
-NOISE = {"target": "tympan.datasets.noise:ColouredNoise", "args": {"files": 1}}
+NOISE = {"target": "tympan.datasets.noise:ColouredNoise", "args": {"files": 4, "seconds": 5.0}}
 
 
 def raw_config(tmp_path) -> dict:
@@ -26,7 +26,7 @@ def raw_config(tmp_path) -> dict:
                         {"target": "tympan.augmentations:GaussianNoise"},
                         {
                             "target": "tympan.augmentations:BackgroundNoise",
-                            "args": {"folder": str(tmp_path / "noise"), "source": NOISE},
+                            "args": {"source": "ColouredNoise", "root": str(tmp_path / "raw")},
                         },
                     ],
                     "weights": [1, 3],
@@ -48,10 +48,10 @@ def test_every_argument_is_resolved_defaults_rates_and_children_included(tmp_pat
     gaussian, background = choice["args"]["choices"]
     assert gaussian["args"] == {"min_snr_db": 10.0, "max_snr_db": 30.0, "p": 1.0}  # defaults on record
     assert background["args"]["sample_rate"] == 16000  # shared from the features
-    assert background["args"]["source"] == NOISE
+    assert background["args"]["source"] == NOISE  # the preset named, expanded
     assert record["seed"] == 7 and "sample_seed(seed, epoch, clip index)" in record["seeding"]["clip"]
     assert record["model_input"] == "waveform at 16000 Hz"
-    assert not (tmp_path / "noise").exists()  # resolving builds nothing on disk
+    assert not (tmp_path / "raw").exists()  # resolving builds nothing on disk
     json.dumps(record)  # plain data
 
 

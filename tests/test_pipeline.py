@@ -32,7 +32,7 @@ CLUSTER = {
 
 # component -> (inputs, outputs): artifact name -> schema title
 ARTIFACTS = {
-    "fetch": ({}, {"raw": "system.Dataset"}),
+    "fetch": ({}, {"raw": "system.Dataset", "report": "system.Markdown"}),
     "preprocess": ({"raw": "system.Dataset"}, {"features": "system.Dataset"}),
     "train": ({"features": "system.Dataset"}, {"model": "system.Model"}),
     "collect": (
@@ -279,6 +279,10 @@ def test_local_run_registers_the_best_run_with_the_cli_results(fsdd_mirror, tiny
     assert total == 500  # yweweler: 10 digits x 50 takes
     assert sum(rows[i][i] for i in range(len(rows))) / total == pytest.approx(best_summary["dev"]["accuracy"])
     assert "# Runs in" in (pipeline_run / "collect/report").read_text()
+    # the fetch step's data report, and its counts on the raw artifact
+    assert (pipeline_run / "fetch/report").read_text().startswith("# Data report: fsdd")
+    [raw] = _outputs(pipeline_run / "fetch")["artifacts"]["raw"]["artifacts"]
+    assert raw["metadata"]["samples_per_split"]["dev"] == 500
 
     # registered in MLflow and made champion; the deploy step wrote (not applied) the manifest
     client = mlflow.MlflowClient(result["tracking_uri"])

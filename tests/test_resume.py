@@ -22,8 +22,9 @@ from tympan.cli import main
     [
         ({"epochs": 4}, 2),  # saved at epoch ends; killed well into epoch 3
         ({"steps": 50, "eval_every": 20, "save_every": 7}, 1),  # saved mid-epoch (32 steps an epoch)
+        ({"epochs": 3, "channels_last": True}, 1),  # NHWC weights and optimizer state saved and restored
     ],
-    ids=["epochs", "steps"],
+    ids=["epochs", "steps", "channels-last"],
 )
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_workspace, tmp_path, training, rows_before_kill):
     root, raw = tiny_workspace

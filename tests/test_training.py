@@ -163,6 +163,8 @@ def test_eval_every_early_stopping_and_clipping(tiny_workspace, tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5", "6"]
     assert [r["dev_accuracy"] != "" for r in rows] == [False, True, False, True, False, True]
     assert summary["run"]["best_epoch"] == 2 and summary["run"]["epochs"] == 6
+    machine = summary["run"]["machine"]  # what a byte-identical rerun needs besides config and data
+    assert machine["cpu"] and machine["threads"] == torch.get_num_threads() and machine["device"] == "cpu"
 
 
 @pytest.mark.parametrize(

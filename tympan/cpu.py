@@ -117,3 +117,16 @@ def configure(requested: int | None = None) -> int:
             pass
     log.debug("torch threads: %d", count)
     return count
+
+
+def machine() -> dict:
+    """What a run's numbers depend on besides its config and data: float kernels differ between CPU
+    models, and the thread count changes how sums are split. The same machine and thread count give
+    byte-identical runs; another CPU model can move the last digits."""
+    import platform
+
+    import torch
+
+    model = next((line.partition(":")[2].strip() for line in (_read(Path("/proc/cpuinfo")) or "").splitlines()
+                  if line.startswith("model name")), "") or platform.processor() or platform.machine()  # fmt: skip
+    return {"cpu": model, "threads": torch.get_num_threads(), "torch": torch.__version__}

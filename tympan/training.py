@@ -16,7 +16,7 @@ import torch
 import yaml
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tympan import augmentations, bundle, checkpoint, flow, optim, plots, progress, runlock, tracking
+from tympan import augmentations, bundle, checkpoint, cpu, flow, optim, plots, progress, runlock, tracking
 from tympan import config as configuration
 from tympan.config import Config, resolve_target
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader, sample_seed
@@ -96,6 +96,8 @@ class Trainer:
         recorded = self.model.rebuild_args() if hasattr(self.model, "rebuild_args") else config.model.args
         self.model_args = {**{k: v for k, v in recorded.items() if k != "pretrained"}, **sizes}
         self.model.to(self.device)
+        if cfg.channels_last:  # 4-D weights, and with them every conv output, in NHWC
+            self.model.to(memory_format=torch.channels_last)
         self.optimizer = optim.build_optimizer(config.optimizer, self.model)
         self.freezing = optim.freezing(config.optimizer, self.model)
         self.augmentations = self._augmentations()
@@ -393,6 +395,8 @@ class Trainer:
                 "best_step": int(best["step"]),
                 "epochs": history[-1]["epoch"],
                 "steps": history[-1]["step"],
+                # float kernels and thread counts move the last digits: say which case a rerun is in
+                "machine": {**cpu.machine(), "device": str(self.device)},
             },
         }
         for split in ("dev", "test"):

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from tympan import audio
 from tympan.augmentations.base import Augmentation, Number, ordered
+from tympan.augmentations.sources import DEFAULT_ROOT, AudioFiles, Split
 from tympan.components import PositiveInt, Unit
-from tympan.datasets.noise import build_source
 from tympan.errors import AudioError
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 
 
 def mix_at_snr(signal: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch.Tensor:
@@ -58,68 +55,47 @@ class GaussianNoise(SnrNoise):
         return mix_at_snr(x, noise, snr)
 
 
-def noise_files(folder, what: str = "noise", first: bool = False) -> list[Path]:
-    """The audio files under `folder` (recursively, sorted so picks are reproducible); errors call
-    it a `what` folder. With `first`, just the first found: enough to check a folder cheaply."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"{what} folder {root}: {'not a directory' if root.exists() else 'no such directory'}")
-    found = (p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-    files = [file for file in [next(found, None)] if file] if first else sorted(found)
-    if not files:
-        raise ValueError(f"{what} folder {root} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
-    return files
-
-
 class BackgroundNoise(SnrNoise):
-    """Noise from a folder of audio files, mixed in at an SNR drawn from [min_snr_db, max_snr_db].
+    """Noise from audio files, mixed in at an SNR drawn from [min_snr_db, max_snr_db].
 
-    Each application picks a file, an SNR and a start, in that order after p; the noise is read
-    circularly from the start, so a file shorter than the clip repeats. Files are decoded with
-    tympan.audio at the clip's `sample_rate` (filled in from the features) when first used, and the
-    last few are kept in memory.
-
-    `source` (a noise corpus, `{target: tympan.datasets.noise:ColouredNoise, args: {...}}`) fills
-    `folder` when training prepares it (`prepare`), unless the folder already holds that corpus:
-    an experiment that names one needs no folder made by hand, wherever it trains.
+    The files are a `folder` of your own, or a `source` dataset's (any corpus, e.g. the generated
+    `ColouredNoise` or a corpus of scenes), fetched below `root` when training prepares this,
+    optionally only its `splits` and the rows whose target is in `labels`
+    (`tympan.augmentations.sources`). Each application picks a file, an SNR and a start, in that
+    order after p; the noise is read circularly from the start, so a file shorter than the clip
+    repeats. Files are decoded with tympan.audio at the clip's `sample_rate` (filled in from the
+    features) when first used, and the last few are kept in memory.
     """
 
     cache_size = 16
 
     def __init__(
         self,
-        folder: str,
+        folder: str | None = None,
         min_snr_db: Number = 0.0,
         max_snr_db: Number = 20.0,
         source: dict | None = None,
+        splits: list[Split] | None = None,
+        labels: list[str] | None = None,
+        root: str = DEFAULT_ROOT,
         sample_rate: PositiveInt | None = None,
         p: Unit = 1.0,
     ):
         super().__init__(min_snr_db, max_snr_db, p)
-        self.folder, self.source = folder, build_source(source) if source is not None else None
-        self._files = None if self.source else noise_files(folder)
+        self.files = AudioFiles("noise", folder, source, splits, labels, root)
         self.sample_rate = sample_rate
         self._cache: dict[int, torch.Tensor] = {}
 
     def prepare(self) -> None:
-        """Fetch the source into the folder (once), so building this at config load writes nothing."""
-        if self._files is None:
-            self.source.fetch(self.folder)
-            self._files = noise_files(self.folder)
-
-    @property
-    def files(self) -> list[Path]:
-        self.prepare()
-        return self._files
+        """Fetch the source (once), so building this at config load writes nothing."""
+        self.files.prepare()
 
     @staticmethod
     def check_together(args: dict[str, Any]) -> None:
-        """The folder holds audio, or a source will fill it (not made yet: loading a config writes nothing)."""
+        """A non-empty SNR range; a folder that holds audio, or a source dataset (not fetched yet:
+        loading a config writes nothing)."""
         SnrNoise.check_together(args)
-        if args["source"] is None:
-            noise_files(args["folder"], first=True)
-        else:
-            build_source(args["source"])
+        AudioFiles.check(args, "noise")
 
     def noise(self, index: int) -> torch.Tensor:
         """File `index`'s samples at the clip's rate."""

@@ -9,15 +9,17 @@ import torchaudio.functional as AF
 
 from tympan import audio
 from tympan.augmentations import draws
-from tympan.augmentations.noise import noise_files
+from tympan.augmentations.sources import DEFAULT_ROOT, AudioFiles, Split
 from tympan.augmentations.waveform import WaveformAugmentation, needs_rate
 from tympan.components import PositiveInt, Unit
 from tympan.errors import AudioError
 
 
 class ImpulseResponse(WaveformAugmentation):
-    """Convolve the clip with a room impulse response (IR) picked from the audio files under
-    `folder` (recursively, sorted): one draw after p, the file.
+    """Convolve the clip with a room impulse response (IR) picked from a `folder` of them
+    (recursively, sorted), or from a `source` dataset's files (some `splits`, the rows whose target
+    is in `labels`) fetched below `root` when training prepares this
+    (`tympan.augmentations.sources`): one draw after p, the file.
 
     The wet clip keeps the dry clip's length and starts at the IR's direct path (its largest
     sample), so the speech is not delayed, only followed by the room's tail; it is rescaled to the
@@ -28,16 +30,29 @@ class ImpulseResponse(WaveformAugmentation):
 
     cache_size = 16
 
-    def __init__(self, folder: str, sample_rate: PositiveInt | None = None, p: Unit = 1.0):
+    def __init__(
+        self,
+        folder: str | None = None,
+        source: dict | None = None,
+        splits: list[Split] | None = None,
+        labels: list[str] | None = None,
+        root: str = DEFAULT_ROOT,
+        sample_rate: PositiveInt | None = None,
+        p: Unit = 1.0,
+    ):
         super().__init__(p)
-        self.files = noise_files(folder, "impulse response")
+        self.files = AudioFiles("impulse response", folder, source, splits, labels, root)
         self.sample_rate = sample_rate
         self._cache: dict[int, torch.Tensor] = {}
 
+    def prepare(self) -> None:
+        """Fetch the source (once), so building this at config load writes nothing."""
+        self.files.prepare()
+
     @staticmethod
     def check_together(args: dict[str, Any]) -> None:
-        """The folder holds audio files (each IR is checked when first decoded)."""
-        noise_files(args["folder"], "impulse response", first=True)
+        """A folder that holds audio files, or a source dataset (each IR is checked when first decoded)."""
+        AudioFiles.check(args, "impulse response")
 
     def response(self, index: int) -> torch.Tensor:
         """IR `index` at the clip's rate."""

@@ -58,7 +58,8 @@ def expand(kind: str, value):
 
 def expand_presets(raw: dict) -> dict:
     """Replace preset names by the preset's content, applying inline overrides; the transforms
-    of `features.offline` and `features.online` may be preset names too."""
+    of `features.offline` and `features.online` may be preset names too, and so may the dataset
+    an augmentation takes its files from (`augmentation[i].args.source`, e.g. ColouredNoise)."""
     out = dict(raw)
     for block, kind in PRESET_KINDS.items():
         if block in out:
@@ -70,4 +71,19 @@ def expand_presets(raw: dict) -> dict:
             if isinstance(features.get(place), list):
                 features[place] = [expand("transforms", item) for item in features[place]]
         out["features"] = features
+    if isinstance(out.get("augmentation"), list):
+        out["augmentation"] = [_source_expanded(item) for item in out["augmentation"]]
     return out
+
+
+def _source_expanded(item):
+    """An augmentation block with its `source` dataset expanded, in its children too (a Choice's)."""
+    if not isinstance(item, dict) or not isinstance(item.get("args"), dict):
+        return item
+    args = {
+        k: [_source_expanded(v) for v in value] if isinstance(value, list) else value
+        for k, value in item["args"].items()
+    }
+    if "source" in args:
+        args["source"] = expand("datasets", args["source"])
+    return {**item, "args": args}

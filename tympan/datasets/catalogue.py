@@ -32,6 +32,7 @@ CORPORA = (
     "tympan.datasets.aibo:FAUAIBO",
     "tympan.datasets.msp_podcast:MSPPodcast",
     "tympan.datasets.msp_podcast:MSPPodcastAVD",
+    "tympan.datasets.noise:ColouredNoise",
 )
 
 DEFAULT_ROOT = "data/raw"

@@ -1,81 +1,52 @@
-"""Noise corpora: where the files of a `BackgroundNoise` augmentation come from.
+"""Generated noise as an ordinary dataset: white, pink and brown noise and mains hum.
 
-A corpus writes audio files into a folder once: atomically (a killed fetch leaves no folder that
-looks complete) and with a settings file, so a folder made with other settings is made again.
-`BackgroundNoise(folder=..., source={target: ..., args: ...})` fetches its source into its folder
-when it is built, in whatever process trains (CLI, `dvc repro` or a pipeline's training step),
-so an experiment that names a corpus runs from its config alone. A folder of your own recordings
-(MUSAN, a site's ambience) needs no source.
-
-`ColouredNoise` is generated here, with no download: white, pink and brown noise and mains hum,
-each file from its own seeded generator, so the same settings always give the same bytes.
+`ColouredNoise` is fetched like any corpus (`tympan fetch`, or by a `BackgroundNoise` augmentation
+whose `source:` names it) into `<root>/<name>/`, with an index whose `label` is the colour. It needs
+no download: each file comes from its own seeded generator, so the same settings always give the
+same bytes. Any other dataset (a corpus of scenes, your own folder of recordings) serves as a
+noise source the same way (`tympan.augmentations.sources`).
 """
 
 from __future__ import annotations
 
-import abc
 import json
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import annotated_types as at
 import numpy as np
 import soundfile as sf
 
-from tympan import components
-from tympan.components import Checked, NonNegativeInt, PositiveInt
-from tympan.fileio import atomic_dir, write_json
+from tympan.components import NonNegativeInt, PositiveInt
+from tympan.datasets.base import About, AudioDataset
+from tympan.datasets.table import CopyName
+from tympan.errors import DataError
+from tympan.fileio import write_json
 
-SETTINGS = "noise.json"
+__all__ = ["COLOURS", "ColouredNoise", "render"]
+
+SETTINGS = "noise.json"  # what the files were generated from; other settings mean generate again
 Colour = Literal["white", "pink", "brown", "hum"]
 COLOURS = typing.get_args(Colour)
 VERSION = 2  # bump when the signals change, so fetched copies are made again (2: 32-bit PCM, not float)
 PEAK = 0.5
 
 
-class NoiseCorpus(Checked, abc.ABC):
-    """A set of noise files that `fetch` writes into a folder once."""
-
-    @abc.abstractmethod
-    def settings(self) -> dict:
-        """What the files are made from: a folder made with other settings is made again."""
-
-    @abc.abstractmethod
-    def write(self, folder: Path) -> None:
-        """Write the corpus's audio files into the empty `folder`."""
-
-    def fetch(self, folder: str | Path) -> Path:
-        """`folder` holding this corpus (made now unless it already does)."""
-        folder = Path(folder)
-        if self.complete(folder):
-            return folder
-        with atomic_dir(folder) as tmp:
-            self.write(tmp)
-            write_json(tmp / SETTINGS, self.settings())
-        return folder
-
-    def complete(self, folder: Path) -> bool:
-        try:
-            return json.loads((folder / SETTINGS).read_text()) == self.settings()
-        except (OSError, ValueError):
-            return False
-
-
-def build_source(source: Any, where: str = "source") -> NoiseCorpus:
-    """A corpus from `{target: package.module:Class, args: {...}}`; anything else is a ValueError naming `where`."""
-    if not isinstance(source, dict) or not isinstance(source.get("target"), str) or set(source) - {"target", "args"}:
-        raise ValueError(f"{where}: expected {{target: package.module:Class, args: {{...}}}}, got {source!r}")
-    args = source.get("args") or {}
-    if not isinstance(args, dict):
-        raise ValueError(f"{where}: args must be a mapping, got {args!r}")
-    return components.build(source["target"], args, where=where, kind=NoiseCorpus)
-
-
-class ColouredNoise(NoiseCorpus):
+class ColouredNoise(AudioDataset):
     """`files` files of `seconds` seconds for each of `colours` at `sample_rate`, peak-normalised
     to 0.5: white (flat spectrum), pink (power falling as 1/f), brown (1/f^2) and hum (50 or 60 Hz
-    mains with five harmonics of random level and phase over a faint white floor)."""
+    mains with five harmonics of random level and phase over a faint white floor). Every file is
+    in the train split; `label` is its colour."""
+
+    name = "coloured_noise"
+    target_column = "label"
+    about = About(
+        task="noise for augmentation (4 colours)",
+        classes=len(COLOURS),
+        size="generated: 16 files of 5 s by default",
+        license="generated here (no licence needed)",
+    )
 
     def __init__(
         self,
@@ -84,13 +55,19 @@ class ColouredNoise(NoiseCorpus):
         seconds: Annotated[float, at.Gt(0), at.Le(600)] = 5.0,
         sample_rate: PositiveInt = 16000,
         seed: NonNegativeInt = 0,
+        name: CopyName | None = None,
     ):
         self.colours, self.files, self.seconds = list(colours), files, float(seconds)
         self.sample_rate, self.seed = sample_rate, seed
+        if name is not None:
+            self.name = name  # else the class's own
+
+    def mirror(self) -> None:
+        return None  # generated here, never taken from the data mirror
 
     def settings(self) -> dict:
         return {
-            "corpus": type(self).__name__,
+            "dataset": type(self).__name__,
             "version": VERSION,
             "colours": self.colours,
             "files": self.files,
@@ -99,14 +76,32 @@ class ColouredNoise(NoiseCorpus):
             "seed": self.seed,
         }
 
-    def write(self, folder: Path) -> None:
+    def copy_of(self) -> dict:
+        """The settings but the version: a copy of an older version is made again (verify fails)."""
+        return {k: v for k, v in self.settings().items() if k != "version"}
+
+    def clips(self) -> list[tuple[str, str, int]]:
+        """(path, colour, number) of every file."""
+        return [(f"{colour}_{i:02d}.wav", colour, i) for colour in self.colours for i in range(self.files)]
+
+    def download(self, dest: Path) -> None:
         n = round(self.seconds * self.sample_rate)
-        for colour in self.colours:
-            for i in range(self.files):
-                rng = np.random.default_rng([self.seed, COLOURS.index(colour), i])
-                samples = render(colour, n, self.sample_rate, rng)
-                # 32-bit PCM, not float: libsndfile stamps a float WAV's PEAK chunk with the time
-                sf.write(folder / f"{colour}_{i:02d}.wav", samples, self.sample_rate, subtype="PCM_32")
+        for path, colour, i in self.clips():
+            rng = np.random.default_rng([self.seed, COLOURS.index(colour), i])
+            # 32-bit PCM, not float: libsndfile stamps a float WAV's PEAK chunk with the time
+            sf.write(dest / path, render(colour, n, self.sample_rate, rng), self.sample_rate, subtype="PCM_32")
+        write_json(dest / SETTINGS, self.settings())
+
+    def verify(self, dest: Path) -> None:
+        try:
+            found = json.loads((dest / SETTINGS).read_text())
+        except (OSError, ValueError):
+            found = None
+        if found != self.settings():
+            raise DataError(f"{dest / SETTINGS}: generated with other settings ({found}), not {self.settings()}")
+
+    def prepare(self, dest: Path) -> list[dict[str, str]]:
+        return [{"path": path, "split": "train", "label": colour} for path, colour, _ in self.clips()]
 
 
 def render(colour: str, n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
