@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tympan.datasets.index import MAX_CSV_BYTES
+from tympan.errors import DataError
 from tympan.fileio import write_json
 
 __all__ = [
@@ -95,6 +96,13 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def check_generated(file: Path, settings: dict) -> None:
+    """A generated dataset's copy was made with `settings` (written to `file` last), else a DataError."""
+    found = read_json(file)
+    if found != settings:
+        raise DataError(f"{file}: generated with other settings ({found}), not {settings}")
 
 
 def copy_record(copy: Path) -> dict | None:

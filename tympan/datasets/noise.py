@@ -9,7 +9,6 @@ noise source the same way (`tympan.augmentations.sources`).
 
 from __future__ import annotations
 
-import json
 import typing
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,9 +18,9 @@ import numpy as np
 import soundfile as sf
 
 from tympan.components import NonNegativeInt, PositiveInt
+from tympan.datasets import copies
 from tympan.datasets.base import About, AudioDataset
 from tympan.datasets.table import CopyName
-from tympan.errors import DataError
 from tympan.fileio import write_json
 
 __all__ = ["COLOURS", "ColouredNoise", "render"]
@@ -93,12 +92,7 @@ class ColouredNoise(AudioDataset):
         write_json(dest / SETTINGS, self.settings())
 
     def verify(self, dest: Path) -> None:
-        try:
-            found = json.loads((dest / SETTINGS).read_text())
-        except (OSError, ValueError):
-            found = None
-        if found != self.settings():
-            raise DataError(f"{dest / SETTINGS}: generated with other settings ({found}), not {self.settings()}")
+        copies.check_generated(dest / SETTINGS, self.settings())
 
     def prepare(self, dest: Path) -> list[dict[str, str]]:
         return [{"path": path, "split": "train", "label": colour} for path, colour, _ in self.clips()]

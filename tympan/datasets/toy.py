@@ -18,7 +18,6 @@ block its own `name:`.
 from __future__ import annotations
 
 import abc
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,9 @@ import numpy as np
 import soundfile as sf
 
 from tympan.components import NonNegativeInt
+from tympan.datasets import copies
 from tympan.datasets.base import SPLITS, AudioDataset
 from tympan.datasets.table import CopyName
-from tympan.errors import DataError
 from tympan.fileio import write_json
 from tympan.progress import bar
 
@@ -98,12 +97,7 @@ class Toy(AudioDataset):
         write_json(dest / SETTINGS, self.settings())
 
     def verify(self, dest: Path) -> None:
-        try:
-            found = json.loads((dest / SETTINGS).read_text())
-        except (OSError, ValueError):
-            found = None
-        if found != self.settings():
-            raise DataError(f"{dest / SETTINGS}: generated with other settings ({found}), not {self.settings()}")
+        copies.check_generated(dest / SETTINGS, self.settings())
 
     def prepare(self, dest: Path) -> list[dict[str, str]]:
         return [
