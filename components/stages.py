@@ -97,7 +97,8 @@ def collect(
 ) -> NamedTuple("Collected", [("score", float), ("metric", str), ("direction", str)]):
     """Compare the grid's runs (postprocess report) and pick the best on `metric` in `direction`
     (empty: the runs' tracking metric and its direction). Returns its score and what it was
-    ranked on. `metrics` holds the best run's scalar metrics; `confusion` its dev confusion
+    ranked on. `metrics` holds the best run's scalar metrics (with `task.stratify`, each group's
+    too: dev.speaker.jackson.accuracy, dev.accuracy.worst_speaker); `confusion` its dev confusion
     matrix, for a task that writes one (classification), else it stays empty."""
     import shutil
     import tempfile

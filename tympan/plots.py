@@ -113,3 +113,27 @@ def predicted_vs_true(true: dict[str, np.ndarray], predicted: dict[str, np.ndarr
         ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=name)
         ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def group_bars(
+    panels: dict[str, dict[str, dict[str, tuple[float, float]]]], metric: str, column: str, path: Path
+) -> None:
+    """A metric per group of an index column (speaker, device), one panel per split: for each
+    group value a bar per set of runs, its height the mean and its whisker the standard deviation
+    over the runs. `panels` maps split -> set of runs -> group value -> (mean, std)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.8), squeeze=False)
+    for ax, (split, sets) in zip(axes[0], panels.items(), strict=True):
+        values = sorted({value for bars in sets.values() for value in bars})
+        width = 0.8 / max(1, len(sets))
+        for n, (label, bars) in enumerate(sets.items()):
+            xs = [i + (n - (len(sets) - 1) / 2) * width for i, value in enumerate(values) if value in bars]
+            found = [bars[value] for value in values if value in bars]
+            ax.bar(xs, [m for m, _ in found], width, yerr=[s for _, s in found], label=label, color=f"C{n % 10}")
+        tilted = len(values) > 6  # many names side by side overlap
+        ax.set_xticks(range(len(values)), values, rotation=45 if tilted else 0, ha="right" if tilted else "center")
+        ax.set(xlabel=column, ylabel=metric, title=f"{split} {metric} per {column}")
+        ax.grid(axis="y", alpha=0.3)
+    handles, _ = axes[0][0].get_legend_handles_labels()
+    if 1 < len(handles) <= 12:
+        axes[0][0].legend(fontsize=8)
+    _save(fig, path)

@@ -21,8 +21,18 @@ import yaml
 from tympan.config import flatten, run_id_of
 from tympan.errors import ConfigError, DataError
 from tympan.fileio import write_csv, write_text
+from tympan.results import (
+    SPLITS,
+    WORST,
+    describe,
+    group_metric_name,
+    metric_values,
+    ranking,
+    read_summary,
+    tracking,
+    worst_name,
+)
 from tympan.results import best as best_of
-from tympan.results import describe, metric_values, ranking, read_summary, tracking
 from tympan.results import first_line as _first_line
 
 log = logging.getLogger("tympan")
@@ -117,6 +127,12 @@ def load_run(run_dir: Path) -> dict:
         row["metrics"] = metric_values(summary)
         row["tracking"] = tracking(summary, str(run_dir / "summary.json"))
         row["best_epoch"] = _run_block(summary).get("best_epoch")
+        row["headline"] = [str(m) for m in ((summary.get("task") or {}).get("headline") or [])]
+        # {split: {column: [group values]}} of a run with task.stratify, whose metrics hold each group's
+        groups = summary.get("groups") or {}
+        row["groups"] = {
+            split: {c: list(found["metrics"]) for c, found in columns.items()} for split, columns in groups.items()
+        }
     try:
         row["id"] = _run_id(raw, summary)
     except (TypeError, AttributeError, ValueError) as exc:
@@ -372,9 +388,10 @@ def report(
     write_csv(out / "groups.csv", groups, list(dict.fromkeys(k for r in groups for k in r)) or ["runs"])
     write_csv(out / "best.csv", best, list(dict.fromkeys(k for r in best for k in r)) or ["run"])
     _curves(runs, metric.split(".", 1)[-1], out / "curves.png")
-    for stale in out.glob("confusion_*.png"):
+    for stale in [*out.glob("confusion_*.png"), *out.glob("groups_*.png")]:
         stale.unlink()
     confusions = summed_confusions(runs, by, out)
+    strata = group_tables(runs, _group_metrics(runs, metric), out)
 
     finished = sum(r["status"] == "finished" for r in runs)
     intro = f"{len(runs)} runs, {finished} finished; compared on " + (
@@ -395,9 +412,77 @@ def report(
     ]
     legend = [{"id": r["id"], "group": r["group"], "run": r["run"], "config": _config_text(r, keys)} for r in runs]
     page = {"title": f"Runs in {root}", "intro": intro, "notes": notes, "sections": sections, "legend": legend}
+    page["strata"] = strata
     write_text(out / "report.md", _markdown(page, confusions))
     write_text(out / "report.html", _html(page, out / "curves.png", confusions))
     return out
+
+
+def _group_metrics(runs: list[dict], metric: str) -> list[str]:
+    """The metrics the per-group tables show: the ranking metric's own (accuracy, for
+    dev.accuracy.worst_speaker too), then the runs' tasks' headline metrics."""
+    name = metric.split(".", 1)[-1]
+    return list(dict.fromkeys([name.rpartition(WORST)[0] or name, *(m for r in runs for m in r.get("headline", []))]))
+
+
+def group_tables(runs: list[dict], metrics: list[str], out: Path) -> list[dict]:
+    """For each `task.stratify` column and metric: a table, a row per set of runs (the report's
+    groups) and split, holding the metric of each group value (mean ± std over the set's finished
+    runs) and of its worst group; and its plot, `groups_<n>.png`. Metrics no run has are left out."""
+    from tympan.plots import group_bars
+
+    finished = [r for r in runs if r["status"] == "finished"]
+    sets: dict[str, list[dict]] = {}
+    for run in finished:
+        sets.setdefault(run["group"], []).append(run)
+    columns = dict.fromkeys(c for r in finished for found in r.get("groups", {}).values() for c in found)
+    made = []
+    for column in columns:
+        for metric in metrics:
+            table = _group_table(sets, column, metric)
+            if table["rows"]:
+                table["path"] = out / f"groups_{len(made) + 1}.png"
+                group_bars(table.pop("panels"), metric, column, table["path"])
+                made.append(table)
+    return made
+
+
+def _group_table(sets: dict[str, list[dict]], column: str, metric: str) -> dict:
+    """One column's table of one metric: its rows and columns, and the panels of its plot."""
+    rows, panels, shown = [], {}, {}
+    for split in SPLITS:
+        worst = f"{split}.{worst_name(metric, column)}"
+        for label, members in sets.items():
+            values = sorted({v for r in members for v in r.get("groups", {}).get(split, {}).get(column, [])})
+            scores = _group_scores(members, split, column, values, metric)
+            if not scores:
+                continue
+            panels.setdefault(split, {})[label] = {v: (statistics.fmean(s), _std(s)) for v, s in scores.items()}
+            shown.update(dict.fromkeys(scores))
+            worsts = [r["metrics"][worst] for r in members if worst in r["metrics"]]
+            row = {"runs": label, "split": split, **{v: _mean_std_text(s) for v, s in scores.items()}}
+            rows.append({**row, f"worst {column}": _mean_std_text(worsts) if worsts else ""})
+    columns = ["runs", "split", *shown, f"worst {column}"]
+    return {"heading": f"{metric} per {column}", "rows": rows, "columns": columns, "panels": panels}
+
+
+def _mean_std_text(scores: list[float]) -> str:
+    return f"{statistics.fmean(scores):.4f} ± {_std(scores):.4f}"
+
+
+def _group_scores(members: list[dict], split: str, column: str, values: list[str], metric: str) -> dict:
+    """{group value: [the metric of that group in each run that has it]} of one set of runs."""
+    scores = {}
+    for value in values:
+        name = group_metric_name(split, column, value, metric)
+        found = [r["metrics"][name] for r in members if name in r["metrics"]]
+        if found:
+            scores[value] = found
+    return scores
+
+
+def _std(scores: list[float]) -> float:
+    return statistics.stdev(scores) if len(scores) > 1 else 0.0
 
 
 def _headline(runs: list[dict], metric: str) -> list[str]:
@@ -427,6 +512,7 @@ def _data_warnings(root: Path, keys: list[str]) -> list[str]:
 
 
 LEGEND_TITLE = "Labels: each run's directory and the values of the keys that vary"
+STRATA_TITLE = "Per group (task.stratify): mean ± std over each set's runs"
 
 
 def _markdown(page: dict, confusions: list[dict]) -> str:
@@ -437,6 +523,11 @@ def _markdown(page: dict, confusions: list[dict]) -> str:
     lines += [f"### {LEGEND_TITLE}\n", _markdown_table(page["legend"])]
     lines += ["## Confusion matrices (dev, summed per group)\n"]
     lines += [f"![{c['group']}]({c['path'].name})\n" for c in confusions] or ["_none yet_\n"]
+    if page["strata"]:
+        lines += [f"## {STRATA_TITLE}\n"]
+    for table in page["strata"]:
+        lines += [f"### {table['heading']}\n", _markdown_table(table["rows"], table["columns"])]
+        lines += [f"![{table['heading']}]({table['path'].name})\n"]
     return "\n".join(lines)
 
 
@@ -452,4 +543,9 @@ def _html(page: dict, curves: Path, confusions: list[dict]) -> str:
     parts += [f"<h3>{html.escape(LEGEND_TITLE)}</h3>", _html_table(page["legend"], css="labels")]
     parts += ["<h2>Confusion matrices (dev, summed per group)</h2><div class='grid'>"]
     parts += [_img(c["path"], c["group"]) for c in confusions] + ["</div>"]
+    if page["strata"]:
+        parts += [f"<h2>{html.escape(STRATA_TITLE)}</h2>"]
+    for table in page["strata"]:
+        parts += [f"<h3>{html.escape(table['heading'])}</h3>", _html_table(table["rows"], table["columns"])]
+        parts += [_img(table["path"], table["heading"])]
     return "\n".join(parts)

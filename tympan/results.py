@@ -10,6 +10,7 @@ and for every run from before tasks, which has no `task` block.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +20,7 @@ from tympan.errors import ConfigError, DataError
 DIRECTIONS = ("max", "min")
 BEFORE_TASKS = ("dev.accuracy", "max")  # what runs without a task block were ranked on
 SPLITS = ("dev", "test")  # the blocks of a summary that hold metrics
+WORST = ".worst_"  # accuracy.worst_speaker: the accuracy of the worst speaker
 Item = TypeVar("Item")
 
 
@@ -38,12 +40,38 @@ def read_summary(path: str | Path) -> dict:
             raise DataError(f"{path}: not a summary: its {name!r} block must be a JSON object")
     for split in SPLITS:
         block = summary.get(split) or {}
-        numbers = isinstance(block, dict) and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in block.values()
-        )
+        numbers = isinstance(block, dict) and all(_number(v) for v in block.values())
         if not numbers:
             raise DataError(f"{path}: not a summary: its {split!r} block must map metric names to numbers")
+    if not _groups_readable(summary.get("groups") or {}):
+        raise DataError(
+            f"{path}: not a summary: its 'groups' block must map dev/test -> column -> metrics -> group -> "
+            "metric names to numbers"
+        )
     return summary
+
+
+def _groups_readable(groups) -> bool:
+    """The shape `metric_values` reads: {split: {column: {"metrics": {group: {metric: number}}}}}."""
+
+    def numbers(block) -> bool:
+        return isinstance(block, dict) and all(_number(v) for v in block.values())
+
+    return isinstance(groups, dict) and all(
+        split in SPLITS
+        and isinstance(columns, dict)
+        and all(
+            isinstance(found, dict)
+            and isinstance(found.get("metrics"), dict)
+            and all(numbers(metrics) for metrics in found["metrics"].values())
+            for found in columns.values()
+        )
+        for split, columns in groups.items()
+    )
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def first_line(exc: BaseException) -> str:
@@ -53,8 +81,46 @@ def first_line(exc: BaseException) -> str:
 
 def metric_values(summary: dict) -> dict[str, float]:
     """{"dev": {"accuracy": 0.9}} -> {"dev.accuracy": 0.9}; the names `promote --metric` takes.
-    Only the evaluation splits: the `run` and `task` blocks are not metrics."""
-    return {f"{split}.{name}": float(value) for split in SPLITS for name, value in (summary.get(split) or {}).items()}
+    Only the evaluation splits: the `run` and `task` blocks are not metrics. Per-group metrics
+    (`task.stratify`) follow as `dev.speaker.jackson.accuracy` (see `group_metric_name`)."""
+    values = {f"{split}.{name}": float(value) for split in SPLITS for name, value in (summary.get(split) or {}).items()}
+    for split, columns in (summary.get("groups") or {}).items():
+        for column, found in columns.items():
+            for group, metrics in found["metrics"].items():
+                values.update({group_metric_name(split, column, group, m): float(v) for m, v in metrics.items()})
+    return values
+
+
+def group_metric_name(split: str, column: str, group: str, metric: str) -> str:
+    """`dev.speaker.jackson.accuracy`: a group's metric as one flat name. A group value is data
+    (any text), so what MLflow refuses in a metric name (outside letters, digits, `_-. `) becomes
+    `_`, and an empty value is `_`: such a name is for looking up, the summary keeps the value."""
+    return f"{split}.{column}.{_name_safe(group)}.{metric}"
+
+
+def _name_safe(text: str) -> str:
+    return re.sub(r"[^\w\-. ]", "_", text) if text.strip(". ") else "_"
+
+
+def worst_name(metric: str, column: str) -> str:
+    """`accuracy.worst_speaker`: the metric of the worst group of `column`, a split's metric."""
+    return f"{metric}{WORST}{column}"
+
+
+def parse_tracking(text: str) -> tuple[str, str | None]:
+    """`task.tracking` as (metric, stratify column or None): `dev.uar` -> ("uar", None),
+    `dev.accuracy.worst_speaker` -> ("accuracy", "speaker"). Only dev metrics choose the best state
+    (test is for the end); another form is a ValueError saying what the key takes."""
+    form = "dev.<metric> (e.g. dev.uar) or dev.<metric>.worst_<stratify column> (e.g. dev.accuracy.worst_speaker)"
+    split, _, name = text.partition(".")
+    if split != "dev" or not name:
+        raise ValueError(f"must be {form}, got {text!r}")
+    metric, worst, column = name.rpartition(WORST)
+    if not worst:
+        return name, None
+    if not metric or not column:
+        raise ValueError(f"must be {form}, got {text!r}")
+    return metric, column
 
 
 def tracking(summary: dict, where: str = "summary.json") -> tuple[str, str]:

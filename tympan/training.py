@@ -19,11 +19,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from tympan import augmentations, bundle, checkpoint, cpu, flow, optim, plots, progress, runlock, tracking
 from tympan import config as configuration
 from tympan.config import Config, resolve_target
+from tympan.config.load import unknown_metric
 from tympan.data import BucketBatchSampler, ClipDataset, eval_batches, loader, sample_seed
 from tympan.errors import ConfigError, DataError, TrainingError, TympanError
 from tympan.fileio import disk_space, write_csv, write_json, write_text
 from tympan.models.base import sizes as input_sizes
+from tympan.results import parse_tracking, worst_name
 from tympan.store.reader import SPLITS, open_split, read_meta, stored_spec
+from tympan.tasks.groups import group_metrics, worst_values
 
 log = logging.getLogger("tympan")
 
@@ -83,6 +86,8 @@ class Trainer:
         self.task.fit(self.splits["train"].rows)
         # every split's targets now: a value that cannot be encoded stops the run before it starts
         self.targets = {s: self.task.encode(data.rows, where=f"{s} split") for s, data in self.splits.items()}
+        self._check_stratify()
+        self.worst = self._choose_tracking()  # (metric, column) where the worst group's metric is tracked
         if self.pipeline.fits:  # e.g. normalisation with train statistics
             self.pipeline.fit(lambda: self._stored_clips("train"))
 
@@ -118,6 +123,33 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.checkpoints = checkpoint.Checkpoints(self.run_dir, self.model, self.optimizer, self.schedule, self.scaler)
         self._row_time = time.perf_counter()
+
+    def _check_stratify(self) -> None:
+        """Every `task.stratify` column is in the index, so no run trains to fail at its summary."""
+        for split, data in self.splits.items():
+            columns = list(data.rows[0]) if len(data) else []
+            missing = [c for c in self.config.task.stratify if columns and c not in columns]
+            if missing:
+                raise ConfigError(
+                    f"task.stratify: the {split} split's index has no column {missing[0]!r} "
+                    f"(its columns: {', '.join(columns)})"
+                )
+
+    def _choose_tracking(self) -> tuple[str, str] | None:
+        """Apply `task.tracking`: a metric the fitted task gives (or its worst group's); returns
+        (metric, column) for a worst group's metric, else None."""
+        choice = self.config.task.tracking
+        if choice is None:
+            return None
+        metric, column = parse_tracking(choice)
+        known = self.task.known_metrics()
+        choices = [m for m in known if column is None or m != "loss"]  # groups get the task's metrics, not the loss
+        if metric not in choices:
+            raise ConfigError(
+                f"task.tracking: {choice!r}: the {self.task.name} task {unknown_metric(metric, column, choices)}"
+            )
+        self.task.track(metric if column is None else worst_name(metric, column))
+        return None if column is None else (metric, column)
 
     @property
     def max_frames(self) -> int | None:
@@ -311,6 +343,10 @@ class Trainer:
             dev = self.evaluate("dev")
             row.update({f"dev_{k}": v for k, v in dev["metrics"].items()})
             row["dev_loss"] = dev["loss"]
+            if self.worst is not None:  # the tracked worst group's metric, and only it: metrics.csv stays narrow
+                metric, column = self.worst
+                found = self._groups("dev", dev, [column])[column]
+                row[f"dev_{worst_name(metric, column)}"] = found["metrics"][found["worst"][metric]][metric]
             if self.schedule is not None and self.schedule.on_metric:  # ReduceLROnPlateau: the lr from here on
                 self.schedule.evaluated(row[tracked])
                 row["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -346,9 +382,19 @@ class Trainer:
                 best = i
         return len(values) - 1 - best
 
+    def _groups(self, split: str, result: dict, columns: list[str] | None = None) -> dict[str, dict]:
+        """`tasks.groups.group_metrics` of each `task.stratify` column (or of `columns`) on an
+        evaluation's results, each clip's group read from its own index row."""
+        rows = [self.splits[split].rows[i] for i in result["index"]]
+        return {
+            column: group_metrics(self.task, result["scores"], result["targets"], [row[column] for row in rows])
+            for column in (self.config.task.stratify if columns is None else columns)
+        }
+
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
-        """Loss, metrics and predictions of the current model on a split (full clips, no augmentation)."""
+        """Loss, metrics and predictions of the current model on a split (full clips, no augmentation).
+        Clips are evaluated by length: scores[k] and targets[k] are those of the split's row index[k]."""
         self.model.eval()
         data = self._dataset(split, train=False)
         order = eval_batches(data.split.lengths(), self.config.training.eval_batch_size)
@@ -364,6 +410,7 @@ class Trainer:
             "metrics": self.task.metrics(scores, targets.numpy()),
             "scores": scores,
             "targets": targets.numpy(),
+            "index": np.array([i for batch in order for i in batch], dtype=np.int64),
         }
 
     def _same_config(self) -> bool:
@@ -399,6 +446,7 @@ class Trainer:
                 "machine": {**cpu.machine(), "device": str(self.device)},
             },
         }
+        groups: dict[str, dict] = {}  # per split, per stratify column
         for split in ("dev", "test"):
             if not len(self.splits[split]):
                 log.warning("the %s split is empty: no %s results", split, split)
@@ -409,7 +457,15 @@ class Trainer:
                 self.task.tune(result["scores"], result["targets"])
                 result["metrics"] = self.task.metrics(result["scores"], result["targets"])
             summary[split] = result["metrics"]
+            if self.task.tracking_metric == "loss":  # what the best state was picked on, where rankings read it
+                summary[split]["loss"] = result["loss"]
+            if self.config.task.stratify:
+                groups[split] = self._groups(split, result)
+                for column, found in groups[split].items():
+                    summary[split].update(worst_values(found, column))
             self.task.plots(result["scores"], result["targets"], self.run_dir / "plots", split)
+        if groups:
+            summary["groups"] = groups
         metrics = {k: v for k, v in summary.items() if k in ("dev", "test")}
         bundle.save(
             self.run_dir / "bundle",

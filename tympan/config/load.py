@@ -19,6 +19,7 @@ from tympan.config.schema import Config
 from tympan.config.yaml12 import load_yaml
 from tympan.errors import ConfigError
 from tympan.grid import combinations
+from tympan.results import parse_tracking
 from tympan.targets import first_line, resolve_target
 
 
@@ -86,6 +87,7 @@ def parse(raw: dict, source: str = "config", *, training: bool = True) -> Config
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {where}.args: {exc}") from None
     _check_chain(config, source)
+    _check_tracking(config, source)
     if training:
         _check_optimizer(config, source)
     return config
@@ -155,6 +157,32 @@ def _check_chain(config: Config, source: str) -> None:
             f"{source}: training.max_duration crops stored clips, but the stored features are a "
             f"{pipeline.stored.describe()} (no time axis); remove it or crop in features.online"
         )
+
+
+def _check_tracking(config: Config, source: str) -> None:
+    """`task.tracking` names a metric the task's class gives (its form and stratify column the
+    schema checked). A per-item one (f1_<label>) is checked by name once the task is fitted."""
+    if config.task.tracking is None:
+        return
+    metric, column = parse_tracking(config.task.tracking)
+    cls = resolve_target(config.task.target)
+    forms = cls.metric_forms() if hasattr(cls, "metric_forms") else None
+    if forms is None:  # a class that lists no metrics: training checks what it gives
+        return
+    forms = [f for f in forms if column is None or f != "loss"]  # groups get the task's metrics, not the loss
+    per_item = [f.removesuffix("<item>") for f in forms if f.endswith("_<item>")]
+    if metric in forms or any(metric.startswith(p) and metric != p for p in per_item):
+        return
+    raise ConfigError(
+        f"{source}: task.tracking: {config.task.tracking!r}: {cls.__name__} {unknown_metric(metric, column, forms)}"
+    )
+
+
+def unknown_metric(metric: str, column: str | None, choices: list[str]) -> str:
+    """The end of the error for a tracking metric the task does not give: what it does give."""
+    pattern = "dev.<metric>" if column is None else f"dev.<metric>.worst_{column}"
+    kind = "metric" if column is None else "per-group metric"
+    return f"gives no {kind} {metric!r}; choose {pattern} with <metric> one of: {', '.join(choices)}"
 
 
 def _misplaced(place: str, pipeline) -> str | None:

@@ -14,11 +14,12 @@ import json
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tympan import components
 from tympan.errors import ConfigError
 from tympan.grid import combinations
+from tympan.results import parse_tracking
 from tympan.targets import first_line, resolve_target
 
 STORE_FORMAT = 4  # bump when the feature store layout or a transform's numbers change, so old stores are rebuilt
@@ -122,7 +123,38 @@ class FeaturesConfig(Block):
 
 
 class TaskConfig(Component):
-    """The task (tympan.tasks): its target columns come from the dataset."""
+    """The task (tympan.tasks): its target columns come from the dataset. `stratify` and
+    `tracking` are read by training, not by the task's class."""
+
+    stratify: list[str] = Field(
+        default_factory=list,
+        description="index columns (speaker, device, ...) whose groups each get the task's metrics, on dev and test",
+    )
+    tracking: str | None = Field(
+        None,
+        description="the metric that picks the best state: dev.<metric> (dev.uar, dev.loss) or "
+        "dev.<metric>.worst_<stratify column>; default: the task's own (accuracy, mAP, mae or ccc)",
+    )
+
+    @field_validator("stratify")
+    @classmethod
+    def _distinct_columns(cls, columns: list[str]) -> list[str]:
+        if any(not c for c in columns) or len(set(columns)) != len(columns):
+            raise ValueError(f"must be distinct, non-empty index column names, got {columns!r}")
+        return columns
+
+    @field_validator("tracking")
+    @classmethod
+    def _tracking_form(cls, tracking: str | None, info: ValidationInfo) -> str | None:
+        """Its form, and a worst group's column stratified (the metric is checked against the task's class)."""
+        if tracking is not None:
+            _, column = parse_tracking(tracking)
+            stratify = info.data.get("stratify") or []
+            if column is not None and column not in stratify:
+                raise ValueError(
+                    f"{tracking!r} needs {column!r} under task.stratify (stratified: {', '.join(stratify) or 'none'})"
+                )
+        return tracking
 
 
 class ModelConfig(Component):
@@ -328,6 +360,7 @@ LATER_KEYS = {
     "optimizer": {"parts": {}, "no_decay": False},
     "scheduler": {"warmup": 0},
     "training": {"accumulate": 1, "channels_last": False},
+    "task": {"stratify": [], "tracking": None},
 }
 
 

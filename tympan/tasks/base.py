@@ -12,7 +12,9 @@ Training, the bundle, the registry, serving, inference, postprocess and the pipe
 - has a loss that takes encoded or soft targets;
 - turns raw model outputs into `scores` (probabilities, or values in original units), which are
   what sliding windows average, what metrics read and what `decode` turns into named outputs;
-- declares its tracking metric and its direction, written into summary.json;
+- declares its tracking metric and its direction, written into summary.json, and which metrics it
+  gives and which of them are lower-is-better, so `task.tracking` can choose another one (its
+  direction known) and `task.stratify`'s worst groups are the worst in each metric's direction;
 - declares its `outputs` (the schema the MLflow signature, KServe outputs and metadata and the
   inference rows are built from), and makes its report plots.
 """
@@ -30,7 +32,7 @@ import torch
 
 from tympan.components import Checked, Says
 from tympan.errors import DataError
-from tympan.results import better
+from tympan.results import WORST, better
 
 Direction = Literal["max", "min"]
 Targets = Annotated[list[Annotated[str, at.MinLen(1)]], at.MinLen(1), Says("a non-empty list of column names")]
@@ -59,6 +61,10 @@ class Task(Checked, abc.ABC):
     tracking_metric: str
     direction: Direction = "max"
     headline: tuple[str, ...] = ()  # the metrics a terminal summary shows (all when empty)
+    # what `metrics` gives, so `task.tracking` can be checked before training (empty: only tracking_metric)
+    metric_names: tuple[str, ...] = ()
+    item_metrics: tuple[str, ...] = ()  # given per class or target too, as <metric>_<item> (f1_<label>)
+    lower_is_better: tuple[str, ...] = ()  # metrics (their per-item forms too) where lower is better
 
     def __init__(self, targets: Targets):
         self.targets = list(targets)
@@ -131,6 +137,43 @@ class Task(Checked, abc.ABC):
 
     def is_better(self, value: float, best: float | None) -> bool:
         return better(value, best, self.direction)
+
+    # ---- the tracking metric's choice (`task.tracking`)
+    @classmethod
+    def metric_forms(cls) -> list[str] | None:
+        """The metrics `task.tracking` may name, known before fitting: per-item ones as `f1_<item>`,
+        and `loss`. None where the class declares none (then they are checked once it is fitted)."""
+        own = getattr(cls, "tracking_metric", None)
+        names = list(cls.metric_names) or ([own] if isinstance(own, str) else [])
+        if not names:
+            return None
+        return [*names, *(f"{m}_<item>" for m in cls.item_metrics), "loss"]
+
+    def metric_items(self) -> list[str]:
+        """What per-item metrics are named after once fitted (class labels, target columns)."""
+        return []
+
+    def known_metrics(self) -> list[str]:
+        """Every metric the fitted task gives, and `loss`: what `task.tracking` may name."""
+        names = list(self.metric_names) or [self._own_tracking()[0]]
+        return [*names, *(f"{m}_{item}" for m in self.item_metrics for item in self.metric_items()), "loss"]
+
+    def metric_direction(self, name: str) -> Direction:
+        """Lower or higher is better for one of the task's metrics (a worst group's: its metric's)."""
+        base = name.rpartition(WORST)[0] or name
+        lower = self.lower_is_better
+        if base == "loss" or base in lower or any(base.startswith(f"{m}_") for m in lower):
+            return "min"
+        own, direction = self._own_tracking()
+        return direction if base == own else "max"
+
+    def track(self, metric: str) -> None:
+        """Pick the best state on `metric` (a name of `known_metrics`, or a worst group's), in its direction."""
+        self._own = self._own_tracking()  # the class's choice: its direction is known for a task that lists none
+        self.tracking_metric, self.direction = metric, self.metric_direction(metric)
+
+    def _own_tracking(self) -> tuple[str, Direction]:
+        return getattr(self, "_own", None) or (self.tracking_metric, self.direction)
 
     def rows(self, decoded: dict[str, np.ndarray]) -> list[dict]:
         """Decoded outputs in table form: one dict per clip (see `Output`)."""

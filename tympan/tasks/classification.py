@@ -27,6 +27,8 @@ class Classification(Task):
     tracking_metric = "accuracy"
     direction = "max"
     headline = ("accuracy", "uar", "macro_f1", "weighted_f1")
+    metric_names = ("accuracy", "uar", "balanced_accuracy", "macro_f1", "weighted_f1")
+    item_metrics = ("f1",)
 
     def __init__(
         self,
@@ -91,6 +93,9 @@ class Classification(Task):
     @property
     def n_outputs(self) -> int:
         return len(self._fitted())
+
+    def metric_items(self) -> list[str]:
+        return list(self.labels)
 
     # ---- training
     def encode(self, rows: list[dict[str, str]], where: str = "index") -> np.ndarray:

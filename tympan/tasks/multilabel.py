@@ -31,6 +31,7 @@ class MultiLabel(Task):
     tracking_metric = "mAP"
     direction = "max"
     headline = ("mAP", "micro_f1", "macro_f1")
+    metric_names = ("mAP", "micro_f1", "macro_f1")
 
     def __init__(
         self,

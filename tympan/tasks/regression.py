@@ -30,6 +30,8 @@ class Regression(Task):
     """
 
     headline = ("mse", "mae", "pearson", "ccc")  # averaged over the targets
+    metric_names = item_metrics = METRICS
+    lower_is_better = ("mse", "mae")
 
     name = "regression"
 
@@ -87,6 +89,9 @@ class Regression(Task):
     @property
     def n_outputs(self) -> int:
         return len(self.targets)
+
+    def metric_items(self) -> list[str]:
+        return list(self.targets)
 
     # ---- training
     def _values(self, rows: list[dict[str, str]], where: str) -> np.ndarray:
