@@ -24,17 +24,24 @@ def dvc(*args, cwd, env):
     return result.stdout
 
 
-def test_repro_then_nothing_then_only_train(fsdd_mirror, tmp_path):
-    shutil.copy(REPO / "dvc.yaml", tmp_path)
-    shutil.copytree(REPO / "tympan", tmp_path / "tympan", ignore=shutil.ignore_patterns("__pycache__"))
+def dvc_project(root: Path, fsdd_mirror) -> tuple[dict, dict]:
+    """A git and DVC project at `root` with this repo's dvc.yaml and tympan package, and tiny params
+    (one training speaker, one epoch); returns the params and the environment dvc runs in."""
+    shutil.copytree(REPO / "tympan", root / "tympan", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root)
     args = {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}
     params = {**TINY, "dataset": {**TINY["dataset"], "args": args}, "augmentation": []}
     params["features"] = {**TINY["features"], "store": STORE}
     params["training"] = {**TINY["training"], "epochs": 1}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TYMPAN_DATA_MIRROR": str(fsdd_mirror)}
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    dvc("init", "-q", cwd=tmp_path, env=env)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc("init", "-q", cwd=root, env=env)
+    return params, env
+
+
+def test_repro_then_nothing_then_only_train(fsdd_mirror, tmp_path):
+    params, env = dvc_project(tmp_path, fsdd_mirror)
 
     first = dvc("repro", cwd=tmp_path, env=env)
     for stage in ("fetch", "preprocess", "train"):
@@ -70,17 +77,8 @@ def test_other_stores_leave_the_pipeline_alone_and_a_clone_with_only_the_feature
     tiny run) once made `dvc status` report the default pipeline's features modified; and training
     found its store through the raw index, which a clone that pulled only the features lacks."""
     repo = tmp_path / "repo"
-    shutil.copytree(REPO / "tympan", repo / "tympan", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", repo)
+    params, env = dvc_project(repo, fsdd_mirror)
     (repo / ".gitignore").write_text("/data/\n/runs/\n__pycache__/\n")
-    args = {"train_speakers": ["george"], "dev_speakers": ["yweweler"], "test_speakers": []}
-    params = {**TINY, "dataset": {**TINY["dataset"], "args": args}, "augmentation": []}
-    params["features"] = {**TINY["features"], "store": STORE}
-    params["training"] = {**TINY["training"], "epochs": 1}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TYMPAN_DATA_MIRROR": str(fsdd_mirror)}
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    dvc("init", "-q", cwd=repo, env=env)
     dvc("remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=repo, env=env)
     dvc("repro", cwd=repo, env=env)
 

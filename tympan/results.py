@@ -40,8 +40,7 @@ def read_summary(path: str | Path) -> dict:
             raise DataError(f"{path}: not a summary: its {name!r} block must be a JSON object")
     for split in SPLITS:
         block = summary.get(split) or {}
-        numbers = isinstance(block, dict) and all(_number(v) for v in block.values())
-        if not numbers:
+        if not _numbers(block):
             raise DataError(f"{path}: not a summary: its {split!r} block must map metric names to numbers")
     if not _groups_readable(summary.get("groups") or {}):
         raise DataError(
@@ -53,25 +52,24 @@ def read_summary(path: str | Path) -> dict:
 
 def _groups_readable(groups) -> bool:
     """The shape `metric_values` reads: {split: {column: {"metrics": {group: {metric: number}}}}}."""
-
-    def numbers(block) -> bool:
-        return isinstance(block, dict) and all(_number(v) for v in block.values())
-
     return isinstance(groups, dict) and all(
         split in SPLITS
         and isinstance(columns, dict)
         and all(
             isinstance(found, dict)
             and isinstance(found.get("metrics"), dict)
-            and all(numbers(metrics) for metrics in found["metrics"].values())
+            and all(_numbers(metrics) for metrics in found["metrics"].values())
             for found in columns.values()
         )
         for split, columns in groups.items()
     )
 
 
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _numbers(block) -> bool:
+    """A mapping of metric names to numbers (a bool is not one)."""
+    return isinstance(block, dict) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in block.values()
+    )
 
 
 def first_line(exc: BaseException) -> str:
